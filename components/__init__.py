@@ -1,0 +1,1 @@
+"""Pulumi components of the QuantaPool topology: one ComponentResource per module."""

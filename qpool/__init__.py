@@ -1,0 +1,1 @@
+"""qpool: the operator CLI for the few stateful, safety-critical operations Pulumi must never perform."""

@@ -1,0 +1,172 @@
+"""Offline review: the resource graph (`qpool plan`) and every file each host receives (`qpool render`).
+
+Both come from one mocked run of the real program (qpool.program), so what a reviewer reads in a PR is
+what `pulumi up` would send, minus secret values, which are shown as `[secret]` and never written.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import json
+import shutil
+from dataclasses import dataclass
+from pathlib import Path, PurePosixPath
+from typing import Any
+
+import yaml
+
+from components.config import warnings_for
+from qpool.errors import QpoolError
+from qpool.program import SECRET_MARK, ProgramRun, RecordedResource, run_program
+from qpool.stacks import load_stack
+
+#: Components that stand for one server; their name is the server's name.
+HOST_COMPONENT_TYPES = frozenset({
+    "quantapool:infra:ValidatorNode",
+    "quantapool:infra:BackupNode",
+    "quantapool:infra:MonitoringServer",
+})
+
+
+@dataclass
+class PlanResult:
+    run: ProgramRun
+    warnings: list[str]
+
+
+def plan_secret_standins(present: set[str]) -> dict[str, str]:
+    """Offline, encrypted secrets cannot be read: stand-ins keep the program's shape and show as [secret]."""
+    from qpool.secrets_standin import standin_values
+
+    return standin_values(present)
+
+
+def plan_stack(stack: str, config_file: Path | None = None) -> PlanResult:
+    loaded = load_stack(stack, config_file)
+    secrets = plan_secret_standins(set(loaded.config.secrets_present))
+    try:
+        run = run_program(stack, loaded.raw, secrets)
+    except Exception as exc:  # the program's own RunError carries its message
+        raise QpoolError(f"the program failed under mocks: {exc}") from exc
+    return PlanResult(run=run, warnings=warnings_for(loaded.config))
+
+
+def _short(value: Any, limit: int = 100) -> str:
+    text = json.dumps(value, sort_keys=True) if not isinstance(value, str) else value
+    text = text.replace("\n", "\\n")
+    return text if len(text) <= limit else text[: limit - 15] + f"... ({len(text)} chars)"
+
+
+def format_plan(run: ProgramRun) -> str:
+    """A readable tree: parents before children, one line per input."""
+    children: dict[str | None, list[RecordedResource]] = {}
+    for r in run.resources:
+        children.setdefault(r.parent_urn or None, []).append(r)
+    lines = [f"stack {run.stack}: {len(run.resources)} resources"]
+
+    def walk(parent: str | None, depth: int) -> None:
+        for r in sorted(children.get(parent, []), key=lambda r: (r.type, r.name)):
+            lines.append(f"{'  ' * depth}+ {r.type} {r.name}")
+            for key, value in sorted(r.display_inputs().items()):
+                if key.startswith("__"):
+                    continue
+                if isinstance(value, list) and value and all(isinstance(v, dict) for v in value):
+                    lines.append(f"{'  ' * depth}    {key}:")
+                    lines.extend(f"{'  ' * depth}      - {_short(v, 160)}" for v in value)
+                else:
+                    lines.append(f"{'  ' * depth}    {key}: {_short(value)}")
+            opts = [k for k, v in r.options.items() if v]
+            if opts:
+                lines.append(f"{'  ' * depth}    (options: {', '.join(sorted(opts))})")
+            walk(r.urn, depth + 1)
+
+    roots = [u for u in children if u is None or not any(r.urn == u for r in run.resources)]
+    for root in roots:
+        walk(root, 0)
+    if run.outputs:
+        lines.append("outputs:")
+        for key in sorted(run.outputs):
+            shown = SECRET_MARK if key in run.secret_outputs else _short(run.outputs[key])
+            lines.append(f"  {key}: {shown}")
+    return "\n".join(lines)
+
+
+def host_of(run: ProgramRun, resource: RecordedResource) -> str | None:
+    """The server a resource belongs to: the nearest host component among its ancestors."""
+    by_urn = {r.urn: r for r in run.resources}
+    current: RecordedResource | None = resource
+    while current is not None:
+        if current.type in HOST_COMPONENT_TYPES:
+            return current.name
+        current = by_urn.get(current.parent_urn)
+    return None
+
+
+def _safe_relative(path: str) -> PurePosixPath:
+    rel = PurePosixPath(path.lstrip("/"))
+    if ".." in rel.parts or not rel.parts:
+        raise QpoolError(f"refusing to render a file with an unsafe path: {path!r}")
+    return rel
+
+
+def _decode_write_file(entry: dict[str, Any]) -> bytes:
+    content = entry.get("content", "")
+    encoding = entry.get("encoding", "text/plain")
+    if encoding in ("b64", "base64"):
+        return base64.b64decode(content)
+    if encoding in ("gz+b64", "gzip+base64", "gz+base64"):
+        return gzip.decompress(base64.b64decode(content))
+    return content.encode()
+
+
+def host_files(run: ProgramRun) -> dict[str, dict[str, bytes]]:
+    """Every file per host: user-data, the files inside it, and each bootstrap command as a script."""
+    files: dict[str, dict[str, bytes]] = {}
+    for server in run.of_type("hcloud:index/server:Server"):
+        inputs = server.display_inputs()
+        host = inputs.get("name") or server.name
+        user_data = inputs.get("userData")
+        if not isinstance(user_data, str):
+            continue
+        per_host = files.setdefault(host, {})
+        per_host["user-data"] = user_data.encode()
+        if user_data.startswith("#cloud-config"):
+            doc = yaml.safe_load(user_data) or {}
+            for entry in doc.get("write_files", []) or []:
+                per_host[str(PurePosixPath("files") / _safe_relative(entry["path"]))] = _decode_write_file(entry)
+    steps: dict[str, int] = {}
+    for cmd in run.of_type("command:remote:Command"):
+        host = host_of(run, cmd)
+        if host is None:
+            continue
+        inputs = cmd.display_inputs()
+        steps[host] = steps.get(host, 0) + 1
+        script = "#!/bin/sh\n# bootstrap step {n}: {name} (runs over SSH as the admin user)\n".format(
+            n=steps[host], name=cmd.name)
+        if cmd.input_is_secret("stdin") or "stdin" in inputs:
+            script += "# stdin: [secret] (streamed by Pulumi, never written here)\n"
+        script += str(inputs.get("create", "")) + "\n"
+        files.setdefault(host, {})[f"bootstrap/{steps[host]:02d}-{cmd.name}.sh"] = script.encode()
+    return files
+
+
+def render_files(run: ProgramRun, out_dir: Path) -> list[Path]:
+    """Write host files and plan.json; replaces the previous render so stale files never linger."""
+    if out_dir.exists():
+        marker = out_dir / "plan.json"
+        if any(out_dir.iterdir()) and not marker.exists():
+            raise QpoolError(f"{out_dir} exists and is not a previous render (no plan.json); choose an empty dir")
+        shutil.rmtree(out_dir)
+    out_dir.mkdir(parents=True)
+    written = []
+    for host, entries in sorted(host_files(run).items()):
+        for rel, content in sorted(entries.items()):
+            path = out_dir / host / rel
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(content)
+            written.append(path)
+    plan_path = out_dir / "plan.json"
+    plan_path.write_text(json.dumps(run.plan_json(), indent=2, sort_keys=True) + "\n")
+    written.append(plan_path)
+    return written

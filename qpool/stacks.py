@@ -1,0 +1,46 @@
+"""Find and validate a stack's config offline, straight from its `Pulumi.<stack>.yaml`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from components.config import SECRET_KEYS, ConfigError, StackConfig, load_stack_config, raw_config_from_stack_file
+from qpool.errors import QpoolError
+from qpool.program import PROJECT_DIR
+
+
+@dataclass(frozen=True)
+class LoadedStack:
+    name: str
+    path: Path
+    raw: dict[str, Any]
+    config: StackConfig
+
+
+def stack_file(name: str, config_file: Path | None = None) -> Path:
+    path = config_file or PROJECT_DIR / f"Pulumi.{name}.yaml"
+    if not path.is_file():
+        raise QpoolError(f"stack config {path} not found; create it or pass --config-file")
+    return path
+
+
+def load_stack(name: str, config_file: Path | None = None) -> LoadedStack:
+    """Parse and validate; ConfigError carries one line per bad key."""
+    path = stack_file(name, config_file)
+    try:
+        doc = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise QpoolError(f"{path}: not valid YAML ({exc.__class__.__name__}: {exc}); fix the syntax") from None
+    if not isinstance(doc, dict):
+        raise QpoolError(f"{path}: expected a mapping with a `config:` section")
+    raw = raw_config_from_stack_file(doc)
+    present = {k for k in raw if k in SECRET_KEYS}
+    config = load_stack_config(raw, secrets_present=present)
+    return LoadedStack(name=name, path=path, raw=raw, config=config)
+
+
+__all__ = ["ConfigError", "LoadedStack", "load_stack", "stack_file"]
