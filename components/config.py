@@ -148,7 +148,8 @@ class Clients(_Model):
 
 def _known_server_type(value: str) -> str:
     if value not in catalog.SERVER_TYPES:
-        examples = ", ".join(sorted(t for t, st in catalog.SERVER_TYPES.items() if st.memory_gib >= 16 and st.arch == "amd64")[:6])
+        fitting = (t for t, st in catalog.SERVER_TYPES.items() if st.memory_gib >= 16 and st.arch == "amd64")
+        examples = ", ".join(sorted(fitting)[:6])
         raise ValueError(f"unknown Hetzner server type {value!r}; e.g. {examples}")
     return value
 

@@ -28,7 +28,7 @@ from pulumi.runtime.sync_await import _sync_await
 from components.config import NAMESPACE, PROJECT
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
-SECRET_MARK = "[secret]"
+SECRET_MARK = "[secret]"  # noqa: S105 - the redaction marker, not a secret
 
 
 @dataclass
@@ -147,7 +147,7 @@ class RecordingMonitor(pulumi_mocks.MockMonitor):
         super().__init__(mocks)
         self.recorded: list[RecordedResource] = []
 
-    def RegisterResource(self, request: Any) -> Any:  # noqa: N802 - gRPC method name
+    def RegisterResource(self, request: Any) -> Any:
         response = super().RegisterResource(request)
         if request.type == "pulumi:pulumi:Stack":
             return response

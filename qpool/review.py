@@ -142,8 +142,7 @@ def host_files(run: ProgramRun) -> dict[str, dict[str, bytes]]:
             continue
         inputs = cmd.display_inputs()
         steps[host] = steps.get(host, 0) + 1
-        script = "#!/bin/sh\n# bootstrap step {n}: {name} (runs over SSH as the admin user)\n".format(
-            n=steps[host], name=cmd.name)
+        script = f"#!/bin/sh\n# bootstrap step {steps[host]}: {cmd.name} (runs over SSH as the admin user)\n"
         if cmd.input_is_secret("stdin") or "stdin" in inputs:
             script += "# stdin: [secret] (streamed by Pulumi, never written here)\n"
         script += str(inputs.get("create", "")) + "\n"

@@ -9,6 +9,7 @@ import yaml
 from click.testing import CliRunner
 
 from qpool.cli import main
+
 REPO = Path(__file__).resolve().parents[2]
 
 
