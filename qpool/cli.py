@@ -103,14 +103,11 @@ def render(stack: str, config_file: Path | None, out_dir: Path) -> None:
     click.echo(f"wrote {len(written)} files under {out_dir}")
 
 
-def _register_optional_groups() -> None:
-    """Subcommand groups that live in their own modules; each one owns its imports."""
+def _register_groups() -> None:
+    """Subcommand groups that live in their own modules."""
     from qpool.keys.cli import keys
 
     main.add_command(keys)
 
 
-try:
-    _register_optional_groups()
-except ImportError as exc:  # pragma: no cover - a partially installed tree should still review configs
-    _optional_import_error = exc
+_register_groups()
