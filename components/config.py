@@ -499,6 +499,9 @@ def load_stack_config(raw: Mapping[str, Any], secrets_present: set[str] | frozen
     except ValidationError as exc:
         raise ConfigError(_pydantic_issues(exc)) from None
     issues = _semantic_issues(cfg)
+    if ("validatorKeys" in cfg.secrets_present) != ("validatorKeysPassphrase" in cfg.secrets_present):
+        issues.append(ConfigIssue(path="validatorKeysPassphrase", message="validatorKeys and "
+                                  "validatorKeysPassphrase go together; set both with `pulumi config set --secret`"))
     for key in misplaced:
         issues.append(ConfigIssue(path=key, message="is a secret but stored in plain text; remove it and run "
                                   f"`pulumi config set --secret {key} ...`"))

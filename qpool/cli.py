@@ -103,6 +103,90 @@ def render(stack: str, config_file: Path | None, out_dir: Path) -> None:
     click.echo(f"wrote {len(written)} files under {out_dir}")
 
 
+inventory_option = click.option(
+    "--inventory", type=click.Path(path_type=Path, dir_okay=False, exists=True),
+    help="Inventory JSON (hosts, SSH key, pinned host keys); default: $QPOOL_INVENTORY, the lab's, or Pulumi outputs.")
+pair_option = click.option("--pair", "-p", "pairs", multiple=True, help="Validator pair (default: every pair).")
+
+
+def _context(stack: str, inventory: Path | None, yes: bool = True) -> Any:
+    import os
+
+    from qpool.inventory import resolve_inventory
+    from qpool.operations import Context
+    from qpool.stacks import stack_file
+
+    inv = resolve_inventory(stack, inventory)
+    client = None
+    if os.environ.get("HCLOUD_TOKEN"):
+        from qpool.hetzner import make_client
+
+        client = make_client(endpoint=inv.hcloud_endpoint)
+
+    def confirm(message: str) -> bool:
+        return yes or click.confirm(message, default=False)
+
+    return Context(inventory=inv, config_file=inv.config_file or stack_file(stack), report=click.echo,
+                   confirm=confirm, hcloud=client)
+
+
+def _pairs(ctx: Any, pairs: tuple[str, ...]) -> list[str]:
+    return list(pairs) or ctx.inventory.pairs()
+
+
+@main.command()
+@stack_option
+@inventory_option
+@pair_option
+@click.option("--json", "as_json", is_flag=True)
+@operator_errors
+def status(stack: str, inventory: Path | None, pairs: tuple[str, ...], as_json: bool) -> None:
+    """Per pair: who signs, locks, units, processes, sync, newest slashing-protection backup."""
+    from qpool.operations import format_status, pair_status
+
+    ctx = _context(stack, inventory)
+    doc = {"stack": stack, "pairs": [pair_status(ctx, p) for p in _pairs(ctx, pairs)]}
+    click.echo(json.dumps(doc, indent=2) if as_json else format_status(doc))
+    if any(p["double_signer_risk"] for p in doc["pairs"]):
+        sys.exit(3)
+
+
+@main.command()
+@stack_option
+@inventory_option
+@click.option("--pair", "-p", required=True)
+@click.option("--first-start", is_flag=True, help="First start ever for these keys: no slashing history yet.")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@operator_errors
+def activate(stack: str, inventory: Path | None, pair: str, first_start: bool, yes: bool) -> None:
+    """Start the validator on the host stack config names active, after verifying every peer is stopped."""
+    from qpool.operations import activate as do_activate
+
+    do_activate(_context(stack, inventory, yes), pair, first_start=first_start)
+
+
+@main.command()
+@stack_option
+@inventory_option
+@click.option("--pair", "-p", required=True)
+@click.option("--to", "to_role", type=click.Choice(["backup", "primary"]), default="backup", show_default=True,
+              help="Role of the host that signs afterwards (`--to primary` is the failback).")
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--i-accept-slashing-risk", "accept_risk", is_flag=True,
+              help="Skip the epoch gate / missing-backup refusals of the fenced path (logged).")
+@operator_errors
+def failover(stack: str, inventory: Path | None, pair: str, to_role: str, yes: bool, accept_risk: bool) -> None:
+    """Fenced, verified switch of signing to the other host of a pair (resumable; a re-run is a no-op)."""
+    from qpool.operations import alertmanager_alert
+    from qpool.operations import failover as do_failover
+
+    ctx = _context(stack, inventory, yes)
+    if accept_risk:
+        click.echo("WARNING: --i-accept-slashing-risk given: safety refusals of the fenced path are overridden",
+                   err=True)
+    do_failover(ctx, pair, to_role=to_role, accept_slashing_risk=accept_risk, alert=alertmanager_alert(ctx))
+
+
 def _register_groups() -> None:
     """Subcommand groups that live in their own modules."""
     from qpool.keys.cli import keys

@@ -129,6 +129,9 @@ def _default_state(args: pulumi_mocks.MockResourceArgs, n: int) -> dict[str, Any
     if t == "random:index/randomId:RandomId":
         nbytes = int(args.inputs.get("byteLength", 32))
         return {"hex": _fake_hex(args.name, nbytes), "b64Std": "", "dec": "0"}
+    if t == "random:index/randomBytes:RandomBytes":
+        nbytes = int(args.inputs.get("length", 32))
+        return {"hex": _fake_hex(args.name, nbytes), "base64": ""}
     if t == "random:index/randomPassword:RandomPassword":
         return {"result": _fake_hex(args.name, 16)}
     if t in ("tls:index/selfSignedCert:SelfSignedCert", "tls:index/locallySignedCert:LocallySignedCert"):

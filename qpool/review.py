@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import base64
 import gzip
+import io
 import json
 import shutil
+import tarfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -143,11 +145,26 @@ def host_files(run: ProgramRun) -> dict[str, dict[str, bytes]]:
         inputs = cmd.display_inputs()
         steps[host] = steps.get(host, 0) + 1
         script = f"#!/bin/sh\n# bootstrap step {steps[host]}: {cmd.name} (runs over SSH as the admin user)\n"
-        if cmd.input_is_secret("stdin") or "stdin" in inputs:
+        if cmd.input_is_secret("stdin"):
             script += "# stdin: [secret] (streamed by Pulumi, never written here)\n"
+        elif inputs.get("stdin"):
+            members = _tar_members(str(inputs["stdin"]))
+            for path, content in members.items():
+                files.setdefault(host, {})[str(PurePosixPath("files") / _safe_relative(path))] = content
+            script += f"# stdin: a tar of {len(members)} file(s), rendered under files/\n"
         script += str(inputs.get("create", "")) + "\n"
         files.setdefault(host, {})[f"bootstrap/{steps[host]:02d}-{cmd.name}.sh"] = script.encode()
     return files
+
+
+def _tar_members(stdin_b64: str) -> dict[str, bytes]:
+    """The files inside a non-secret bootstrap bundle (base64 tar), for review."""
+    try:
+        raw = base64.b64decode(stdin_b64, validate=True)
+        with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+            return {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]
+    except (ValueError, tarfile.TarError):
+        return {}
 
 
 def render_files(run: ProgramRun, out_dir: Path) -> list[Path]:

@@ -7,8 +7,19 @@ like the real one and therefore only ever shown as `[secret]`.
 
 from __future__ import annotations
 
+import base64
 import secrets
+
+from qpool.keys.seal import seal_files
 
 
 def standin_values(present: set[str]) -> dict[str, str]:
-    return {key: f"offline-standin-{secrets.token_hex(16)}" for key in sorted(present)}
+    values = {key: f"offline-standin-{secrets.token_hex(16)}" for key in sorted(present)}
+    if "validatorKeys" in values and "validatorKeysPassphrase" in values:
+        # The program unseals the bundle: give it a real sealed bundle whose "keystore" is an empty JSON
+        # object, so the plan exercises the same path without any key material.
+        passphrase = values["validatorKeysPassphrase"]
+        bundle = seal_files({"keystore-offline-standin.json": (0o600, b"{}"),
+                             "password.txt": (0o600, secrets.token_hex(16).encode())}, passphrase)
+        values["validatorKeys"] = base64.b64encode(bundle).decode()
+    return values

@@ -1,0 +1,236 @@
+"""The part of every host's cloud-config that does not depend on its role.
+
+Admin user with key-only SSH, no root login, security-only unattended upgrades without reboots, chrony,
+the nftables ruleset, the node exporter on the private address, hostname and timezone, and the optional
+data volume. Role modules (key_host.py, the monitoring module) pass their packages, firewall rules, files
+and commands in; this module owns the ordering rules that make first boot fail loudly instead of half-way.
+
+Module order that the design relies on (Debian's cloud.cfg): write_files (init stage) -> disk_setup ->
+mounts -> users-groups -> ... packages (final stage) -> write_files deferred -> runcmd script (final).
+Files owned by service users are therefore deferred, and runcmd runs with packages installed.
+"""
+
+from __future__ import annotations
+
+import base64
+import gzip
+import ipaddress
+import shlex
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import yaml
+
+from cloud_init import HostFile, HostRenderInputs
+from cloud_init.render import render
+from components import ports
+
+ADMIN_USER = "qpadmin"
+BASE_PACKAGES: tuple[str, ...] = (
+    "nftables", "chrony", "unattended-upgrades", "prometheus-node-exporter", "curl", "jq", "sqlite3",
+    "ca-certificates", "python3-venv",
+)
+NODE_EXPORTER_TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
+NFTABLES_CONF = "/etc/nftables.conf"
+SSHD_DROPIN = "/etc/ssh/sshd_config.d/10-quantapool.conf"
+DATA_LABEL = "qpdata"  # ext4 labels hold at most 16 bytes
+#: Hetzner accepts at most 32 KiB of user-data. Files above this size are stored gzip+base64
+#: (`encoding: gz+b64`), which keeps a key host near 20 KiB; reviewers read the plain files that
+#: `key_host_files()` returns (e.g. via `qpool render`), not the encoded blob.
+COMPRESS_ABOVE_BYTES = 400
+USER_DATA_LIMIT_BYTES = 32 * 1024
+#: How long the first boot waits for the data volume to be attached (Pulumi attaches it after the server
+#: exists, so cloud-init can run before the device appears).
+VOLUME_WAIT_SECONDS = 300
+
+
+@dataclass(frozen=True)
+class ServiceUser:
+    """A system account for one daemon: no login shell, no home, no password."""
+
+    name: str
+    groups: tuple[str, ...] = ()
+
+
+def _check_mode(f: HostFile) -> None:
+    if len(f.mode) != 4 or not set(f.mode) <= set("01234567"):
+        raise ValueError(f"{f.path}: mode {f.mode!r} must be four octal digits, e.g. '0644'")
+    if not f.path.startswith("/") or ":" not in f.owner:
+        raise ValueError(f"{f.path}: path must be absolute and owner user:group (got {f.owner!r})")
+
+
+def base_files(inputs: HostRenderInputs, nft_rules: str) -> list[HostFile]:
+    """Files every host gets (the role's files come on top)."""
+    private_ip = str(ipaddress.IPv4Address(inputs.host.private_ip))
+    return [
+        HostFile(NFTABLES_CONF, nft_rules, "0755"),
+        HostFile(SSHD_DROPIN, render("sshd-quantapool.conf.j2"), "0644"),
+        HostFile("/etc/apt/apt.conf.d/52quantapool-unattended-upgrades", render("unattended-upgrades.conf.j2")),
+        HostFile("/etc/apt/apt.conf.d/21quantapool-auto-upgrades", render("auto-upgrades.conf.j2")),
+        HostFile("/etc/default/prometheus-node-exporter",
+                 render("node-exporter.default.j2", listen=f"{private_ip}:{ports.NODE_EXPORTER}",
+                        textfile_dir=NODE_EXPORTER_TEXTFILE_DIR)),
+        HostFile("/etc/systemd/system/prometheus-node-exporter.service.d/10-quantapool.conf",
+                 render("node-exporter.dropin.conf.j2")),
+    ]
+
+
+def base_runcmd(data_dir: str | None, volume: bool) -> list[list[str] | str]:
+    cmds: list[list[str] | str] = []
+    if data_dir:
+        if volume:
+            # Never let data (wallet, slashing protection, chain) land on the root disk by accident.
+            cmds.append(["mountpoint", "-q", data_dir])
+        else:
+            cmds.append(["install", "-d", "-m", "0755", "-o", "root", "-g", "root", data_dir])
+    cmds += [
+        ["nft", "-c", "-f", NFTABLES_CONF],
+        ["systemctl", "enable", "nftables.service"],
+        ["systemctl", "restart", "nftables.service"],
+        # check the config before touching the running daemon (sshd -t needs its privilege-separation dir);
+        # reload keeps the listener, so a bad config can never leave the host without SSH
+        ["install", "-d", "-m", "0755", "/run/sshd"],
+        ["sshd", "-t"],
+        ["systemctl", "reload-or-restart", "ssh.service"],
+        ["systemctl", "enable", "--now", "chrony.service"],
+        ["systemctl", "enable", "--now", "apt-daily.timer", "apt-daily-upgrade.timer"],
+        ["install", "-d", "-m", "0755", "-o", "root", "-g", "root", NODE_EXPORTER_TEXTFILE_DIR],
+        ["systemctl", "daemon-reload"],
+        ["systemctl", "enable", "prometheus-node-exporter.service"],
+        ["systemctl", "restart", "prometheus-node-exporter.service"],
+    ]
+    return cmds
+
+
+def _write_files(files: Sequence[HostFile]) -> list[dict[str, object]]:
+    seen: dict[str, HostFile] = {}
+    for f in files:
+        _check_mode(f)
+        if f.path in seen and seen[f.path] != f:
+            raise ValueError(f"{f.path} is rendered twice with different content")
+        seen[f.path] = f
+    out = []
+    for f in sorted(seen.values(), key=lambda x: x.path):
+        entry: dict[str, object] = {"path": f.path, "content": f.content, "permissions": f.mode,
+                                    "owner": f.owner}
+        raw = f.content.encode()
+        if len(raw) > COMPRESS_ABOVE_BYTES:
+            # mtime=0: the same content always gives the same bytes (deterministic user-data)
+            entry["content"] = base64.b64encode(gzip.compress(raw, compresslevel=9, mtime=0)).decode()
+            entry["encoding"] = "gz+b64"
+        if f.defer or f.owner != "root:root":
+            entry["defer"] = True
+        out.append(entry)
+    return out
+
+
+def base_cloud_config(
+    inputs: HostRenderInputs,
+    *,
+    packages: list[str],
+    nft_rules: str,
+    files: list[HostFile],
+    runcmd: list[list[str] | str],
+    service_users: Sequence[ServiceUser] = (),
+    groups: Sequence[str] = (),
+    data_dir: str | None = None,
+) -> dict:
+    """The cloud-config mapping for one host.
+
+    `nft_rules` is the complete ruleset file (see cloud_init.nftables.ruleset). `data_dir`, when given, is
+    where the host's volume is mounted (formatted only if blank); with `inputs.volume_device` None (the lab)
+    it is just created. The runcmd script starts with `set -eu`: cloud-init writes runcmd as one shell
+    script and would otherwise carry on after a failed step and report success.
+    """
+    cfg = inputs.config
+    host = inputs.host
+    admin = {
+        "name": ADMIN_USER,
+        "gecos": "QuantaPool admin",
+        "shell": "/bin/bash",
+        "groups": ["adm", "sudo", "systemd-journal"],
+        # Pulumi's remote commands run without a PTY, so sudo must not ask for a password.
+        "sudo": "ALL=(ALL) NOPASSWD:ALL",
+        "lock_passwd": True,
+        "ssh_authorized_keys": [*cfg.operator_ssh_keys, inputs.deploy_public_key.strip()],
+    }
+    users: list[object] = [admin]
+    for su in service_users:
+        entry: dict[str, object] = {"name": su.name, "system": True, "shell": "/usr/sbin/nologin",
+                                    "homedir": "/nonexistent", "no_create_home": True, "lock_passwd": True}
+        if su.groups:
+            entry["groups"] = list(su.groups)
+        users.append(entry)
+
+    doc: dict[str, object] = {
+        "hostname": host.name,
+        "preserve_hostname": False,
+        "timezone": "UTC",
+        "disable_root": True,
+        "ssh_pwauth": False,
+        "package_update": True,
+        "packages": sorted(set(BASE_PACKAGES) | set(packages)),
+        "users": users,
+        "write_files": _write_files([*base_files(inputs, nft_rules), *files]),
+        "runcmd": ["set -eu", *base_runcmd(data_dir, inputs.volume_device is not None), *runcmd],
+    }
+    if groups:
+        doc["groups"] = sorted(set(groups))
+    if data_dir and inputs.volume_device:
+        doc["fs_setup"] = [{
+            "label": DATA_LABEL,
+            "filesystem": "ext4",
+            "device": inputs.volume_device,
+            # "any": format only a blank device; an existing ext4 (ours, or Hetzner's pre-formatted volume) is
+            # reused and another filesystem is left alone. NEVER "none": cloud-init then runs mkfs -F on the
+            # raw disk without looking, wiping the wallet and slashing protection on a re-provisioned host.
+            "partition": "any",
+            "overwrite": False,
+        }]
+        doc["mounts"] = [[inputs.volume_device, data_dir, "ext4", "defaults,nofail,discard", "0", "2"]]
+        # bootcmd runs before disk_setup and mounts: wait for a volume attached after the server was created.
+        # If it never appears, disk_setup fails and cloud-init reports the error (qp-wait-ready shows it).
+        dev = shlex.quote(inputs.volume_device)
+        doc["bootcmd"] = [f"for i in $(seq 1 {VOLUME_WAIT_SECONDS}); do [ -b {dev} ] && break; sleep 1; done; "
+                          "udevadm settle || true"]
+    return doc
+
+
+class _Dumper(yaml.SafeDumper):
+    """Multi-line strings as literal blocks, so a reviewer reads files in user-data as files."""
+
+
+def _str_representer(dumper: yaml.SafeDumper, value: str) -> yaml.ScalarNode:
+    style = "|" if "\n" in value else None
+    return dumper.represent_scalar("tag:yaml.org,2002:str", value, style=style)
+
+
+def _list_representer(dumper: yaml.SafeDumper, value: list) -> yaml.SequenceNode:
+    # A command (runcmd entry, mounts row, groups) reads best on one line: ["systemctl", "restart", "x"].
+    flow = bool(value) and all(isinstance(v, str) and "\n" not in v for v in value) and len(str(value)) < 120
+    return dumper.represent_sequence("tag:yaml.org,2002:seq", value, flow_style=flow)
+
+
+_Dumper.add_representer(str, _str_representer)
+_Dumper.add_representer(list, _list_representer)
+
+
+def to_user_data(doc: dict) -> str:
+    """`#cloud-config` + YAML. Deterministic: mapping keys sorted; list order is meaningful and kept
+    (write_files are already sorted by path, packages sorted, runcmd in execution order)."""
+    body = yaml.dump(doc, Dumper=_Dumper, sort_keys=True, default_flow_style=False, allow_unicode=True, width=1000)
+    text = "#cloud-config\n" + body
+    if len(text.encode()) > USER_DATA_LIMIT_BYTES:
+        raise ValueError(f"user-data is {len(text.encode())} bytes; Hetzner accepts at most {USER_DATA_LIMIT_BYTES}")
+    return text
+
+
+def decoded_write_files(doc: dict) -> dict[str, str]:
+    """path -> plain content of a cloud-config's write_files (undoing gz+b64): for tests and review."""
+    out = {}
+    for entry in doc.get("write_files", []):
+        content = entry["content"]
+        if entry.get("encoding") == "gz+b64":
+            content = gzip.decompress(base64.b64decode(content)).decode()
+        out[entry["path"]] = content
+    return out

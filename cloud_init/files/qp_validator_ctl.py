@@ -1,0 +1,587 @@
+#!/usr/bin/python3
+"""qp-validator-ctl: the host side of `qpool status/activate/failover` (installed on every key host).
+
+Why a host-side tool: every check and every state change that decides whether this host may sign runs
+here, next to systemd, the process table and the slashing-protection DB, with one JSON answer per call.
+The operator's `qpool` decides *whether* a host may sign (it sees both hosts); this tool makes sure each
+step really happened on this host (stopped means stopped, imported means imported) and refuses any step
+whose local preconditions do not hold.
+
+Stdlib only (Debian's python3). Exit codes: 0 done/ok, 1 refused or failed (JSON says why), 2 usage.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import hashlib
+import json
+import os
+import pwd
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+CONFIG_PATH = Path(os.environ.get("QP_CTL_CONFIG", "/etc/quantapool/validator-ctl.json"))
+UNIT = "qp-validator.service"
+
+
+class Refused(Exception):
+    """A precondition does not hold: nothing was changed."""
+
+
+def load_config() -> dict[str, Any]:
+    return json.loads(CONFIG_PATH.read_text())
+
+
+CFG: dict[str, Any] = {}
+
+
+def cfg(key: str) -> Any:
+    return CFG[key]
+
+
+# -- observations ---------------------------------------------------------------------------------------
+
+def run(argv: list[str], *, input: bytes | None = None, timeout: float = 60, check: bool = False,
+        ) -> subprocess.CompletedProcess[bytes]:
+    return subprocess.run(argv, input=input, capture_output=True, timeout=timeout, check=check)
+
+
+def systemctl_show(unit: str = UNIT) -> dict[str, str]:
+    out = run(["systemctl", "show", unit, "--property=ActiveState,SubState,UnitFileState,LoadState,MainPID"])
+    props = {}
+    for line in out.stdout.decode().splitlines():
+        key, _, value = line.partition("=")
+        props[key] = value
+    return props
+
+
+def validator_pids() -> list[int]:
+    """Every process running the validator binary, whatever started it (systemd or a stray shell)."""
+    binary = os.path.realpath(cfg("validator_bin"))
+    names = {os.path.basename(cfg("validator_bin")), os.path.basename(binary)}
+    pids = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            cmdline = (entry / "cmdline").read_bytes().split(b"\0")
+            exe = os.path.realpath(entry / "exe") if (entry / "exe").exists() else ""
+        except OSError:
+            continue
+        argv0 = cmdline[0].decode(errors="replace") if cmdline and cmdline[0] else ""
+        args = [a.decode(errors="replace") for a in cmdline[1:3] if a]
+        # A stand-in (zipapp under python3) shows the binary as argv[1]; a real client as argv[0]/exe.
+        candidates = {argv0, exe, *args}
+        if any(c and (os.path.realpath(c) == binary or os.path.basename(c) in names) for c in candidates):
+            if any(a in ("slashing-protection-history", "accounts") for a in
+                   (x.decode(errors="replace") for x in cmdline[1:4])):
+                continue  # a one-shot export/import/accounts command is not a signer
+            pids.append(int(entry.name))
+    return sorted(pids)
+
+
+def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
+    try:
+        with socket.create_connection((host, port), timeout=timeout):
+            return True
+    except OSError:
+        return False
+
+
+def http_json(url: str, timeout: float = 3.0) -> tuple[int, Any]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - http URLs from our own config
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        try:
+            return exc.code, json.loads(exc.read() or b"null")
+        except ValueError:
+            return exc.code, None
+    except (OSError, ValueError):
+        return 0, None
+
+
+def rpc(method: str, timeout: float = 3.0) -> Any:
+    body = json.dumps({"jsonrpc": "2.0", "id": 1, "method": method, "params": []}).encode()
+    req = urllib.request.Request(cfg("execution_rpc"), data=body,  # noqa: S310 - http URL from our config
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - loopback URL from config
+            return json.loads(resp.read()).get("result")
+    except (OSError, ValueError):
+        return None
+
+
+def newest_backup() -> dict[str, Any] | None:
+    directory = Path(cfg("replica_dir"))
+    if not directory.is_dir():
+        return None
+    files = sorted((p for p in directory.glob("*.db") if p.is_file()), key=lambda p: p.stat().st_mtime)
+    if not files:
+        return None
+    newest = files[-1]
+    sha_file = newest.with_suffix(newest.suffix + ".sha256")
+    return {"path": str(newest), "mtime": newest.stat().st_mtime,
+            "age_seconds": max(0.0, time.time() - newest.stat().st_mtime),
+            "sha256": sha_file.read_text().split()[0] if sha_file.exists() else None,
+            "source": newest.name.split("--")[0] if "--" in newest.name else None}
+
+
+def chain_clock() -> dict[str, Any] | None:
+    """genesis time and slot/epoch lengths from the local beacon node (the chain's own clock)."""
+    prefix = cfg("beacon_rest")
+    code, genesis = http_json(f"{prefix}/beacon/genesis")
+    code2, spec = http_json(f"{prefix}/config/spec")
+    if code != 200 or code2 != 200 or not genesis or not spec:
+        return None
+    try:
+        return {"genesis_time": int(genesis["data"]["genesis_time"]),
+                "seconds_per_slot": float(spec["data"]["SECONDS_PER_SLOT"]),
+                "slots_per_epoch": int(spec["data"]["SLOTS_PER_EPOCH"])}
+    except (KeyError, TypeError, ValueError):
+        return None
+
+
+def status() -> dict[str, Any]:
+    lock = Path(cfg("lock_file"))
+    unit = systemctl_show()
+    sync_code, syncing = http_json(f"{cfg('beacon_rest')}/node/syncing")
+    eth_syncing = rpc(f"{cfg('rpc_namespace')}_syncing")
+    eth_block = rpc(f"{cfg('rpc_namespace')}_blockNumber")
+    db = Path(cfg("validator_datadir")) / "validator.db"
+    return {
+        "host": socket.gethostname(),
+        "role": Path(cfg("role_file")).read_text().strip() if Path(cfg("role_file")).exists() else None,
+        "locked": lock.exists(),
+        "lock_reason": lock.read_text().splitlines()[0] if lock.exists() and lock.read_text() else None,
+        "unit": {"active": unit.get("ActiveState"), "sub": unit.get("SubState"),
+                 "file_state": unit.get("UnitFileState"), "load": unit.get("LoadState"),
+                 "main_pid": int(unit.get("MainPID") or 0)},
+        "processes": validator_pids(),
+        "metrics_port_open": port_open(cfg("metrics_host"), int(cfg("metrics_port"))),
+        "db_present": db.exists() and db.stat().st_size > 0,
+        "newest_backup": newest_backup(),
+        "beacon": {"reachable": sync_code == 200,
+                   "syncing": (syncing or {}).get("data", {}).get("is_syncing") if sync_code == 200 else None,
+                   "head_slot": (syncing or {}).get("data", {}).get("head_slot") if sync_code == 200 else None},
+        "execution": {"reachable": eth_block is not None, "syncing": bool(eth_syncing) if eth_block else None,
+                      "block": int(eth_block, 16) if isinstance(eth_block, str) else None},
+        "chain_clock": chain_clock(),
+        "oplock": read_oplock(),
+        "time": time.time(),
+    }
+
+
+def stopped_reasons(st: dict[str, Any]) -> list[str]:
+    """Independent checks; each one alone is enough to say "not stopped"."""
+    reasons = []
+    if st["unit"]["active"] not in ("inactive", "failed"):
+        reasons.append(f"unit {UNIT} is {st['unit']['active']}")
+    if st["processes"]:
+        reasons.append(f"validator processes running: {st['processes']}")
+    if st["metrics_port_open"]:
+        reasons.append(f"validator metrics port {cfg('metrics_port')} answers")
+    if not st["locked"]:
+        reasons.append(f"lock file {cfg('lock_file')} is absent")
+    return reasons
+
+
+# -- the operation lock: serialises qpool runs that target this host -------------------------------------
+
+def oplock_dir() -> Path:
+    return Path(cfg("oplock_dir"))
+
+
+def read_oplock() -> dict[str, Any] | None:
+    owner = oplock_dir() / "owner.json"
+    try:
+        return json.loads(owner.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def oplock_acquire(run_id: str, owner: str) -> dict[str, Any]:
+    directory = oplock_dir()
+    directory.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        directory.mkdir(mode=0o700)
+    except FileExistsError as exc:
+        held = read_oplock() or {}
+        if held.get("run_id") == run_id:
+            return held  # the same (resumed) run
+        raise Refused(f"another qpool operation holds this host: run {held.get('run_id')} by {held.get('owner')} "
+                      f"since {held.get('since')}; wait for it, or release it with `qpool release-oplock` if it "
+                      "died") from exc
+    info = {"run_id": run_id, "owner": owner, "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
+    (directory / "owner.json").write_text(json.dumps(info))
+    return info
+
+
+def oplock_release(run_id: str, force: bool = False) -> None:
+    held = read_oplock()
+    if held is None:
+        return
+    if held.get("run_id") != run_id and not force:
+        raise Refused(f"the operation lock belongs to run {held.get('run_id')}, not {run_id}")
+    shutil.rmtree(oplock_dir(), ignore_errors=True)
+
+
+def require_oplock(run_id: str) -> None:
+    held = read_oplock()
+    if not held or held.get("run_id") != run_id:
+        raise Refused(f"run {run_id} does not hold the operation lock on this host (held: {held})")
+
+
+# -- state changes --------------------------------------------------------------------------------------
+
+def arm_lock(reason: str) -> None:
+    lock = Path(cfg("lock_file"))
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    tmp = lock.with_name(".VALIDATOR_LOCKED.tmp")
+    tmp.write_text(f"reason: {reason}\ntimestamp: {time.strftime('%Y-%m-%dT%H:%M:%SZ', time.gmtime())}\n")
+    os.replace(tmp, lock)
+
+
+def wait_until(predicate: Any, timeout: float, interval: float = 0.5) -> bool:
+    deadline = time.monotonic() + timeout
+    while True:
+        if predicate():
+            return True
+        if time.monotonic() >= deadline:
+            return False
+        time.sleep(interval)
+
+
+def stop(reason: str, timeout: float) -> dict[str, Any]:
+    """Lock first (so no restart can slip in), stop gracefully, then force; mask for this boot; verify."""
+    arm_lock(reason)
+    run(["systemctl", "stop", "--no-block", UNIT])
+    graceful = wait_until(lambda: not validator_pids() and systemctl_show()["ActiveState"] != "active",
+                          timeout)
+    forced = False
+    if not graceful:
+        forced = True
+        run(["systemctl", "kill", "--signal=SIGKILL", UNIT])
+        for pid in validator_pids():
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, 9)
+        wait_until(lambda: not validator_pids(), 10)
+    run(["systemctl", "disable", UNIT])
+    # The unit file lives in /etc, so a persistent mask is impossible; a runtime mask covers this boot and
+    # the boot-time lock covers the next one.
+    run(["systemctl", "mask", "--runtime", UNIT])
+    st = status()
+    reasons = stopped_reasons(st)
+    result = {"stopped": not reasons, "graceful": graceful, "forced": forced, "reasons": reasons, "status": st}
+    if reasons:
+        raise Refused("validator did not stop: " + "; ".join(reasons))
+    return result
+
+
+def activate(run_id: str, first_start: bool, timeout: float) -> dict[str, Any]:
+    """Unlock and start this host's validator. qpool calls this only after verifying every peer."""
+    require_oplock(run_id)
+    st = status()
+    if st["processes"] or st["unit"]["active"] == "active":
+        raise Refused("a validator is already running on this host")
+    if not st["db_present"] and not first_start:
+        raise Refused("no slashing-protection DB on this host; a first-ever start needs --first-start")
+    run(["systemctl", "unmask", "--runtime", UNIT])
+    Path(cfg("lock_file")).unlink(missing_ok=True)
+    started = run(["systemctl", "start", UNIT], timeout=timeout)
+    ok = wait_until(lambda: systemctl_show()["ActiveState"] == "active" and bool(validator_pids())
+                    and port_open(cfg("metrics_host"), int(cfg("metrics_port"))), timeout)
+    st = status()
+    if not ok:
+        # Leave it stopped and locked: a half-started signer is worse than none.
+        with contextlib.suppress(Refused):
+            stop("activation failed verification", 30)
+        raise Refused(f"validator did not come up within {timeout:.0f}s "
+                      f"(systemctl: {started.stderr.decode(errors='replace').strip()[:300]}); stopped and re-locked")
+    return {"running": True, "status": st}
+
+
+def _as_validator(argv: list[str], timeout: float = 300) -> subprocess.CompletedProcess[bytes]:
+    user = cfg("validator_user")
+    pwd.getpwnam(user)
+    return run(["runuser", "-u", user, "--", *argv], timeout=timeout)
+
+
+def _require_stopped_and_locked() -> None:
+    reasons = stopped_reasons(status())
+    if reasons:
+        raise Refused("the validator must be stopped and locked first: " + "; ".join(reasons))
+
+
+def _export(datadir: str) -> bytes:
+    user = cfg("validator_user")
+    with tempfile.TemporaryDirectory(prefix="qp-export-") as tmp:
+        shutil.chown(tmp, user=user)
+        proc = _as_validator([cfg("validator_bin"), "slashing-protection-history", "export", f"--datadir={datadir}",
+                              f"--slashing-protection-export-dir={tmp}", "--accept-terms-of-use"])
+        out = Path(tmp) / "slashing_protection.json"
+        if proc.returncode != 0 or not out.exists():
+            raise Refused("export failed: " + proc.stderr.decode(errors="replace").strip()[-500:])
+        return out.read_bytes()
+
+
+def export_slashing() -> bytes:
+    _require_stopped_and_locked()
+    return _export(cfg("validator_datadir"))
+
+
+def export_replica(path: str) -> bytes:
+    """Export the interchange from a replicated DB copy (the primary is unreachable and fenced)."""
+    replica = Path(path)
+    if replica.parent != Path(cfg("replica_dir")) or not replica.is_file():
+        raise Refused(f"{path} is not a replicated backup in {cfg('replica_dir')}")
+    sha_file = replica.with_suffix(replica.suffix + ".sha256")
+    if sha_file.exists():
+        expected = sha_file.read_text().split()[0]
+        actual = hashlib.sha256(replica.read_bytes()).hexdigest()
+        if actual != expected:
+            raise Refused(f"replicated backup {replica.name} fails its checksum (corrupted in transit or on disk)")
+    user = cfg("validator_user")
+    with tempfile.TemporaryDirectory(prefix="qp-replica-") as tmp:
+        shutil.copyfile(replica, Path(tmp) / "validator.db")
+        shutil.chown(tmp, user=user)
+        shutil.chown(Path(tmp) / "validator.db", user=user)
+        return _export(tmp)
+
+
+def import_slashing(data: bytes, expected_sha256: str) -> dict[str, Any]:
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != expected_sha256:
+        raise Refused(f"slashing-protection file checksum mismatch: got {actual}, expected {expected_sha256}; "
+                      "nothing imported")
+    try:
+        doc = json.loads(data)
+        assert doc["metadata"]["interchange_format_version"] == "5"
+        assert isinstance(doc["data"], list)
+    except (ValueError, KeyError, TypeError, AssertionError):
+        raise Refused("slashing-protection file is not an EIP-3076 interchange (version 5); nothing imported") from None
+    _require_stopped_and_locked()
+    user = cfg("validator_user")
+    with tempfile.TemporaryDirectory(prefix="qp-import-") as tmp:
+        path = Path(tmp) / "slashing_protection.json"
+        path.write_bytes(data)
+        shutil.chown(tmp, user=user)
+        shutil.chown(path, user=user)
+        proc = _as_validator([cfg("validator_bin"), "slashing-protection-history", "import",
+                              f"--datadir={cfg('validator_datadir')}", f"--slashing-protection-json-file={path}",
+                              "--accept-terms-of-use"])
+        if proc.returncode != 0:
+            raise Refused("import failed: " + proc.stderr.decode(errors="replace").strip()[-500:])
+    return {"imported": True, "sha256": actual, "keys": len(doc["data"])}
+
+
+# -- live slashing-protection backups -------------------------------------------------------------------
+
+def write_textfile(name: str, lines: list[str]) -> None:
+    """Atomically replace one node-exporter textfile (a half-written file would be scraped as garbage)."""
+    directory = Path(cfg("textfile_dir"))
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / f".{name}.prom.tmp"
+    tmp.write_text("\n".join(lines) + "\n")
+    tmp.chmod(0o644)
+    os.replace(tmp, directory / f"{name}.prom")
+
+
+def write_state_metrics() -> dict[str, Any]:
+    """Lock and unit state for the alert rules (which host is meant to sign, and whether it does)."""
+    locked = Path(cfg("lock_file")).exists()
+    active = systemctl_show()["ActiveState"] == "active"
+    write_textfile("quantapool_validator_state", [
+        "# HELP quantapool_validator_locked 1 while /etc/quantapool/VALIDATOR_LOCKED exists (this host may not sign).",
+        "# TYPE quantapool_validator_locked gauge",
+        f"quantapool_validator_locked {int(locked)}",
+        "# HELP quantapool_validator_unit_active 1 while qp-validator.service is active.",
+        "# TYPE quantapool_validator_unit_active gauge",
+        f"quantapool_validator_unit_active {int(active)}",
+    ])
+    return {"locked": locked, "active": active}
+
+
+def prune(directory: Path, keep: int) -> None:
+    files = sorted((p for p in directory.glob("*.db") if p.is_file()), key=lambda p: p.stat().st_mtime)
+    for old in files[:-keep] if keep > 0 else []:
+        old.unlink(missing_ok=True)
+        old.with_suffix(old.suffix + ".sha256").unlink(missing_ok=True)
+
+
+def take_backup() -> dict[str, Any]:
+    """On the signing host: consistent copy via the validator's webhook, checksum, keep N, ship to peers."""
+    if systemctl_show()["ActiveState"] != "active":
+        write_state_metrics()
+        return {"skipped": "validator not active on this host"}
+    out_dir = Path(cfg("db_backup_dir"))
+    before = {p.name for p in out_dir.glob("*")} if out_dir.is_dir() else set()
+    url = f"http://{cfg('metrics_host')}:{cfg('metrics_port')}/db/backup"
+    req = urllib.request.Request(url, method="POST")
+    with urllib.request.urlopen(req, timeout=60) as resp:  # noqa: S310
+        if resp.status != 200:
+            raise Refused(f"/db/backup answered {resp.status}")
+    new = sorted((p for p in out_dir.glob("*") if p.is_file() and p.name not in before),
+                 key=lambda p: p.stat().st_mtime)
+    if not new:
+        raise Refused(f"/db/backup wrote nothing into {out_dir}")
+    copy = new[-1]
+    data = copy.read_bytes()
+    digest = hashlib.sha256(data).hexdigest()
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    name = f"{socket.gethostname()}--{stamp}.db"
+    copy.unlink()
+    shipped, failed = [], []
+    for target in cfg("backup_targets"):
+        # Receivers' host keys are pinned at first contact on the private network and verified afterwards.
+        proc = run(["ssh", "-i", cfg("ship_key"), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new",
+                    "-o", f"UserKnownHostsFile={cfg('ship_known_hosts')}", "-o", "ConnectTimeout=10",
+                    f"qp-backup@{target}", name, digest], input=data, timeout=120)
+        (shipped if proc.returncode == 0 else failed).append(target)
+    write_textfile("quantapool_slashing_backup", [
+        "# HELP quantapool_slashing_protection_backup_timestamp_seconds Time of the newest slashing-protection "
+        "backup taken and shipped to every target.",
+        "# TYPE quantapool_slashing_protection_backup_timestamp_seconds gauge",
+        *([f"quantapool_slashing_protection_backup_timestamp_seconds {time.time():.0f}"] if not failed else
+          _previous_backup_timestamp()),
+        "# HELP quantapool_slashing_protection_backup_targets_failed Targets the last backup could not reach.",
+        "# TYPE quantapool_slashing_protection_backup_targets_failed gauge",
+        f"quantapool_slashing_protection_backup_targets_failed {len(failed)}",
+    ])
+    write_state_metrics()
+    if failed:
+        raise Refused(f"backup {name} not delivered to {failed}")
+    return {"backup": name, "sha256": digest, "shipped": shipped}
+
+
+def _previous_backup_timestamp() -> list[str]:
+    path = Path(cfg("textfile_dir")) / "quantapool_slashing_backup.prom"
+    try:
+        return [ln for ln in path.read_text().splitlines()
+                if ln.startswith("quantapool_slashing_protection_backup_timestamp_seconds ")]
+    except OSError:
+        return []
+
+
+def receive_backup(name: str, expected: str, data: bytes) -> dict[str, Any]:
+    """Forced command of the `qp-backup` user: store a shipped copy only if its checksum holds."""
+    if "/" in name or not name.endswith(".db") or "--" not in name or name.startswith("."):
+        raise Refused(f"bad backup name {name!r}")
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != expected:
+        raise Refused(f"checksum mismatch for {name}: got {actual}, expected {expected}; discarded")
+    directory = Path(cfg("replica_dir"))
+    directory.mkdir(parents=True, exist_ok=True)
+    tmp = directory / f".{name}.tmp"
+    tmp.write_bytes(data)
+    (directory / f"{name}.sha256").write_text(f"{actual}  {name}\n")
+    os.replace(tmp, directory / name)
+    prune(directory, int(cfg("backup_keep")))
+    return {"stored": name}
+
+
+def setup() -> dict[str, Any]:
+    """Idempotent: the backup-receiving user with its forced command, the replica dir, the timers."""
+    user = "qp-backup"
+    try:
+        pwd.getpwnam(user)
+    except KeyError:
+        run(["useradd", "--system", "--create-home", "--home-dir", f"/var/lib/{user}", "--shell", "/bin/sh", user],
+            check=True)
+    entry = pwd.getpwnam(user)
+    ssh_dir = Path(entry.pw_dir) / ".ssh"
+    ssh_dir.mkdir(mode=0o700, exist_ok=True)
+    keys = ssh_dir / "authorized_keys"
+    keys.write_text(f'restrict,command="{os.path.realpath(sys.argv[0])} receive-backup" {cfg("ship_public_key")}\n')
+    for path in (ssh_dir, keys):
+        os.chown(path, entry.pw_uid, entry.pw_gid)
+    keys.chmod(0o600)
+    replicas = Path(cfg("replica_dir"))
+    replicas.mkdir(parents=True, exist_ok=True, mode=0o750)
+    os.chown(replicas, entry.pw_uid, entry.pw_gid)
+    run(["systemctl", "daemon-reload"], check=True)
+    for timer in cfg("timers"):
+        run(["systemctl", "enable", "--now", timer], check=True)
+    return {"setup": True, "timers": cfg("timers")}
+
+
+# -- CLI ------------------------------------------------------------------------------------------------
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="qp-validator-ctl", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="cmd", required=True)
+    sub.add_parser("status")
+    p = sub.add_parser("stop")
+    p.add_argument("--reason", required=True)
+    p.add_argument("--timeout", type=float, default=60)
+    p = sub.add_parser("activate")
+    p.add_argument("--run-id", required=True)
+    p.add_argument("--first-start", action="store_true")
+    p.add_argument("--timeout", type=float, default=60)
+    sub.add_parser("export-slashing")
+    p = sub.add_parser("export-replica")
+    p.add_argument("path")
+    p = sub.add_parser("import-slashing")
+    p.add_argument("--sha256", required=True)
+    sub.add_parser("setup")
+    sub.add_parser("write-metrics")
+    sub.add_parser("backup")
+    sub.add_parser("receive-backup")
+    p = sub.add_parser("oplock")
+    p.add_argument("action", choices=["acquire", "release", "force-release", "show"])
+    p.add_argument("--run-id", default="")
+    p.add_argument("--owner", default="")
+    args = parser.parse_args(argv)
+
+    global CFG
+    CFG = load_config()
+    try:
+        if args.cmd == "status":
+            result: Any = status()
+        elif args.cmd == "stop":
+            result = stop(args.reason, args.timeout)
+        elif args.cmd == "activate":
+            result = activate(args.run_id, args.first_start, args.timeout)
+        elif args.cmd in ("export-slashing", "export-replica"):
+            data = export_slashing() if args.cmd == "export-slashing" else export_replica(args.path)
+            sys.stderr.write(f"sha256={hashlib.sha256(data).hexdigest()}\n")
+            sys.stdout.buffer.write(data)
+            return 0
+        elif args.cmd == "import-slashing":
+            result = import_slashing(sys.stdin.buffer.read(), args.sha256)
+        elif args.cmd == "setup":
+            result = setup()
+        elif args.cmd == "write-metrics":
+            result = write_state_metrics()
+        elif args.cmd == "backup":
+            result = take_backup()
+        elif args.cmd == "receive-backup":
+            # Forced command: the sender's arguments arrive in SSH_ORIGINAL_COMMAND ("<name> <sha256>").
+            words = os.environ.get("SSH_ORIGINAL_COMMAND", "").split()
+            if len(words) != 2:
+                raise Refused("usage over SSH: <name> <sha256> with the file on stdin")
+            result = receive_backup(words[0], words[1], sys.stdin.buffer.read())
+        elif args.action == "acquire":
+            result = oplock_acquire(args.run_id, args.owner)
+        elif args.action in ("release", "force-release"):
+            oplock_release(args.run_id, force=args.action == "force-release")
+            result = {"released": True}
+        else:
+            result = read_oplock()
+    except Refused as exc:
+        print(json.dumps({"error": str(exc)}))
+        return 1
+    print(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,131 @@
+"""The operations tools every host gets over SSH after cloud-init: `qp-validator-ctl`, its config, and the
+timers for lock-state metrics and live slashing-protection backups.
+
+Why not user-data: the key hosts' user-data is close to Hetzner's 32 KiB limit. Why it is still reviewable:
+the bundle is a plain (non-secret) tar on the bootstrap step's stdin, and `qpool render` unpacks it under
+each host's `files/`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import io
+import json
+import tarfile
+from pathlib import Path
+
+from cloud_init import HostFile, HostRenderInputs
+from cloud_init.base import NODE_EXPORTER_TEXTFILE_DIR
+from cloud_init.key_host import BACKUP_DIR, LOCK_FILE, ROLE_FILE, VALIDATOR_DIR
+from components import ports
+
+CTL_PATH = "/usr/local/sbin/qp-validator-ctl"
+CTL_CONFIG = "/etc/quantapool/validator-ctl.json"
+REPLICA_DIR = "/var/lib/quantapool/slashing-replicas"
+MONITORING_REPLICA_DIR = "/var/lib/quantapool-backups/slashing-replicas"
+SHIP_KNOWN_HOSTS = "/etc/quantapool/backup_known_hosts"
+BACKUP_INTERVAL = "5min"
+BACKUP_KEEP = 24
+#: The bootstrap step that installs the bundle; `setup` creates the receiving user and enables the timers.
+INSTALL_COMMAND = f"base64 -d | sudo tar -x --no-same-owner -C / -f - && sudo {CTL_PATH} setup"
+
+_CTL_SOURCE = Path(__file__).with_name("files") / "qp_validator_ctl.py"
+
+_STATE_SERVICE = """[Unit]
+Description=QuantaPool: write validator lock/unit state for the node exporter
+
+[Service]
+Type=oneshot
+ExecStart=/usr/local/sbin/qp-validator-ctl write-metrics
+"""
+_STATE_TIMER = """[Unit]
+Description=QuantaPool: validator state metrics every 15 s
+
+[Timer]
+OnBootSec=5s
+OnUnitActiveSec=15s
+AccuracySec=1s
+
+[Install]
+WantedBy=timers.target
+"""
+_BACKUP_SERVICE = """[Unit]
+Description=QuantaPool: live slashing-protection backup (signing host only) shipped to the standby and monitoring
+After=qp-validator.service
+
+[Service]
+Type=oneshot
+ExecStart=/usr/local/sbin/qp-validator-ctl backup
+TimeoutStartSec=300
+"""
+_BACKUP_TIMER = f"""[Unit]
+Description=QuantaPool: slashing-protection backup every {BACKUP_INTERVAL}
+
+[Timer]
+OnBootSec=2min
+OnUnitActiveSec={BACKUP_INTERVAL}
+AccuracySec=10s
+
+[Install]
+WantedBy=timers.target
+"""
+
+
+def _ctl_config(inputs: HostRenderInputs, ship_public_key: str) -> dict:
+    cfg, host = inputs.config, inputs.host
+    common = {"role_file": ROLE_FILE, "replica_dir": REPLICA_DIR, "backup_keep": BACKUP_KEEP,
+              "textfile_dir": NODE_EXPORTER_TEXTFILE_DIR, "ship_public_key": ship_public_key.strip(),
+              "timers": []}
+    if not host.is_key_host:
+        return {**common, "replica_dir": MONITORING_REPLICA_DIR}
+    peers = [h.private_ip for h in cfg.key_hosts(host.pair) if h.name != host.name]
+    return {
+        **common,
+        "lock_file": LOCK_FILE,
+        "validator_bin": "/opt/quantapool/bin/validator",
+        "validator_user": "qp-validator",
+        "validator_datadir": VALIDATOR_DIR,
+        "db_backup_dir": BACKUP_DIR,
+        "metrics_host": host.private_ip,
+        "metrics_port": ports.VALIDATOR_METRICS,
+        "beacon_rest": f"http://127.0.0.1:{ports.BEACON_REST}{cfg.clients.beacon_rest_prefix}",
+        "execution_rpc": f"http://127.0.0.1:{ports.EXECUTION_RPC}",
+        "rpc_namespace": cfg.clients.rpc_namespace,
+        "oplock_dir": "/run/quantapool/qpool-op",
+        "backup_targets": [*peers, cfg.monitoring.private_ip],
+        "ship_key": "/etc/quantapool/secrets/backup-ship-key",
+        "ship_known_hosts": SHIP_KNOWN_HOSTS,
+        "timers": ["qp-validator-state.timer", "qp-slashing-backup.timer"],
+    }
+
+
+def host_tools_files(inputs: HostRenderInputs, ship_public_key: str) -> list[HostFile]:
+    files = [
+        HostFile(CTL_PATH, _CTL_SOURCE.read_text(), "0755"),
+        HostFile(CTL_CONFIG, json.dumps(_ctl_config(inputs, ship_public_key), indent=2, sort_keys=True) + "\n"),
+    ]
+    if inputs.host.is_key_host:
+        files += [
+            HostFile("/etc/systemd/system/qp-validator-state.service", _STATE_SERVICE),
+            HostFile("/etc/systemd/system/qp-validator-state.timer", _STATE_TIMER),
+            HostFile("/etc/systemd/system/qp-slashing-backup.service", _BACKUP_SERVICE),
+            HostFile("/etc/systemd/system/qp-slashing-backup.timer", _BACKUP_TIMER),
+        ]
+    return files
+
+
+def tools_tar_b64(files: list[HostFile]) -> str:
+    """Deterministic tar (sorted, fixed mtime, root-owned) so the step re-runs only when a tool changes."""
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w", format=tarfile.PAX_FORMAT) as tar:
+        for f in sorted(files, key=lambda f: f.path):
+            data = f.content.encode()
+            info = tarfile.TarInfo(f.path.lstrip("/"))
+            info.size, info.mode, info.mtime, info.uid, info.gid = len(data), int(f.mode, 8), 0, 0, 0
+            tar.addfile(info, io.BytesIO(data))
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+def digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()

@@ -1,0 +1,283 @@
+"""Everything that lands on a validator key host. Primary and backup share this one implementation; they
+differ only by `HostSpec.role` (the `/etc/quantapool/role` file) — see DESIGN.md §4 for the safety model.
+
+Safety properties rendered here (each has a test in tests/hostfiles/):
+- the validator unit is installed but never enabled (no [Install]); two independent gates refuse to start
+  it while `/etc/quantapool/VALIDATOR_LOCKED` exists, and a boot-time unit re-creates that file each boot;
+- nothing rendered here removes the lock or starts the validator (qp-start-clients starts only the
+  execution client and the beacon node);
+- no `--clear-db`/`--force-clear-db`, no `engine` on the HTTP API, only flags the clients accept;
+- no secret in user-data: JWT, wallet password and keystores arrive later over SSH.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+
+from cloud_init import HostFile, HostRenderInputs
+from cloud_init.base import ServiceUser, base_cloud_config, to_user_data
+from cloud_init.nftables import key_host_ruleset
+from cloud_init.render import render, systemd_arg
+from cloud_init.secrets_table import (
+    SECRET_FILES,
+    WALLET_PASSWORD_FILE,
+    WALLET_PASSWORD_MODE,
+    WALLET_PASSWORD_OWNER,
+    install_secret_script,
+)
+from components import ports
+from components.config import UNSET_SHA256, ValidatorPair
+
+ETC = "/etc/quantapool"
+LOCK_FILE = f"{ETC}/VALIDATOR_LOCKED"
+ROLE_FILE = f"{ETC}/role"
+HOST_ENV = f"{ETC}/host.env"
+CLIENTS_JSON = f"{ETC}/clients.json"
+NETWORK_DIR = f"{ETC}/network"
+BIN_DIR = "/opt/quantapool/bin"
+LIB_DIR = "/usr/local/lib/quantapool"
+SBIN = "/usr/local/sbin"
+LOCK_CHECK = f"{LIB_DIR}/validator-lock-check"
+LOCK_ARM = f"{LIB_DIR}/validator-lock-arm"
+DATA_DIR = "/var/lib/quantapool"
+EXECUTION_DIR = f"{DATA_DIR}/execution"
+BEACON_DIR = f"{DATA_DIR}/beacon"
+VALIDATOR_DIR = f"{DATA_DIR}/validator"
+WALLET_DIR = f"{VALIDATOR_DIR}/wallet"
+BACKUP_DIR = f"{VALIDATOR_DIR}/backups"
+UNIT_DIR = "/etc/systemd/system"
+JWT_FILE = SECRET_FILES["jwt"].path
+
+EXECUTION_UNIT = "qp-execution.service"
+BEACON_UNIT = "qp-beacon.service"
+VALIDATOR_UNIT = "qp-validator.service"
+LOCK_UNIT = "qp-validator-lock.service"
+
+SERVICE_USERS = (
+    ServiceUser("qp-execution", ("qp-jwt",)),
+    ServiceUser("qp-beacon", ("qp-jwt",)),
+    ServiceUser("qp-validator"),
+)
+GROUPS = ("qp-jwt",)
+
+#: Host scripts: install path -> template. qp-install-secret is generated from the secrets table.
+SCRIPTS = {
+    f"{SBIN}/qp-wait-ready": "qp-wait-ready.sh.j2",
+    f"{SBIN}/qp-set-host-env": "qp-set-host-env.sh.j2",
+    f"{SBIN}/qp-import-keys": "qp-import-keys.sh.j2",
+    f"{SBIN}/qp-start-clients": "qp-start-clients.sh.j2",
+    f"{SBIN}/qp-install-clients": "qp-install-clients.sh.j2",
+    LOCK_CHECK: "validator-lock-check.sh.j2",
+    LOCK_ARM: "validator-lock-arm.sh.j2",
+}
+INSTALL_SECRET = f"{SBIN}/qp-install-secret"
+
+_BOOTNODE_RE = re.compile(r"^(enr|qnr):[A-Za-z0-9_-]+$")
+_EXECUTION_BINARY = {"gzond": "gzond", "gqrl": "gqrl"}
+_BINARIES = {"beacon": "beacon-chain", "validator": "validator"}
+
+
+def pair_of(inputs: HostRenderInputs) -> ValidatorPair:
+    if not inputs.host.is_key_host or inputs.host.pair is None:
+        raise ValueError(f"{inputs.host.name} is a {inputs.host.role} host, not a validator key host")
+    return inputs.config.pair(inputs.host.pair)
+
+
+def binary_names(inputs: HostRenderInputs) -> dict[str, str]:
+    """client role -> installed binary name (execution: gzond | gqrl, by the stack's profile)."""
+    return {"execution": _EXECUTION_BINARY[inputs.config.clients.profile], **_BINARIES}
+
+
+def network_file_paths(inputs: HostRenderInputs) -> dict[str, str]:
+    return {nf.name: f"{NETWORK_DIR}/{nf.name}" for nf in inputs.config.clients.network_files}
+
+
+def clients_manifest(inputs: HostRenderInputs) -> str:
+    """/etc/quantapool/clients.json: what qp-install-clients installs (and qpool status can report)."""
+    c = inputs.config.clients
+    names = binary_names(inputs)
+    doc = {
+        "profile": c.profile,
+        "arch": c.arch,
+        "clients": {
+            role: {"binary": names[role], "version": pin.version, "url": pin.resolved_url(), "sha256": pin.sha256,
+                   "config_key": f"clients.{role}.sha256", "path": f"{BIN_DIR}/{names[role]}"}
+            for role, pin in c.pins().items()
+        },
+        "network_files": [
+            {"name": nf.name, "url": nf.url, "sha256": nf.sha256, "config_key": f"clients.networkFiles[{i}].sha256",
+             "path": f"{NETWORK_DIR}/{nf.name}"}
+            for i, nf in enumerate(c.network_files)
+        ],
+    }
+    return json.dumps(doc, indent=2, sort_keys=True) + "\n"
+
+
+# -- client command lines ------------------------------------------------------------------------------
+
+def _flag(name: str, value: str | int | None = None) -> str:
+    return f"--{name}" if value is None else systemd_arg(f"--{name}={value}")
+
+
+def execution_args(inputs: HostRenderInputs) -> list[str]:
+    c = inputs.config.clients
+    ip = inputs.host.private_ip
+    args = [_flag("datadir", EXECUTION_DIR)]
+    if c.execution_network_flag != "none":
+        args.append(_flag(c.execution_network_flag))
+    args += [
+        _flag("syncmode", "snap"),
+        _flag("http"), _flag("http.addr", "0.0.0.0"), _flag("http.port", ports.EXECUTION_RPC),  # noqa: S104
+        _flag("http.api", f"net,web3,{c.rpc_namespace}"),
+        _flag("http.vhosts", f"localhost,{ip}"),
+        _flag("authrpc.addr", "127.0.0.1"), _flag("authrpc.port", ports.EXECUTION_AUTH_RPC),
+        _flag("authrpc.vhosts", "localhost"), _flag("authrpc.jwtsecret", JWT_FILE),
+        _flag("port", ports.EXECUTION_P2P), _flag("discovery.port", ports.EXECUTION_P2P),
+        _flag("maxpeers", c.execution_max_peers),
+        "--nat=extip:${QP_PUBLIC_IPV4}",  # substituted by systemd from EnvironmentFile=
+        _flag("metrics"), _flag("metrics.addr", ip), _flag("metrics.port", ports.EXECUTION_METRICS),
+    ]
+    return args
+
+
+def beacon_args(inputs: HostRenderInputs) -> list[str]:
+    c = inputs.config.clients
+    ip = inputs.host.private_ip
+    net = network_file_paths(inputs)
+    args = [
+        _flag("datadir", BEACON_DIR),
+        _flag("execution-endpoint", f"http://127.0.0.1:{ports.EXECUTION_AUTH_RPC}"),
+        _flag("jwt-secret", JWT_FILE),
+        _flag("p2p-tcp-port", ports.BEACON_P2P_TCP), _flag("p2p-udp-port", ports.BEACON_P2P_UDP),
+        "--p2p-host-ip=${QP_PUBLIC_IPV4}",
+        _flag("p2p-max-peers", c.beacon_max_peers),
+        _flag("rpc-host", "127.0.0.1"), _flag("rpc-port", ports.BEACON_GRPC),
+        _flag("grpc-gateway-host", "127.0.0.1"), _flag("grpc-gateway-port", ports.BEACON_REST),
+        _flag("monitoring-host", ip), _flag("monitoring-port", ports.BEACON_METRICS),
+    ]
+    if "config.yml" in net:
+        args.append(_flag("chain-config-file", net["config.yml"]))
+    if "genesis.ssz" in net:
+        args.append(_flag("genesis-state", net["genesis.ssz"]))
+    args += [_flag("chain-id", c.chain_id), _flag("contract-deployment-block", 0)]
+    for record in c.beacon_bootstrap_nodes:
+        if not _BOOTNODE_RE.match(record):
+            raise ValueError(f"clients.beaconBootstrapNodes: {record[:24]!r}... is not an enr:/qnr: record")
+        args.append(_flag("bootstrap-node", record))
+    if c.checkpoint_sync_url:
+        args.append(_flag("checkpoint-sync-url", c.checkpoint_sync_url))
+        args.append(_flag("genesis-beacon-api-url", c.genesis_beacon_api_url or c.checkpoint_sync_url))
+    args += [_flag("suggested-fee-recipient", pair_of(inputs).fee_recipient), _flag("accept-terms-of-use")]
+    return args
+
+
+def validator_args(inputs: HostRenderInputs) -> list[str]:
+    pair = pair_of(inputs)
+    net = network_file_paths(inputs)
+    args = [
+        _flag("datadir", VALIDATOR_DIR),  # explicit: validator.db (slashing protection) lives here
+        _flag("wallet-dir", WALLET_DIR),
+        _flag("wallet-password-file", WALLET_PASSWORD_FILE),
+        _flag("beacon-rpc-provider", f"127.0.0.1:{ports.BEACON_GRPC}"),
+        _flag("monitoring-host", inputs.host.private_ip), _flag("monitoring-port", ports.VALIDATOR_METRICS),
+        _flag("suggested-fee-recipient", pair.fee_recipient),
+        _flag("graffiti", pair.graffiti),
+        _flag("enable-db-backup-webhook"), _flag("db-backup-output-dir", BACKUP_DIR),
+    ]
+    if pair.doppelganger:
+        args.append(_flag("enable-doppelganger"))
+    if "config.yml" in net:
+        args.append(_flag("chain-config-file", net["config.yml"]))
+    args.append(_flag("accept-terms-of-use"))
+    return args
+
+
+# -- files ----------------------------------------------------------------------------------------------
+
+def units(inputs: HostRenderInputs) -> dict[str, str]:
+    """unit file name -> content (all four units of a key host)."""
+    pins = inputs.config.clients.pins()
+    names = binary_names(inputs)
+    common = {"host": inputs.host, "bin_dir": BIN_DIR, "host_env": HOST_ENV}
+    return {
+        EXECUTION_UNIT: render("qp-execution.service.j2", **common, binary=names["execution"],
+                               version=pins["execution"].version, datadir=EXECUTION_DIR,
+                               args=execution_args(inputs)),
+        BEACON_UNIT: render("qp-beacon.service.j2", **common, version=pins["beacon"].version, datadir=BEACON_DIR,
+                            args=beacon_args(inputs)),
+        VALIDATOR_UNIT: render("qp-validator.service.j2", **common, version=pins["validator"].version,
+                               datadir=VALIDATOR_DIR, lock_file=LOCK_FILE, lock_check=LOCK_CHECK,
+                               args=validator_args(inputs)),
+        LOCK_UNIT: render("qp-validator-lock.service.j2", lock_file=LOCK_FILE, lock_arm=LOCK_ARM),
+    }
+
+
+def scripts(inputs: HostRenderInputs) -> dict[str, str]:
+    """install path -> content of every host script (all `set -euo pipefail`, shellcheck-clean)."""
+    names = binary_names(inputs)
+    context = {
+        "lock_file": LOCK_FILE, "host_env": HOST_ENV, "jwt_file": JWT_FILE, "clients_json": CLIENTS_JSON,
+        "bin_dir": BIN_DIR, "network_dir": NETWORK_DIR, "unset_sha256": UNSET_SHA256,
+        "download_retries": 5, "download_max_seconds": 900, "settle_seconds": 5,
+        "cloud_init_log": "/var/log/cloud-init-output.log",
+        "binaries": [f"{BIN_DIR}/{names['execution']}", f"{BIN_DIR}/{names['beacon']}"],
+        "validator_bin": f"{BIN_DIR}/{names['validator']}", "wallet_dir": WALLET_DIR,
+        "wallet_password_file": WALLET_PASSWORD_FILE, "wallet_password_owner": WALLET_PASSWORD_OWNER,
+        "wallet_password_mode": WALLET_PASSWORD_MODE, "run_dir": "/run",
+    }
+    out = {path: render(template, **context) for path, template in SCRIPTS.items()}
+    out[INSTALL_SECRET] = install_secret_script(inputs.host.role)
+    return out
+
+
+def key_host_files(inputs: HostRenderInputs) -> list[HostFile]:
+    """The role-specific files of a key host (base files are added by base_cloud_config)."""
+    pair_of(inputs)  # refuses a monitoring host
+    files = [HostFile(f"{UNIT_DIR}/{name}", content) for name, content in units(inputs).items()]
+    files += [HostFile(path, content, "0755") for path, content in scripts(inputs).items()]
+    files += [
+        HostFile(CLIENTS_JSON, clients_manifest(inputs)),
+        HostFile(ROLE_FILE, inputs.host.role + "\n"),
+    ]
+    return files
+
+
+def key_host_runcmd(inputs: HostRenderInputs) -> list[list[str] | str]:
+    def mkdir(path: str, mode: str, owner: str = "root") -> list[str]:
+        return ["install", "-d", "-m", mode, "-o", owner, "-g", owner, path]
+
+    return [
+        mkdir(ETC, "0755"),
+        mkdir("/etc/quantapool/secrets", "0711"),  # traversable for the clients, not listable
+        mkdir(NETWORK_DIR, "0755"),
+        mkdir(BIN_DIR, "0755"),
+        mkdir(EXECUTION_DIR, "0700", "qp-execution"),
+        mkdir(BEACON_DIR, "0700", "qp-beacon"),
+        mkdir(VALIDATOR_DIR, "0700", "qp-validator"),
+        mkdir(BACKUP_DIR, "0700", "qp-validator"),
+        ["systemctl", "daemon-reload"],
+        # arm the lock now (first boot) and at every later boot
+        ["systemctl", "enable", "--now", LOCK_UNIT],
+        ["test", "-e", LOCK_FILE],
+        # belt and braces: the unit has no [Install], so this only undoes a manual enable
+        ["systemctl", "disable", VALIDATOR_UNIT],
+        [f"{SBIN}/qp-install-clients"],
+    ]
+
+
+def key_host_cloud_config(inputs: HostRenderInputs) -> dict:
+    return base_cloud_config(
+        inputs,
+        packages=[],
+        nft_rules=key_host_ruleset(inputs),
+        files=key_host_files(inputs),
+        runcmd=key_host_runcmd(inputs),
+        service_users=SERVICE_USERS,
+        groups=GROUPS,
+        data_dir=DATA_DIR,
+    )
+
+
+def render_key_host_user_data(inputs: HostRenderInputs) -> str:
+    return to_user_data(key_host_cloud_config(inputs))

@@ -1,0 +1,92 @@
+"""Remote bootstrap steps over SSH (pulumi-command), shared by every host role.
+
+What may run here: wait for cloud-init, write non-secret host facts, deliver secrets into root-owned files,
+import validator keys while the validator is locked, start the execution client and the beacon node.
+What may never run here: starting, enabling or unlocking a validator, or importing slashing protection —
+a spurious diff on a Command must not be able to create a second signer (tests/program enforce this).
+
+Every step is idempotent on the host (the scripts it calls are), logs nothing secret, and re-runs only
+when its `triggers` change: a replaced server, a rotated secret, a new public IP.
+"""
+
+from __future__ import annotations
+
+import shlex
+from collections.abc import Sequence
+from typing import Any
+
+import pulumi
+from pulumi_command import remote
+
+ADMIN_USER = "qpadmin"
+
+#: Bounded waits: a host that does not answer within these is reported, not retried forever.
+DIAL_ERROR_LIMIT = 30
+PER_DIAL_TIMEOUT_SECONDS = 20
+CLOUD_INIT_TIMEOUT = "30m"
+STEP_TIMEOUT = "10m"
+
+#: Host-side scripts the steps call; installed by cloud-init (cloud_init/), never edited over SSH.
+WAIT_READY = "/usr/local/sbin/qp-wait-ready"
+SET_HOST_ENV = "/usr/local/sbin/qp-set-host-env"
+INSTALL_SECRET = "/usr/local/sbin/qp-install-secret"  # noqa: S105 - a script path
+IMPORT_KEYS = "/usr/local/sbin/qp-import-keys"
+START_CLIENTS = "/usr/local/sbin/qp-start-clients"
+
+
+def connection(host: pulumi.Input[str], private_key: pulumi.Input[str]) -> remote.ConnectionArgs:
+    return remote.ConnectionArgs(
+        host=host, user=ADMIN_USER, private_key=private_key,
+        dial_error_limit=DIAL_ERROR_LIMIT, per_dial_timeout=PER_DIAL_TIMEOUT_SECONDS)
+
+
+class Steps:
+    """Builds one host's Commands in order; each step depends on the previous one."""
+
+    def __init__(self, host_name: str, parent: pulumi.Resource, conn: remote.ConnectionArgs,
+                 server_id: pulumi.Input[str]) -> None:
+        self.host_name = host_name
+        self.parent = parent
+        self.conn = conn
+        self.server_id = server_id
+        self.last: pulumi.Resource | None = None
+
+    def add(self, step: str, create: pulumi.Input[str], *, triggers: Sequence[Any] = (),
+            stdin: pulumi.Input[str] | None = None, secret: bool = False, timeout: str = STEP_TIMEOUT,
+            depends_on: Sequence[pulumi.Resource] = ()) -> remote.Command:
+        deps = [*depends_on, *([self.last] if self.last is not None else [])]
+        cmd = remote.Command(
+            f"{self.host_name}-{step}",
+            connection=self.conn,
+            create=create,
+            stdin=stdin,
+            # A replaced server always re-runs every step; other triggers are per step.
+            triggers=[self.server_id, *triggers],
+            # stdout/stderr end up in diffs and logs: nothing for steps that carry secrets.
+            logging=remote.Logging.NONE if secret else remote.Logging.STDOUT_AND_STDERR,
+            add_previous_output_in_env=False,
+            opts=pulumi.ResourceOptions(
+                parent=self.parent, depends_on=deps,
+                custom_timeouts=pulumi.CustomTimeouts(create=timeout, update=timeout),
+                additional_secret_outputs=["stdout", "stderr"] if secret else None),
+        )
+        self.last = cmd
+        return cmd
+
+    # -- the common steps ----------------------------------------------------------------------------
+    def wait_ready(self) -> remote.Command:
+        return self.add("wait-ready", f"sudo {WAIT_READY}", timeout=CLOUD_INIT_TIMEOUT)
+
+    def host_env(self, public_ipv4: pulumi.Input[str]) -> remote.Command:
+        create = pulumi.Output.from_input(public_ipv4).apply(
+            lambda ip: f"sudo {SET_HOST_ENV} {shlex.quote('QP_PUBLIC_IPV4=' + ip)}")
+        return self.add("host-env", create, triggers=[public_ipv4])
+
+    def host_key(self) -> remote.Command:
+        """Record the SSH host key at first contact; qpool verifies it on every later connection."""
+        return self.add("host-key", "cat /etc/ssh/ssh_host_ed25519_key.pub")
+
+    def secret_file(self, name: str, value: pulumi.Input[str], rotation: pulumi.Input[str]) -> remote.Command:
+        """Stream one secret into its root-owned file; `rotation` (a hash) re-runs it when the value changes."""
+        return self.add(f"secret-{name}", f"sudo {INSTALL_SECRET} {shlex.quote(name)}",
+                        stdin=pulumi.Output.secret(value), secret=True, triggers=[rotation])

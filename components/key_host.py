@@ -1,0 +1,137 @@
+"""`ValidatorNode` (primary) and `BackupNode` (hot standby): one implementation, two roles.
+
+Both hold the pair's keys and run the same synced execution client and beacon node; both have the
+validator unit installed and locked. The backup differs only in role (its validator unit is also disabled),
+so a failover moves signing between two hosts that were built by the same code path.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_hcloud as hcloud
+import pulumi_random as random
+
+from cloud_init.base import HostRenderInputs
+from cloud_init.host_tools import INSTALL_COMMAND, digest, host_tools_files, tools_tar_b64
+from cloud_init.key_host import render_key_host_user_data
+from components import bootstrap
+from components.config import HostSpec, StackConfig
+from components.network import Network
+
+#: Never re-create a running key host because a template or the key list changed.
+KEY_HOST_IGNORE_CHANGES = ["userData", "sshKeys", "image"]
+
+
+@dataclass(frozen=True)
+class KeyHostArgs:
+    config: StackConfig
+    host: HostSpec
+    network: Network
+    ssh_key_ids: list[pulumi.Input[str]]
+    deploy_public_key: pulumi.Input[str]
+    deploy_private_key: pulumi.Input[str]
+    #: the key that ships slashing-protection backups to the standby and the monitoring server
+    ship_public_key: pulumi.Input[str]
+    ship_private_key: pulumi.Output[str]
+    #: base64 of a tar (keystore-*.json + keystore-password.txt), secret; None: no keys yet
+    validator_keys_tar_b64: pulumi.Output[str] | None = None
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+def volume_device(volume_id: str) -> str:
+    """Hetzner exposes an attached volume under a stable by-id path; the fstab entry uses it."""
+    return f"/dev/disk/by-id/scsi-0HC_Volume_{volume_id}"
+
+
+class _KeyHost(pulumi.ComponentResource):
+    server: hcloud.Server
+    volume: hcloud.Volume
+    jwt: random.RandomBytes
+    host_key: pulumi.Output[str]
+
+    def __init__(self, type_name: str, name: str, args: KeyHostArgs,
+                 opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__(type_name, name, None, opts)
+        cfg, host = args.config, args.host
+        pair = cfg.pair(host.pair or "")
+        labels = {**host.labels, "env": cfg.environment}
+        child = pulumi.ResourceOptions(parent=self)
+
+        # Chain data, wallet and slashing-protection DB live here: protected regardless of stack settings,
+        # so deleting the stack never silently deletes slashing history (unprotect explicitly to tear down).
+        self.volume = hcloud.Volume(
+            f"{name}-chain", name=f"{host.name}-chain", size=pair.chain_volume_gib, location=host.location,
+            labels=labels, delete_protection=cfg.hetzner.protection,
+            opts=pulumi.ResourceOptions(parent=self, protect=True))
+
+        user_data = pulumi.Output.all(args.deploy_public_key, self.volume.id).apply(
+            lambda v: render_key_host_user_data(HostRenderInputs(
+                config=cfg, host=host, deploy_public_key=v[0], volume_device=volume_device(v[1]))))
+
+        self.server = hcloud.Server(
+            f"{name}-server", name=host.name, server_type=host.server_type, location=host.location,
+            image=cfg.hetzner.image, labels=labels, user_data=user_data, ssh_keys=args.ssh_key_ids,
+            placement_group_id=args.network.placement_groups[pair.name].id.apply(int),
+            firewall_ids=[args.network.validator_firewall.id.apply(int)],
+            networks=[hcloud.ServerNetworkArgs(network_id=args.network.network.id.apply(int), ip=host.private_ip)],
+            public_nets=[hcloud.ServerPublicNetArgs(ipv4_enabled=True, ipv6_enabled=True)],
+            backups=cfg.hetzner.backups, delete_protection=cfg.hetzner.protection,
+            rebuild_protection=cfg.hetzner.protection,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[args.network.subnet],
+                                        ignore_changes=KEY_HOST_IGNORE_CHANGES, protect=cfg.hetzner.protection))
+        attachment = hcloud.VolumeAttachment(
+            f"{name}-chain-attach", server_id=self.server.id.apply(int), volume_id=self.volume.id.apply(int),
+            automount=False, opts=child)
+
+        # Engine API secret shared by this host's execution client and beacon node.
+        self.jwt = random.RandomBytes(f"{name}-jwt", length=32,
+                                      opts=pulumi.ResourceOptions(parent=self,
+                                                                  additional_secret_outputs=["hex", "base64"]))
+        jwt_hex = pulumi.Output.secret(self.jwt.hex)
+
+        steps = bootstrap.Steps(name, self, bootstrap.connection(self.server.ipv4_address, args.deploy_private_key),
+                                self.server.id)
+        steps.last = attachment
+        steps.wait_ready()
+        self.host_key = steps.host_key().stdout
+        steps.host_env(self.server.ipv4_address)
+        tools = pulumi.Output.from_input(args.ship_public_key).apply(
+            lambda key: tools_tar_b64(host_tools_files(
+                HostRenderInputs(config=cfg, host=host, deploy_public_key="", volume_device=None), key)))
+        steps.add("host-tools", INSTALL_COMMAND, stdin=tools, triggers=[tools.apply(digest)])
+        steps.secret_file("backup-ship-key", args.ship_private_key, args.ship_private_key.apply(_digest))
+        steps.secret_file("jwt", jwt_hex, jwt_hex.apply(_digest))
+        if args.validator_keys_tar_b64 is not None:
+            keys = args.validator_keys_tar_b64
+            # The validator stays locked: qp-import-keys refuses to run unless the lock exists and the
+            # validator unit is inactive.
+            steps.add("import-keys", f"base64 -d | sudo {bootstrap.IMPORT_KEYS}", stdin=keys, secret=True,
+                      triggers=[keys.apply(_digest)])
+        steps.add("start-clients", f"sudo {bootstrap.START_CLIENTS}")
+
+        self.register_outputs({
+            "server_id": self.server.id,
+            "ipv4_address": self.server.ipv4_address,
+            "private_ip": host.private_ip,
+            "host_key": self.host_key,
+        })
+
+
+class ValidatorNode(_KeyHost):
+    """The pair's primary: the host stack config names active at creation. Locked until `qpool activate`."""
+
+    def __init__(self, name: str, args: KeyHostArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("quantapool:infra:ValidatorNode", name, args, opts)
+
+
+class BackupNode(_KeyHost):
+    """The pair's hot standby: same synced clients and keys, validator disabled and locked."""
+
+    def __init__(self, name: str, args: KeyHostArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("quantapool:infra:BackupNode", name, args, opts)

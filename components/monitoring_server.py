@@ -1,0 +1,136 @@
+"""`MonitoringServer`: Prometheus, Alertmanager, Grafana, the contract exporter and a node exporter.
+
+Receiver secrets (Discord, Telegram, PagerDuty), Grafana's admin password and its TLS key travel over SSH
+into files referenced by `*_file` settings; user-data only carries non-secret configuration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass
+
+import pulumi
+import pulumi_hcloud as hcloud
+import pulumi_random as random
+import pulumi_tls as tls
+
+from cloud_init.base import HostRenderInputs
+from cloud_init.host_tools import INSTALL_COMMAND, digest, host_tools_files, tools_tar_b64
+from cloud_init.monitoring import render_monitoring_user_data
+from components import bootstrap
+from components.config import StackConfig
+from components.key_host import volume_device
+from components.network import Network
+from components.pulumi_config import StackSecrets
+
+#: stack secret key -> host secret file name (cloud_init/secrets_table.py)
+RECEIVER_SECRETS = {
+    "discordWebhookUrl": "alertmanager-discord-webhook",
+    "telegramBotToken": "alertmanager-telegram-token",
+    "pagerdutyRoutingKey": "alertmanager-pagerduty-key",
+}
+START_MONITORING = "/usr/local/sbin/qp-start-monitoring"
+
+
+@dataclass(frozen=True)
+class MonitoringServerArgs:
+    config: StackConfig
+    network: Network
+    secrets: StackSecrets
+    ssh_key_ids: list[pulumi.Input[str]]
+    deploy_public_key: pulumi.Input[str]
+    deploy_private_key: pulumi.Input[str]
+    ship_public_key: pulumi.Input[str]
+
+
+def _digest(value: str) -> str:
+    return hashlib.sha256(value.encode()).hexdigest()
+
+
+class MonitoringServer(pulumi.ComponentResource):
+    server: hcloud.Server
+    volume: hcloud.Volume
+    grafana_ca_cert: pulumi.Output[str]
+    grafana_admin_password: pulumi.Output[str]
+
+    def __init__(self, name: str, args: MonitoringServerArgs, opts: pulumi.ResourceOptions | None = None) -> None:
+        super().__init__("quantapool:infra:MonitoringServer", name, None, opts)
+        cfg = args.config
+        host = cfg.monitoring_host()
+        labels = {**host.labels, "env": cfg.environment}
+        child = pulumi.ResourceOptions(parent=self)
+
+        self.volume = hcloud.Volume(
+            f"{name}-tsdb", name=f"{host.name}-tsdb", size=cfg.monitoring.volume_gib, location=host.location,
+            labels=labels, delete_protection=cfg.hetzner.protection,
+            opts=pulumi.ResourceOptions(parent=self, protect=cfg.hetzner.protection))
+        user_data = pulumi.Output.all(args.deploy_public_key, self.volume.id).apply(
+            lambda v: render_monitoring_user_data(HostRenderInputs(
+                config=cfg, host=host, deploy_public_key=v[0], volume_device=volume_device(v[1]))))
+        self.server = hcloud.Server(
+            f"{name}-server", name=host.name, server_type=host.server_type, location=host.location,
+            image=cfg.hetzner.image, labels=labels, user_data=user_data, ssh_keys=args.ssh_key_ids,
+            firewall_ids=[args.network.monitoring_firewall.id.apply(int)],
+            networks=[hcloud.ServerNetworkArgs(network_id=args.network.network.id.apply(int), ip=host.private_ip)],
+            public_nets=[hcloud.ServerPublicNetArgs(ipv4_enabled=True, ipv6_enabled=True)],
+            backups=cfg.hetzner.backups, delete_protection=cfg.hetzner.protection,
+            rebuild_protection=cfg.hetzner.protection,
+            opts=pulumi.ResourceOptions(parent=self, depends_on=[args.network.subnet],
+                                        ignore_changes=["userData", "sshKeys", "image"]))
+        attachment = hcloud.VolumeAttachment(
+            f"{name}-tsdb-attach", server_id=self.server.id.apply(int), volume_id=self.volume.id.apply(int),
+            automount=False, opts=child)
+
+        # Grafana: admin password and a TLS certificate signed by a stack-local CA (the CA is an output so
+        # operators can trust it in their browsers).
+        password = random.RandomPassword(f"{name}-grafana-admin", length=32, special=False,
+                                         opts=pulumi.ResourceOptions(parent=self,
+                                                                     additional_secret_outputs=["result"]))
+        self.grafana_admin_password = pulumi.Output.secret(password.result)
+        ca_key = tls.PrivateKey(f"{name}-ca-key", algorithm="ECDSA", ecdsa_curve="P256",
+                                opts=pulumi.ResourceOptions(parent=self,
+                                                            additional_secret_outputs=["privateKeyPem"]))
+        ca = tls.SelfSignedCert(
+            f"{name}-ca", private_key_pem=ca_key.private_key_pem, is_ca_certificate=True,
+            validity_period_hours=24 * 365 * 5, allowed_uses=["cert_signing", "crl_signing"],
+            subject=tls.SelfSignedCertSubjectArgs(common_name=f"QuantaPool {cfg.environment} monitoring CA",
+                                                  organization="QuantaPool"), opts=child)
+        key = tls.PrivateKey(f"{name}-grafana-key", algorithm="ECDSA", ecdsa_curve="P256",
+                             opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["privateKeyPem"]))
+        csr = tls.CertRequest(
+            f"{name}-grafana-csr", private_key_pem=key.private_key_pem,
+            subject=tls.CertRequestSubjectArgs(common_name=host.name, organization="QuantaPool"),
+            dns_names=[host.name], ip_addresses=[host.private_ip], opts=child)
+        cert = tls.LocallySignedCert(
+            f"{name}-grafana-cert", cert_request_pem=csr.cert_request_pem, ca_private_key_pem=ca_key.private_key_pem,
+            ca_cert_pem=ca.cert_pem, validity_period_hours=24 * 365,
+            early_renewal_hours=24 * 30, allowed_uses=["digital_signature", "key_encipherment", "server_auth"],
+            opts=child)
+        self.grafana_ca_cert = ca.cert_pem
+
+        steps = bootstrap.Steps(name, self, bootstrap.connection(self.server.ipv4_address, args.deploy_private_key),
+                                self.server.id)
+        steps.last = attachment
+        steps.wait_ready()
+        steps.host_key()
+        steps.host_env(self.server.ipv4_address)
+        tools = pulumi.Output.from_input(args.ship_public_key).apply(
+            lambda key: tools_tar_b64(host_tools_files(
+                HostRenderInputs(config=cfg, host=host, deploy_public_key="", volume_device=None), key)))
+        steps.add("host-tools", INSTALL_COMMAND, stdin=tools, triggers=[tools.apply(digest)])
+        for stack_key, file_name in RECEIVER_SECRETS.items():
+            value = args.secrets.get(stack_key)
+            if value is not None:
+                steps.secret_file(file_name, value, value.apply(_digest))
+        admin = self.grafana_admin_password
+        steps.secret_file("grafana-admin-password", admin, admin.apply(_digest))
+        tls_key = pulumi.Output.secret(key.private_key_pem)
+        steps.secret_file("grafana-tls-key", tls_key, tls_key.apply(_digest))
+        steps.secret_file("grafana-tls-cert", cert.cert_pem, cert.cert_pem.apply(_digest))
+        steps.add("start-monitoring", f"sudo {START_MONITORING}")
+
+        self.register_outputs({
+            "server_id": self.server.id,
+            "ipv4_address": self.server.ipv4_address,
+            "grafana_ca_cert": self.grafana_ca_cert,
+        })

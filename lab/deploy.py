@@ -1,0 +1,301 @@
+"""`qpool lab up`: the stack's topology on local nspawn hosts, deployed by the program's own output.
+
+The program runs under the recording mocks (qpool.program) with the lab overlay (lab/overlay.py); each
+recorded server becomes a lab host booted with the rendered user-data, and each recorded
+`remote.Command` runs over SSH in registration order with its real inputs — the same steps, in the same
+order, with the same stdin that `pulumi up` would send.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import functools
+import http.server
+import ipaddress
+import json
+import secrets
+import shutil
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from components.config import HostSpec, StackConfig, load_stack_config
+from lab import overlay
+from lab.hosts import LabHost
+from lab.image import LAB_ROLE_PACKAGES, build_base_image
+from lab.net import LabError, LabNetwork
+from lab.standins.build import build as build_standins
+from lab.standins.keystore_fixture import make_keystore
+from qpool.keys.seal import seal_files
+from qpool.program import ProgramRun, run_program
+from qpool.review import host_of
+from qpool.stacks import load_stack
+
+LAB_ROOT = Path("/var/lib/quantapool-lab")
+MIRROR_PORT = 8088
+ADMIN_USER = "qpadmin"
+COMMAND = "command:remote:Command"
+SERVER = "hcloud:index/server:Server"
+
+
+@dataclass(frozen=True)
+class LabClock:
+    """The stand-ins' chain clock; short in tests, real Zond timing (60 s, 128 slots) for drills."""
+
+    slot_seconds: float = 12.0
+    slots_per_epoch: int = 8
+    genesis_time: int = field(default_factory=lambda: int(time.time()) - 3600)
+
+
+@dataclass
+class LabDeployment:
+    stack: str
+    config: StackConfig
+    run: ProgramRun
+    network: LabNetwork
+    hosts: dict[str, LabHost]
+    state_dir: Path
+    deploy_key: Path
+    secrets: dict[str, str]
+    clock: LabClock
+
+    def host(self, name: str) -> LabHost:
+        return self.hosts[name]
+
+    def ssh(self, name: str, cmd: str, *, input: bytes | None = None, timeout: float = 60,
+            check: bool = False) -> Any:
+        return self.hosts[name].ssh(cmd, user=ADMIN_USER, key_path=self.deploy_key, input=input,
+                                    timeout=timeout, check=check)
+
+    def spec(self, name: str) -> HostSpec:
+        return next(h for h in self.config.hosts() if h.name == name)
+
+
+def bridge_ip(cfg: StackConfig) -> str:
+    """The operator side of the lab bridge: the subnet's last usable address (never a configured host)."""
+    subnet = ipaddress.IPv4Network(cfg.network.subnet)
+    used = {h.private_ip for h in cfg.hosts()}
+    for candidate in reversed(list(subnet.hosts())):
+        if str(candidate) not in used:
+            return str(candidate)
+    raise LabError(f"no free address in {subnet} for the lab bridge")
+
+
+def lab_name(stack: str) -> str:
+    return f"qp-{stack}"[:12]
+
+
+# -- keys and secrets -----------------------------------------------------------------------------------
+
+def lab_validator_keys(count: int = 2) -> tuple[dict[str, tuple[int, bytes]], str]:
+    """Stand-in-format keystores for the lab's stand-in validator (never usable on a real chain)."""
+    password = secrets.token_urlsafe(24)
+    files: dict[str, tuple[int, bytes]] = {}
+    for i in range(count):
+        keystore = make_keystore(password, index=i)
+        files[f"keystore-m_12381_238_{i}_0_0-{int(time.time())}.json"] = (0o600, json.dumps(keystore).encode())
+    files["password.txt"] = (0o600, password.encode())
+    return files, password
+
+
+def lab_secrets(keys: dict[str, tuple[int, bytes]]) -> dict[str, str]:
+    passphrase = secrets.token_urlsafe(24)
+    bundle = seal_files(keys, passphrase)
+    return {"validatorKeys": base64.b64encode(bundle).decode(), "validatorKeysPassphrase": passphrase}
+
+
+# -- the program under mocks with lab values -----------------------------------------------------------
+
+def _ed25519_openssh(key: Ed25519PrivateKey) -> tuple[str, str]:
+    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                serialization.NoEncryption()).decode()
+    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                           serialization.PublicFormat.OpenSSH).decode()
+    return private, public
+
+
+def lab_state_overrides(cfg: StackConfig, deploy_key: Ed25519PrivateKey) -> dict[str, Callable[..., dict]]:
+    ips = {h.name: h.private_ip for h in cfg.hosts()}
+    private, public = _ed25519_openssh(deploy_key)
+
+    def server(args: Any, _n: int) -> dict:
+        return {"ipv4Address": ips[args.inputs["name"]]}
+
+    def private_key(args: Any, _n: int) -> dict:
+        if args.name != "qp-deploy-key":
+            return {}
+        return {"publicKeyOpenssh": public + "\n", "privateKeyOpenssh": private, "privateKeyPem": private}
+
+    def random_bytes(args: Any, _n: int) -> dict:
+        raw = secrets.token_bytes(int(args.inputs.get("length", 32)))
+        return {"hex": raw.hex(), "base64": base64.b64encode(raw).decode()}
+
+    def random_password(args: Any, _n: int) -> dict:
+        return {"result": secrets.token_urlsafe(int(args.inputs.get("length", 32)))[: int(args.inputs["length"])]}
+
+    return {
+        SERVER: server,
+        "tls:index/privateKey:PrivateKey": private_key,
+        "random:index/randomBytes:RandomBytes": random_bytes,
+        "random:index/randomPassword:RandomPassword": random_password,
+    }
+
+
+# -- release mirror -------------------------------------------------------------------------------------
+
+@contextlib.contextmanager
+def release_mirror(root: Path, address: str, port: int = MIRROR_PORT) -> Iterator[str]:
+    """Serve `root` over HTTP on the bridge while hosts install their pinned clients."""
+    handler = functools.partial(_QuietHandler, directory=str(root))
+    server = http.server.ThreadingHTTPServer((address, port), handler)
+    thread = threading.Thread(target=server.serve_forever, name="lab-mirror", daemon=True)
+    thread.start()
+    try:
+        yield f"http://{address}:{port}"
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+class _QuietHandler(http.server.SimpleHTTPRequestHandler):
+    def log_message(self, format: str, *args: Any) -> None:
+        pass
+
+
+# -- deployment -----------------------------------------------------------------------------------------
+
+def _user_data_by_host(run: ProgramRun) -> dict[str, str]:
+    return {s.plain_inputs()["name"]: s.plain_inputs()["userData"] for s in run.of_type(SERVER)}
+
+
+def _commands_by_host(run: ProgramRun) -> dict[str, list[Any]]:
+    out: dict[str, list[Any]] = {}
+    for cmd in run.of_type(COMMAND):
+        host = host_of(run, cmd)
+        if host is not None:
+            out.setdefault(host, []).append(cmd)
+    return out
+
+
+def _scrub(text: str, values: list[str]) -> str:
+    for value in values:
+        if value and len(value) >= 8:
+            text = text.replace(value, "[secret]")
+    return text
+
+
+def run_bootstrap(dep: LabDeployment, host: str, commands: list[Any], log: Callable[[str], None]) -> None:
+    """Run one host's recorded Commands in order, as pulumi-command would (fail on the first error)."""
+    secret_values = [v for v in dep.secrets.values()]
+    for cmd in commands:
+        inputs = cmd.plain_inputs()
+        stdin = inputs.get("stdin")
+        started = time.monotonic()
+        proc = dep.ssh(host, inputs["create"], input=stdin.encode() if stdin else None, timeout=900)
+        log(f"{host}: {cmd.name.removeprefix(host + '-')} rc={proc.returncode} ({time.monotonic() - started:.1f}s)")
+        if proc.returncode != 0:
+            err = proc.stderr.decode(errors="replace") if isinstance(proc.stderr, bytes) else str(proc.stderr)
+            raise LabError(f"{host}: bootstrap step {cmd.name} failed (rc {proc.returncode}): "
+                           f"{_scrub(err.strip()[-2000:], secret_values)}")
+
+
+def deploy(stack: str, *, config_file: Path | None = None, state_root: Path = LAB_ROOT,
+           clock: LabClock | None = None, log: Callable[[str], None] = print,
+           base_image: Path | None = None) -> LabDeployment:
+    """Build, boot and bootstrap the whole stack locally; returns a handle for tests and the CLI."""
+    clock = clock or LabClock()
+    loaded = load_stack(stack, config_file)
+    cfg = loaded.config
+    state_dir = state_root / stack
+    if state_dir.exists():
+        raise LabError(f"lab for stack {stack} exists at {state_dir}; run `qpool lab down --stack {stack}` first")
+    state_dir.mkdir(parents=True)
+    network = LabNetwork(lab_name(stack), cfg.network.subnet, bridge_ip(cfg))
+    started = time.monotonic()
+    image = base_image or build_base_image(extra_packages=LAB_ROLE_PACKAGES)
+    log(f"base image ready ({time.monotonic() - started:.1f}s): {image}")
+
+    mirror_root = state_dir / "mirror"
+    artifacts = build_standins(mirror_root)
+    network_files = overlay.standin_network_files(mirror_root / "network", cfg)
+    deploy_key = Ed25519PrivateKey.generate()
+    key_path = state_dir / "deploy_ed25519"
+    key_path.write_text(_ed25519_openssh(deploy_key)[0])
+    key_path.chmod(0o600)
+    keys, _password = lab_validator_keys()
+    lab_secret_values = lab_secrets(keys)
+
+    network.create()
+    hosts: dict[str, LabHost] = {}
+    dep: LabDeployment | None = None
+    try:
+        with release_mirror(mirror_root, network.bridge_ip) as mirror_url:
+            raw = overlay.lab_raw_config(loaded.raw, cfg, mirror_url, artifacts, network_files)
+            lab_cfg = load_stack_config(raw, secrets_present=set(lab_secret_values))
+            run = run_program(stack, raw, lab_secret_values,
+                              state_overrides=lab_state_overrides(lab_cfg, deploy_key))
+            dep = LabDeployment(stack=stack, config=lab_cfg, run=run, network=network, hosts=hosts,
+                                state_dir=state_dir, deploy_key=key_path, secrets=lab_secret_values, clock=clock)
+            user_data = _user_data_by_host(run)
+            dropins = overlay.standin_dropins(lab_cfg.clients.profile, clock.slot_seconds, clock.slots_per_epoch,
+                                              clock.genesis_time)
+            for spec in lab_cfg.hosts():
+                host = LabHost(spec.name, spec.private_ip, network, image, state_dir / "hosts" / spec.name)
+                hosts[spec.name] = host
+                host.boot(overlay.lab_user_data(user_data[spec.name]),
+                          extra_files=dropins if spec.is_key_host else {})
+            log(f"{len(hosts)} hosts booting ({time.monotonic() - started:.1f}s)")
+            for host in hosts.values():
+                host.wait_ready(ADMIN_USER, key_path, timeout=600)
+            log(f"cloud-init done on all hosts ({time.monotonic() - started:.1f}s)")
+            commands = _commands_by_host(run)
+            with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
+                futures = [pool.submit(run_bootstrap, dep, name, commands.get(name, []), log) for name in hosts]
+                for fut in futures:
+                    fut.result()
+        log(f"lab {stack} up in {time.monotonic() - started:.1f}s")
+        _write_state(dep)
+        return dep
+    except BaseException:
+        for host in hosts.values():
+            with contextlib.suppress(Exception):
+                host.destroy()
+        with contextlib.suppress(Exception):
+            network.destroy()
+        shutil.rmtree(state_dir, ignore_errors=True)
+        raise
+
+
+def _write_state(dep: LabDeployment) -> None:
+    state = {
+        "stack": dep.stack,
+        "bridge_ip": dep.network.bridge_ip,
+        "deploy_key": str(dep.deploy_key),
+        "hosts": {name: {"ip": h.ip, "role": dep.spec(name).role, "pair": dep.spec(name).pair}
+                  for name, h in dep.hosts.items()},
+        "clock": {"slot_seconds": dep.clock.slot_seconds, "slots_per_epoch": dep.clock.slots_per_epoch,
+                  "genesis_time": dep.clock.genesis_time},
+    }
+    (dep.state_dir / "lab.json").write_text(json.dumps(state, indent=2) + "\n")
+
+
+def teardown(dep: LabDeployment) -> None:
+    for host in dep.hosts.values():
+        with contextlib.suppress(Exception):
+            host.destroy()
+    with contextlib.suppress(Exception):
+        dep.network.destroy()
+    shutil.rmtree(dep.state_dir, ignore_errors=True)
+
+
+def temp_state_root() -> Path:
+    return Path(tempfile.mkdtemp(prefix="qp-lab-"))

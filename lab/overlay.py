@@ -1,0 +1,84 @@
+"""The lab's differences from production, all in one place (README: "The local lab").
+
+1. Client pins point at the lab's release mirror on the bridge, with the real sha256 of the stand-in
+   binaries, so the production install-and-verify path runs unchanged.
+2. Chain files are small stand-in files served by the same mirror (pinned by their real sha256).
+3. User-data: no `package_update`/`package_upgrade` (lab hosts have no route out; the packages are baked into
+   the image), and no `fs_setup`/`mounts` (there is no Hetzner volume; the data dir lives on the host's disk).
+4. Systemd drop-ins give the stand-in clients a short, shared slot clock and the profile.
+5. Servers' "public" IPv4 is their private lab address; Grafana is not installed (not in Debian).
+6. Validator keys are generated for the lab in the stand-in keystore format and sealed like real ones.
+"""
+
+from __future__ import annotations
+
+import copy
+import hashlib
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from components.config import StackConfig
+
+#: User-data keys the lab removes (see the module docstring, item 3).
+DROPPED_USER_DATA_KEYS = ("package_update", "package_upgrade", "fs_setup", "mounts", "disk_setup")
+
+STANDIN_UNITS = ("qp-execution.service", "qp-beacon.service", "qp-validator.service")
+
+
+def sha256_file(path: Path) -> str:
+    return hashlib.sha256(path.read_bytes()).hexdigest()
+
+
+def lab_raw_config(raw: dict[str, Any], cfg: StackConfig, mirror_url: str,
+                   artifacts: dict[str, Path], network_files: dict[str, Path]) -> dict[str, Any]:
+    """The stack's raw config with client pins and chain files pointing at the lab mirror."""
+    out = copy.deepcopy(raw)
+    clients = out.setdefault("clients", {})
+    exe = "gzond" if cfg.clients.profile == "gzond" else "gqrl"
+    for role, name in (("execution", exe), ("beacon", "beacon-chain"), ("validator", "validator")):
+        clients[role] = {"version": "lab", "url": f"{mirror_url}/{name}", "sha256": sha256_file(artifacts[name])}
+    clients["networkFiles"] = [
+        {"name": name, "url": f"{mirror_url}/network/{name}", "sha256": sha256_file(path)}
+        for name, path in sorted(network_files.items())
+    ]
+    return out
+
+
+def lab_user_data(user_data: str) -> str:
+    """Apply item 3 to a rendered cloud-config; everything else stays byte-for-byte the program's."""
+    if not user_data.startswith("#cloud-config"):
+        raise ValueError("lab hosts expect #cloud-config user-data")
+    doc = yaml.safe_load(user_data) or {}
+    for key in DROPPED_USER_DATA_KEYS:
+        doc.pop(key, None)
+    return "#cloud-config\n" + yaml.safe_dump(doc, sort_keys=False, width=1000)
+
+
+def standin_dropins(profile: str, slot_seconds: float, slots_per_epoch: int, genesis_time: int) -> dict[str, bytes]:
+    """Item 4: the same clock and profile for every stand-in on every host."""
+    body = (
+        "[Service]\n"
+        f"Environment=QP_STANDIN_PROFILE={profile}\n"
+        f"Environment=QP_STANDIN_SLOT_SECONDS={slot_seconds}\n"
+        f"Environment=QP_STANDIN_SLOTS_PER_EPOCH={slots_per_epoch}\n"
+        f"Environment=QP_STANDIN_GENESIS_TIME={genesis_time}\n"
+    ).encode()
+    return {f"/etc/systemd/system/{unit}.d/50-lab-standin.conf": body for unit in STANDIN_UNITS}
+
+
+def standin_network_files(out_dir: Path, cfg: StackConfig) -> dict[str, Path]:
+    """Item 2: stand-in chain files (the stand-in clients only check they exist)."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    files = {
+        "config.yml": f"# lab stand-in chain config\nPRESET_BASE: 'mainnet'\nCONFIG_NAME: 'lab'\n"
+                      f"DEPOSIT_CHAIN_ID: {cfg.clients.chain_id}\nSECONDS_PER_SLOT: 60\n",
+        "genesis.ssz": "lab stand-in genesis state\n",
+    }
+    paths = {}
+    for name, text in files.items():
+        path = out_dir / name
+        path.write_text(text)
+        paths[name] = path
+    return paths

@@ -1,0 +1,126 @@
+"""Where a stack's hosts are and how to reach them: the inventory `qpool` operates on.
+
+Sources, first match wins:
+1. `--inventory FILE` / `QPOOL_INVENTORY` (the local lab writes one; an operator can keep one too);
+2. the stack's Pulumi outputs (`pulumi stack output --json --show-secrets`) when the Pulumi CLI is present;
+3. the Hetzner API: servers labelled `app=quantapool,env=<stack>` (needs `HCLOUD_TOKEN`, `--ssh-key` and the
+   known_hosts recorded at bootstrap).
+SSH host keys are always pinned: a host whose key is not in the inventory's known_hosts is not contacted.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from qpool.errors import QpoolError
+
+
+@dataclass(frozen=True)
+class HostRecord:
+    name: str
+    role: str  # primary | backup | monitoring
+    pair: str | None
+    address: str  # what SSH connects to
+    private_ip: str
+    server_id: int | None = None
+
+
+@dataclass(frozen=True)
+class Inventory:
+    stack: str
+    hosts: dict[str, HostRecord]
+    ssh_user: str
+    ssh_key: Path
+    known_hosts: Path
+    config_file: Path | None = None
+    hcloud_endpoint: str | None = None
+    alert_webhook: str | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def pair_hosts(self, pair: str) -> list[HostRecord]:
+        hosts = [h for h in self.hosts.values() if h.pair == pair and h.role in ("primary", "backup")]
+        if not hosts:
+            raise QpoolError(f"stack {self.stack} has no pair {pair!r}; pairs: {', '.join(self.pairs())}")
+        return sorted(hosts, key=lambda h: h.role != "primary")
+
+    def pairs(self) -> list[str]:
+        return sorted({h.pair for h in self.hosts.values() if h.pair})
+
+    def monitoring(self) -> HostRecord | None:
+        return next((h for h in self.hosts.values() if h.role == "monitoring"), None)
+
+
+def load_inventory_file(path: Path) -> Inventory:
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError) as exc:
+        raise QpoolError(f"inventory {path}: cannot read it ({exc}); pass a valid --inventory file") from None
+    base = path.parent
+
+    def rel(value: str | None) -> Path | None:
+        return None if value is None else (base / value if not os.path.isabs(value) else Path(value))
+
+    try:
+        hosts = {name: HostRecord(name=name, role=h["role"], pair=h.get("pair"), address=h["address"],
+                                  private_ip=h.get("private_ip", h["address"]), server_id=h.get("server_id"))
+                 for name, h in doc["hosts"].items()}
+        return Inventory(stack=doc["stack"], hosts=hosts, ssh_user=doc["ssh"]["user"],
+                         ssh_key=rel(doc["ssh"]["key"]), known_hosts=rel(doc["ssh"]["known_hosts"]),  # type: ignore[arg-type]
+                         config_file=rel(doc.get("config_file")), hcloud_endpoint=doc.get("hcloud_endpoint"),
+                         alert_webhook=doc.get("alert_webhook"), extra=doc.get("extra", {}))
+    except (KeyError, TypeError) as exc:
+        raise QpoolError(f"inventory {path}: missing field {exc}; see README (Operating: inventory)") from None
+
+
+def _from_pulumi(stack: str) -> Inventory | None:
+    """Stack outputs hold the hosts, pinned host keys and the deploy key (a secret output)."""
+    pulumi = shutil.which("pulumi")
+    if pulumi is None:
+        return None
+    proc = subprocess.run([pulumi, "stack", "output", "--json", "--show-secrets", "-s", stack],
+                          capture_output=True, timeout=120)
+    if proc.returncode != 0:
+        raise QpoolError(f"`pulumi stack output -s {stack}` failed: "
+                         f"{proc.stderr.decode(errors='replace').strip()[:300]}")
+    out = json.loads(proc.stdout)
+    private = Path(tempfile.mkdtemp(prefix=f"qpool-{stack}-"))
+    private.chmod(0o700)
+    key = private / "deploy_ed25519"
+    key.write_text(out["deployPrivateKey"])
+    key.chmod(0o600)
+    known = private / "known_hosts"
+    lines = []
+    hosts = {}
+    for name, h in out["hosts"].items():
+        hosts[name] = HostRecord(name=name, role=h["role"], pair=h.get("pair"), address=h["publicIpv4"],
+                                 private_ip=h["privateIp"], server_id=int(h["serverId"]))
+        host_key = out.get("hostKeys", {}).get(name)
+        if host_key:
+            lines.append(f"{h['publicIpv4']} {' '.join(host_key.split()[:2])}")
+    known.write_text("\n".join(lines) + "\n")
+    return Inventory(stack=stack, hosts=hosts, ssh_user="qpadmin", ssh_key=key, known_hosts=known)
+
+
+def resolve_inventory(stack: str, inventory: Path | None = None) -> Inventory:
+    path = inventory or (Path(os.environ["QPOOL_INVENTORY"]) if os.environ.get("QPOOL_INVENTORY") else None)
+    if path is None:
+        lab = Path("/var/lib/quantapool-lab") / stack / "inventory.json"
+        if lab.exists():
+            path = lab
+    if path is not None:
+        inv = load_inventory_file(path)
+        if inv.stack != stack:
+            raise QpoolError(f"inventory {path} is for stack {inv.stack}, not {stack}")
+        return inv
+    inv = _from_pulumi(stack)
+    if inv is not None:
+        return inv
+    raise QpoolError(f"no inventory for stack {stack}: pass --inventory FILE, or install the Pulumi CLI and log in "
+                     "so qpool can read the stack outputs")

@@ -1,0 +1,503 @@
+"""`qpool status`, `qpool activate` and `qpool failover`: the only code paths that may start a validator.
+
+The one rule: a validator starts on a host only after *fresh* checks, made just before the start, show that
+every other host holding the same keys is stopped and locked (independent checks: unit state, process
+table, metrics port, lock file) or fenced (Hetzner reports it powered off). Everything else — journals,
+locks, prompts, epoch gates — serves that rule or makes it survivable to interrupt.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import socket
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from qpool import interchange
+from qpool.errors import QpoolError
+from qpool.inventory import HostRecord, Inventory
+from qpool.journal import Journal, exclusive, journal_path, open_journal, state_dir
+from qpool.remote import Ssh, Unreachable
+from qpool.stackfile import read_active, write_active
+
+Report = Callable[[str], None]
+Confirm = Callable[[str], bool]
+
+#: The fenced path waits until this many epochs after the fence epoch have begun (the epoch after the fence
+#: time, plus two): anything the dead primary signed before it was powered off targets an older epoch.
+EPOCH_GATE_OFFSET = 3
+
+
+def stopped_reasons(status: dict[str, Any]) -> list[str]:
+    """Independent evidence that a host's validator is NOT stopped and locked; empty means it is."""
+    reasons = []
+    unit = status.get("unit", {})
+    if unit.get("active") not in ("inactive", "failed"):
+        reasons.append(f"unit is {unit.get('active')}")
+    if status.get("processes"):
+        reasons.append(f"validator process(es) {status['processes']}")
+    if status.get("metrics_port_open"):
+        reasons.append("validator metrics port answers")
+    if not status.get("locked"):
+        reasons.append("lock file absent")
+    return reasons
+
+
+def running(status: dict[str, Any]) -> bool:
+    return (status.get("unit", {}).get("active") == "active" and bool(status.get("processes"))
+            and bool(status.get("metrics_port_open")))
+
+
+@dataclass
+class Context:
+    inventory: Inventory
+    config_file: Path
+    report: Report = print
+    confirm: Confirm = lambda _msg: True
+    hcloud: Any = None  # hcloud.Client when HCLOUD_TOKEN is available
+    sleep: Callable[[float], None] = time.sleep
+    clock: Callable[[], float] = time.time
+    journal_dir: Path | None = None
+    ssh: Ssh = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.ssh = Ssh(self.inventory)
+
+
+# -- status ---------------------------------------------------------------------------------------------
+
+@dataclass
+class HostView:
+    host: HostRecord
+    status: dict[str, Any] | None
+    error: str | None = None
+    fenced: bool | None = None
+
+
+def observe(ctx: Context, host: HostRecord) -> HostView:
+    try:
+        return HostView(host, ctx.ssh.status(host))
+    except Unreachable as exc:
+        view = HostView(host, None, str(exc))
+        if ctx.hcloud is not None and host.server_id is not None:
+            view.fenced = _is_fenced(ctx, host)
+        return view
+
+
+def _is_fenced(ctx: Context, host: HostRecord) -> bool:
+    from qpool.fencing import is_fenced
+    from qpool.hetzner import get_server
+
+    try:
+        return is_fenced(get_server(ctx.hcloud, host.server_id, sleep=ctx.sleep))  # type: ignore[arg-type]
+    except QpoolError:
+        return False
+
+
+def pair_status(ctx: Context, pair: str) -> dict[str, Any]:
+    active_role = read_active(ctx.config_file, pair)
+    hosts = []
+    for host in ctx.inventory.pair_hosts(pair):
+        view = observe(ctx, host)
+        st = view.status or {}
+        backup = st.get("newest_backup") or {}
+        hosts.append({
+            "host": host.name, "role": host.role, "configured_active": host.role == active_role,
+            "reachable": view.status is not None, "error": view.error, "fenced": view.fenced,
+            "signing": running(st) if st else None,
+            "locked": st.get("locked"), "unit": st.get("unit", {}).get("active"),
+            "processes": st.get("processes"), "metrics_port_open": st.get("metrics_port_open"),
+            "beacon": st.get("beacon"), "execution": st.get("execution"),
+            "slashing_backup": {"path": backup.get("path"), "age_seconds": backup.get("age_seconds")} if backup
+            else None,
+            "oplock": st.get("oplock"),
+        })
+    signers = [h["host"] for h in hosts if h["signing"]]
+    return {"pair": pair, "configured_active": active_role, "signers": signers, "hosts": hosts,
+            "double_signer_risk": len(signers) > 1}
+
+
+def _sync_word(client: dict[str, Any]) -> str:
+    if not client.get("reachable"):
+        return "down"
+    return "syncing" if client.get("syncing") else "synced"
+
+
+def format_status(doc: dict[str, Any]) -> str:
+    lines = []
+    for pair in doc["pairs"]:
+        flag = "  !!! MORE THAN ONE SIGNER !!!" if pair["double_signer_risk"] else ""
+        lines.append(f"pair {pair['pair']}: configured active = {pair['configured_active']}; "
+                     f"signing: {', '.join(pair['signers']) or 'nobody'}{flag}")
+        for h in pair["hosts"]:
+            if not h["reachable"]:
+                fenced = {True: "fenced", False: "NOT fenced", None: "fencing unknown"}[h["fenced"]]
+                lines.append(f"  {h['host']:<32} {h['role']:<8} UNREACHABLE ({fenced}): {h['error']}")
+                continue
+            backup = h["slashing_backup"]
+            age = f"{backup['age_seconds']:.0f}s old" if backup and backup["age_seconds"] is not None else "none"
+            beacon = h["beacon"] or {}
+            execution = h["execution"] or {}
+            lines.append(
+                f"  {h['host']:<32} {h['role']:<8} {'SIGNING' if h['signing'] else 'stopped':<8} "
+                f"lock={'on' if h['locked'] else 'OFF'} unit={h['unit']} procs={len(h['processes'] or [])} "
+                f"beacon={_sync_word(beacon)}"
+                f"@{beacon.get('head_slot')} "
+                f"execution={_sync_word(execution)}@{execution.get('block')} slashing-backup={age}")
+    return "\n".join(lines)
+
+
+# -- shared guards --------------------------------------------------------------------------------------
+
+def verify_peer_safe(ctx: Context, peer: HostRecord) -> str:
+    """Fresh proof that `peer` cannot sign: stopped and locked (reachable) or fenced (powered off)."""
+    view = observe(ctx, peer)
+    if view.status is not None:
+        reasons = stopped_reasons(view.status)
+        if reasons:
+            raise QpoolError(f"refusing: {peer.name} may still sign ({'; '.join(reasons)}); stop it first "
+                             "(`qpool failover` does this safely)")
+        return "stopped and locked"
+    if view.fenced:
+        return "fenced (powered off through the Hetzner API)"
+    raise QpoolError(f"refusing: {peer.name} is unreachable and not fenced ({view.error}); with HCLOUD_TOKEN set, "
+                     "`qpool failover` fences it first")
+
+
+def _owner() -> str:
+    return f"qpool@{socket.gethostname()}"
+
+
+# -- activate -------------------------------------------------------------------------------------------
+
+def activate(ctx: Context, pair: str, *, first_start: bool = False) -> dict[str, Any]:
+    """First start (or restart) of the validator on the host that stack config names active."""
+    role = read_active(ctx.config_file, pair)
+    hosts = ctx.inventory.pair_hosts(pair)
+    target = next(h for h in hosts if h.role == role)
+    peers = [h for h in hosts if h is not target]
+    ctx.report(f"activate: pair {pair}, target {target.name} (configured active: {role})")
+    target_status = ctx.ssh.status(target)  # unreachable target: nothing to do
+    if running(target_status):
+        for peer in peers:
+            verify_peer_safe(ctx, peer)
+        ctx.report(f"{target.name} is already signing and every peer is stopped: nothing to do")
+        return {"target": target.name, "changed": False}
+    if not target_status.get("db_present") and not first_start:
+        raise QpoolError(f"refusing: {target.name} has no slashing-protection history; if this is the first start "
+                         "ever for these keys, re-run with --first-start (logged)")
+    if first_start:
+        ctx.report("first start without slashing-protection history requested (--first-start)")
+    run_id = f"activate-{int(ctx.clock())}"
+    ctx.ssh.ctl(target, "oplock", "acquire", "--run-id", run_id, "--owner", _owner())
+    try:
+        evidence = {peer.name: verify_peer_safe(ctx, peer) for peer in peers}
+        for name, how in evidence.items():
+            ctx.report(f"  peer {name}: {how}")
+        if not ctx.confirm(f"Start the validator on {target.name}?"):
+            raise QpoolError("aborted at the confirmation prompt; nothing changed")
+        # Re-check right before the start: the confirmation prompt may have waited a long time.
+        for peer in peers:
+            verify_peer_safe(ctx, peer)
+        args = ["activate", "--run-id", run_id] + (["--first-start"] if first_start else [])
+        ctx.ssh.ctl(target, *args, timeout=180)
+        ctx.report(f"{target.name}: validator running")
+        return {"target": target.name, "changed": True}
+    finally:
+        _release(ctx, target, run_id)
+
+
+def _release(ctx: Context, host: HostRecord, run_id: str) -> None:
+    try:
+        ctx.ssh.ctl(host, "oplock", "release", "--run-id", run_id)
+    except QpoolError as exc:
+        ctx.report(f"warning: could not release the operation lock on {host.name}: {exc}")
+
+
+# -- failover -------------------------------------------------------------------------------------------
+
+STEPS = ("detect", "stop", "verify-stopped", "move-history", "epoch-gate", "start", "record")
+
+
+def _chain_epoch_start(clock: dict[str, Any], epoch: int) -> float:
+    return clock["genesis_time"] + epoch * clock["seconds_per_slot"] * clock["slots_per_epoch"]
+
+
+def epoch_gate(clock: dict[str, Any], fence_time: float) -> tuple[int, float]:
+    epoch_seconds = clock["seconds_per_slot"] * clock["slots_per_epoch"]
+    fence_epoch = math.floor((fence_time - clock["genesis_time"]) / epoch_seconds)
+    gate_epoch = fence_epoch + EPOCH_GATE_OFFSET
+    return gate_epoch, _chain_epoch_start(clock, gate_epoch)
+
+
+def failover(ctx: Context, pair: str, *, to_role: str = "backup", accept_slashing_risk: bool = False,
+             alert: Callable[[str, str], None] | None = None) -> dict[str, Any]:
+    """Move signing in `pair` to the host with role `to_role`, following the seven-step runbook."""
+    hosts = ctx.inventory.pair_hosts(pair)
+    target = next((h for h in hosts if h.role == to_role), None)
+    if target is None:
+        raise QpoolError(f"pair {pair} has no {to_role} host")
+    source = next(h for h in hosts if h is not target)
+    path = journal_path(ctx.inventory.stack, pair, ctx.journal_dir or state_dir())
+    with exclusive(path):
+        active_role = read_active(ctx.config_file, pair)
+        journal, resumed = _open(ctx, path, pair, source, target, active_role)
+        if journal is None:
+            return {"changed": False, "active": target.name}
+        if resumed:
+            ctx.report(f"resuming run {journal.run_id} ({', '.join(s for s in STEPS if journal.done(s)) or 'no'} "
+                       "step(s) done)")
+        try:
+            result = _run_failover(ctx, journal, source, target, accept_slashing_risk)
+        except KeyboardInterrupt:
+            ctx.report(f"interrupted: re-run the same command to resume run {journal.run_id}")
+            raise
+        if alert is not None:
+            try:
+                alert(journal.run_id, f"failover of pair {pair} complete: {target.name} signs, {source.name} "
+                      f"{'fenced' if journal.mode == 'fenced' else 'stopped and locked'}")
+            except Exception as exc:
+                ctx.report(f"warning: alert not delivered: {exc}")
+        return result
+
+
+def _open(ctx: Context, path: Path, pair: str, source: HostRecord, target: HostRecord,
+          active_role: str) -> tuple[Journal | None, bool]:
+    from qpool.journal import last_journal
+
+    last = last_journal(path)
+    unfinished = last is not None and not last.get("completed") and not last.get("aborted")
+    if active_role == target.role and not unfinished:
+        # Re-run after success (or the target was already active): verify, change nothing.
+        st = ctx.ssh.status(target)
+        if running(st):
+            verify_peer_safe(ctx, source)
+            ctx.report(f"{target.name} is already the active signer and {source.name} cannot sign: nothing to do")
+            return None, False
+        raise QpoolError(f"{target.name} is configured active but not signing; use `qpool activate` to start it")
+    return open_journal(path, stack=ctx.inventory.stack, pair=pair, source=source.name, target=target.name)
+
+
+def _run_failover(ctx: Context, j: Journal, source: HostRecord, target: HostRecord,
+                  accept_slashing_risk: bool) -> dict[str, Any]:
+    say = ctx.report
+    # 1. detect ---------------------------------------------------------------------------------------
+    say(f"[1/7] detect: {source.name} -> {target.name}")
+    target_st = ctx.ssh.status(target)  # Unreachable propagates: abort before touching the source
+    src = observe(ctx, source)
+    say(f"      {target.name}: {'SIGNING' if running(target_st) else 'stopped'}, lock "
+        f"{'on' if target_st['locked'] else 'off'}, beacon {target_st.get('beacon')}")
+    say(f"      {source.name}: " + ("unreachable: " + str(src.error) if src.status is None else
+                                   ("SIGNING" if running(src.status) else "stopped")))
+    if running(target_st) and not j.done("start"):
+        raise QpoolError(f"refusing: {target.name} is already signing while the failover has not started it; "
+                         "investigate with `qpool status` before anything else")
+    ctx.ssh.ctl(target, "oplock", "acquire", "--run-id", j.run_id, "--owner", _owner())
+    if not j.done("detect"):
+        mode = "clean" if src.status is not None else "fenced"
+        if mode == "fenced" and ctx.hcloud is None:
+            raise QpoolError(f"{source.name} is unreachable and cannot be fenced: export HCLOUD_TOKEN so qpool can "
+                             "power it off through the Hetzner API (nothing was changed)")
+        if not ctx.confirm(f"Fail over pair {j.pair}: stop {'(fence)' if mode == 'fenced' else ''} {source.name}, "
+                           f"start {target.name}?"):
+            _release(ctx, target, j.run_id)
+            j.aborted = "declined at the confirmation prompt"
+            j.save()
+            raise QpoolError("aborted at the confirmation prompt; nothing changed")
+        j.mode = mode
+        j.mark("detect", mode=mode)
+
+    # 2. stop the source ------------------------------------------------------------------------------
+    if not j.done("stop"):
+        if j.mode == "clean":
+            say(f"[2/7] stop: {source.name} (graceful, then forced), disable, mask, lock")
+            try:
+                res = ctx.ssh.ctl(source, "stop", "--reason", f"qpool failover run {j.run_id}", "--timeout", "60",
+                                  timeout=240)
+                j.mark("stop", graceful=res.get("graceful"), forced=res.get("forced"))
+            except Unreachable:
+                say(f"      {source.name} became unreachable while stopping: switching to the fenced path")
+                j.mode = "fenced"
+                j.save()
+        if j.mode == "fenced":
+            j.mark("stop", **_fence(ctx, source, j))
+    else:
+        say("[2/7] stop: done earlier")
+
+    # 3. verify stopped -------------------------------------------------------------------------------
+    say("[3/7] verify stopped")
+    evidence = _ensure_source_safe(ctx, j, source)
+    say(f"      {source.name}: {evidence}")
+    j.mark("verify-stopped", evidence=evidence)
+
+    # 4. move slashing protection ---------------------------------------------------------------------
+    if not j.done("move-history"):
+        say("[4/7] move slashing protection")
+        j.mark("move-history", **_move_history(ctx, j, source, target, accept_slashing_risk))
+    else:
+        say("[4/7] move slashing protection: done earlier")
+
+    # 5. epoch gate (fenced path only) ----------------------------------------------------------------
+    if j.mode == "fenced" and not j.done("epoch-gate"):
+        clock = ctx.ssh.status(target).get("chain_clock")
+        fence_time = j.data("stop")["fenced_at"]
+        if clock is None:
+            if not accept_slashing_risk:
+                raise QpoolError(f"{target.name}'s beacon node does not report the chain clock, so the epoch gate "
+                                 "cannot be computed; fix the beacon node, or override with --i-accept-slashing-risk")
+            say("      WARNING: no chain clock; epoch gate skipped by --i-accept-slashing-risk")
+        else:
+            gate_epoch, gate_time = epoch_gate(clock, fence_time)
+            wait = gate_time - ctx.clock()
+            if wait > 0 and accept_slashing_risk:
+                say(f"      WARNING: epoch gate (epoch {gate_epoch}, {wait:.0f}s away) skipped by "
+                    "--i-accept-slashing-risk")
+            while wait > 0 and not accept_slashing_risk:
+                say(f"[5/7] epoch gate: waiting {wait:.0f}s for epoch {gate_epoch} (fence + {EPOCH_GATE_OFFSET})")
+                ctx.sleep(min(wait, 30))
+                wait = gate_time - ctx.clock()
+        j.mark("epoch-gate", overridden=accept_slashing_risk)
+    elif j.mode == "clean":
+        say("[5/7] epoch gate: not needed (history moved from a verified-stopped validator)")
+
+    # 6. unlock and start the target ------------------------------------------------------------------
+    say(f"[6/7] start: {target.name}")
+    # The decisive check, always fresh, also when resuming: the source must not be able to sign.
+    evidence = _ensure_source_safe(ctx, j, source)
+    if j.mode == "fenced" and not j.done("epoch-gate"):
+        raise QpoolError(f"{source.name} had to be fenced after the history was moved: re-run the failover so the "
+                         "epoch gate applies before the start")
+    st = ctx.ssh.status(target)
+    if running(st):
+        say(f"      {target.name} already signing (started before an interruption)")
+    else:
+        reasons = stopped_reasons(st)
+        if reasons:
+            raise QpoolError(f"refusing: {target.name} is in an unexpected state ({'; '.join(reasons)})")
+        ctx.ssh.ctl(target, "activate", "--run-id", j.run_id, timeout=180)
+    j.mark("start", source_evidence=evidence)
+    say(f"      {target.name}: validator running")
+
+    # 7. record and alert -----------------------------------------------------------------------------
+    say("[7/7] record the new active host")
+    how = write_active(ctx.config_file, j.pair, target.role, stack=j.stack)
+    labelled = _label_active(ctx, source, target)
+    _release(ctx, target, j.run_id)
+    j.completed = True
+    j.mark("record", config=how, labels=labelled)
+    say(f"done: {target.name} signs for pair {j.pair}; stack config updated ({how}); run `pulumi up` "
+        "at leisure: it never touches a validator")
+    return {"changed": True, "active": target.name, "mode": j.mode, "run_id": j.run_id}
+
+
+def _ensure_source_safe(ctx: Context, j: Journal, source: HostRecord) -> str:
+    """Fresh proof the source cannot sign; if contact is lost after a clean stop, fence it (safe direction)."""
+    if j.mode == "fenced":
+        return _verify_fenced(ctx, source)
+    view = observe(ctx, source)
+    if view.status is not None:
+        reasons = stopped_reasons(view.status)
+        if reasons:
+            raise QpoolError(f"refusing: {source.name} may still sign ({'; '.join(reasons)})")
+        return "stopped and locked (unit inactive, no process, metrics port closed, lock present)"
+    ctx.report(f"      {source.name} stopped answering after the stop: fencing it, and the epoch gate will apply")
+    fenced = _fence(ctx, source, j)
+    j.mode = "fenced"
+    j.steps.setdefault("stop", {"done": True, "at": ctx.clock(), "data": {}})["data"].update(fenced)
+    j.steps.pop("epoch-gate", None)
+    j.save()
+    return _verify_fenced(ctx, source)
+
+
+def _fence(ctx: Context, source: HostRecord, j: Journal) -> dict[str, Any]:
+    from qpool.fencing import fence_server
+
+    if ctx.hcloud is None or source.server_id is None:
+        raise QpoolError(f"cannot fence {source.name}: no Hetzner API access (export HCLOUD_TOKEN) or no server id")
+    ctx.report(f"[2/7] fence: powering off {source.name} (server {source.server_id}) through the Hetzner API")
+    result = fence_server(ctx.hcloud, source.server_id, reason=f"qpool failover run {j.run_id}",
+                          sleep=ctx.sleep)
+    ctx.report(f"      {source.name}: off (fenced at {result.fenced_at:.0f})")
+    return {"fenced_at": result.fenced_at, "already_off": result.already_off}
+
+
+def _verify_fenced(ctx: Context, source: HostRecord) -> str:
+    from qpool.fencing import verify_off
+
+    if ctx.hcloud is None or source.server_id is None or not verify_off(ctx.hcloud, source.server_id,
+                                                                          sleep=ctx.sleep):
+        raise QpoolError(f"refusing: {source.name} is not verified powered off through the Hetzner API")
+    try:
+        ctx.ssh.status(source)
+    except Unreachable:
+        return "powered off (Hetzner API) and unreachable over SSH"
+    raise QpoolError(f"refusing: Hetzner reports {source.name} off but it answers over SSH; investigate")
+
+
+def _move_history(ctx: Context, j: Journal, source: HostRecord, target: HostRecord,
+                  accept_slashing_risk: bool) -> dict[str, Any]:
+    target_st = ctx.ssh.status(target)
+    replica = target_st.get("newest_backup")
+    if j.mode == "clean":
+        data, sha = ctx.ssh.export_bytes(source, "export-slashing")
+        exported = interchange.parse(data, f"export from {source.name}")
+        ctx.report(f"      exported {len(exported.pubkeys)} key(s) from {source.name}, sha256 {sha[:16]}...")
+        if replica:
+            old_data, _ = ctx.ssh.export_bytes(target, "export-replica", replica["path"])
+            problems = interchange.regressions(interchange.parse(old_data, "replicated backup"), exported)
+            if problems:
+                raise QpoolError("refusing: the export does not cover the last replicated backup: "
+                                 + "; ".join(problems))
+    else:
+        if not replica:
+            if not accept_slashing_risk:
+                raise QpoolError(f"refusing: {target.name} holds no replicated slashing-protection backup of "
+                                 f"{source.name}; override only with --i-accept-slashing-risk")
+            ctx.report("      WARNING: no replicated backup; starting with the target's own history only")
+            return {"sha256": None, "keys": 0, "source": "none (overridden)"}
+        ctx.report(f"      using replicated backup {replica['path']} ({replica['age_seconds']:.0f}s old)")
+        data, sha = ctx.ssh.export_bytes(target, "export-replica", replica["path"])
+        exported = interchange.parse(data, f"replicated backup on {target.name}")
+    ctx.ssh.ctl(target, "import-slashing", "--sha256", sha, input=data, timeout=600)
+    back, _ = ctx.ssh.export_bytes(target, "export-slashing")
+    lost = interchange.missing(exported, interchange.parse(back, f"re-export on {target.name}"))
+    if lost:
+        raise QpoolError("refusing: history on the target is missing entries after the import: " + "; ".join(lost))
+    ctx.report(f"      imported on {target.name} and verified (history there covers the export)")
+    return {"sha256": sha, "keys": len(exported.pubkeys), "source": "export" if j.mode == "clean" else "replica"}
+
+
+def _label_active(ctx: Context, source: HostRecord, target: HostRecord) -> bool:
+    if ctx.hcloud is None or source.server_id is None or target.server_id is None:
+        return False
+    from qpool.hetzner import set_labels
+
+    try:
+        set_labels(ctx.hcloud, target.server_id, {"qpool-active": "true"}, sleep=ctx.sleep)
+        set_labels(ctx.hcloud, source.server_id, {"qpool-active": "false"}, sleep=ctx.sleep)
+        return True
+    except QpoolError as exc:
+        ctx.report(f"warning: server labels not updated: {exc}")
+        return False
+
+
+def alertmanager_alert(ctx: Context) -> Callable[[str, str], None]:
+    """Deliver an info alert through the monitoring server's Alertmanager (its configured receivers)."""
+
+    def send(run_id: str, text: str) -> None:
+        mon = ctx.inventory.monitoring()
+        if mon is None:
+            raise QpoolError("no monitoring host in the inventory")
+        body = json.dumps([{"labels": {"alertname": "QpoolFailoverCompleted", "severity": "warning",
+                                       "run_id": run_id},
+                            "annotations": {"summary": text}}])
+        res = ctx.ssh.run(mon, "curl -fsS -m 10 -XPOST -H 'Content-Type: application/json' --data-binary @- "
+                               "http://127.0.0.1:9093/api/v2/alerts", input=body.encode(), timeout=30)
+        if res.rc != 0:
+            raise QpoolError(f"Alertmanager on {mon.name} refused the alert: {res.stderr.decode()[-200:]}")
+
+    return send

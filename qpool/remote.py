@@ -1,0 +1,113 @@
+"""SSH to stack hosts with pinned host keys, and the calls to each key host's `qp-validator-ctl`.
+
+Unreachable and "host key changed" are different answers: an unreachable primary may be fenced; a host
+whose key changed is never treated as unreachable (it may be an impostor or a rebuilt machine), and the
+operation stops with a clear message instead.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import subprocess
+from dataclasses import dataclass
+from typing import Any
+
+from qpool.errors import QpoolError
+from qpool.inventory import HostRecord, Inventory
+
+CTL = "/usr/local/sbin/qp-validator-ctl"
+
+
+class Unreachable(QpoolError):
+    """SSH could not reach the host (down, network cut, powered off)."""
+
+
+class HostKeyMismatch(QpoolError):
+    """The host answered with a key that is not the pinned one."""
+
+
+class Refused(QpoolError):
+    """The host refused a step because a local precondition does not hold; nothing changed there."""
+
+
+@dataclass(frozen=True)
+class RemoteResult:
+    rc: int
+    stdout: bytes
+    stderr: bytes
+
+
+class Ssh:
+    def __init__(self, inventory: Inventory, connect_timeout: float = 5.0) -> None:
+        self.inv = inventory
+        self.connect_timeout = connect_timeout
+
+    def argv(self, host: HostRecord) -> list[str]:
+        return ["ssh", "-F", "/dev/null", "-i", str(self.inv.ssh_key), "-l", self.inv.ssh_user,
+                "-o", "BatchMode=yes", "-o", f"ConnectTimeout={int(self.connect_timeout)}",
+                "-o", "StrictHostKeyChecking=yes", "-o", f"UserKnownHostsFile={self.inv.known_hosts}",
+                "-o", "GlobalKnownHostsFile=/dev/null", "-o", "UpdateHostKeys=no", "-o", "CheckHostIP=no",
+                "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none", "-o", "PasswordAuthentication=no",
+                "-o", "ServerAliveInterval=5", "-o", "ServerAliveCountMax=3", "-o", "LogLevel=ERROR",
+                host.address]
+
+    def _guard_lab_route(self, host: HostRecord) -> None:
+        """A lab inventory may only ever reach its own bridge: never let a lab address leak to a real route."""
+        bridge = self.inv.extra.get("lab_bridge")
+        if not bridge:
+            return
+        proc = subprocess.run(["ip", "-o", "route", "get", host.address], capture_output=True, timeout=10)
+        words = proc.stdout.decode().split()
+        dev = words[words.index("dev") + 1] if "dev" in words else None
+        if proc.returncode != 0 or dev != bridge:
+            raise Unreachable(f"{host.name} ({host.address}): the lab bridge {bridge} is gone (route via {dev}); "
+                              "refusing to send lab traffic anywhere else")
+
+    def run(self, host: HostRecord, command: str, *, input: bytes | None = None, timeout: float = 120) -> RemoteResult:
+        self._guard_lab_route(host)
+        try:
+            proc = subprocess.run([*self.argv(host), command], input=input, capture_output=True, timeout=timeout)
+        except subprocess.TimeoutExpired:
+            raise Unreachable(f"{host.name} ({host.address}): no answer within {timeout:.0f}s") from None
+        if proc.returncode == 255:
+            err = proc.stderr.decode(errors="replace")
+            if "REMOTE HOST IDENTIFICATION HAS CHANGED" in err or "Host key verification failed" in err:
+                raise HostKeyMismatch(
+                    f"{host.name} ({host.address}): SSH host key does not match the pinned key in "
+                    f"{self.inv.known_hosts}; stop and find out why (rebuilt host or impostor) before retrying")
+            raise Unreachable(f"{host.name} ({host.address}): SSH failed: {err.strip()[-200:] or 'no answer'}")
+        return RemoteResult(proc.returncode, proc.stdout, proc.stderr)
+
+    # -- qp-validator-ctl -----------------------------------------------------------------------------
+    def ctl(self, host: HostRecord, *args: str, input: bytes | None = None, timeout: float = 180) -> dict[str, Any]:
+        res = self.run(host, " ".join(["sudo", CTL, *args]), input=input, timeout=timeout)
+        try:
+            doc = json.loads(res.stdout.decode() or "null")
+        except ValueError:
+            raise QpoolError(f"{host.name}: qp-validator-ctl {args[0]} gave no JSON (rc {res.rc}): "
+                             f"{res.stderr.decode(errors='replace').strip()[-300:]}") from None
+        if res.rc != 0:
+            reason = doc.get("error") if isinstance(doc, dict) else None
+            raise Refused(f"{host.name}: {args[0]} refused: {reason or res.stderr.decode(errors='replace')[-300:]}")
+        return doc
+
+    def status(self, host: HostRecord) -> dict[str, Any]:
+        return self.ctl(host, "status", timeout=60)
+
+    def export_bytes(self, host: HostRecord, *args: str) -> tuple[bytes, str]:
+        """Run an export; return the bytes and the sha256 the host computed, after checking they agree."""
+        res = self.run(host, " ".join(["sudo", CTL, *args]), timeout=600)
+        if res.rc != 0:
+            try:
+                reason = json.loads(res.stdout).get("error")
+            except ValueError:
+                reason = res.stderr.decode(errors="replace")[-300:]
+            raise Refused(f"{host.name}: {args[0]} refused: {reason}")
+        claimed = next((line.split("=", 1)[1] for line in res.stderr.decode().splitlines()
+                        if line.startswith("sha256=")), None)
+        actual = hashlib.sha256(res.stdout).hexdigest()
+        if claimed != actual:
+            raise QpoolError(f"{host.name}: slashing-protection export arrived with sha256 {actual} but the host "
+                             f"computed {claimed}: corrupted in transit; nothing was imported")
+        return res.stdout, actual
