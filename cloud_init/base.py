@@ -165,6 +165,8 @@ def base_cloud_config(
     doc: dict[str, object] = {
         "hostname": host.name,
         "preserve_hostname": False,
+        # sudo resolves the host name on every call; without an /etc/hosts entry it warns (and waits on DNS).
+        "manage_etc_hosts": True,
         "timezone": "UTC",
         "disable_root": True,
         "ssh_pwauth": False,

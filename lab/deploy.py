@@ -67,6 +67,7 @@ class LabDeployment:
     deploy_key: Path
     secrets: dict[str, str]
     clock: LabClock
+    config_source: Path
 
     def host(self, name: str) -> LabHost:
         return self.hosts[name]
@@ -193,10 +194,17 @@ def _scrub(text: str, values: list[str]) -> str:
     return text
 
 
+#: Recorded steps the lab does not run (README: lab differences): Grafana is not installed in the lab.
+LAB_SKIPPED_STEPS = ("-secret-grafana-",)
+
+
 def run_bootstrap(dep: LabDeployment, host: str, commands: list[Any], log: Callable[[str], None]) -> None:
     """Run one host's recorded Commands in order, as pulumi-command would (fail on the first error)."""
     secret_values = [v for v in dep.secrets.values()]
     for cmd in commands:
+        if any(marker in cmd.name for marker in LAB_SKIPPED_STEPS):
+            log(f"{host}: {cmd.name.removeprefix(host + '-')} skipped in the lab")
+            continue
         inputs = cmd.plain_inputs()
         stdin = inputs.get("stdin")
         started = time.monotonic()
@@ -244,15 +252,21 @@ def deploy(stack: str, *, config_file: Path | None = None, state_root: Path = LA
             run = run_program(stack, raw, lab_secret_values,
                               state_overrides=lab_state_overrides(lab_cfg, deploy_key))
             dep = LabDeployment(stack=stack, config=lab_cfg, run=run, network=network, hosts=hosts,
-                                state_dir=state_dir, deploy_key=key_path, secrets=lab_secret_values, clock=clock)
+                                state_dir=state_dir, deploy_key=key_path, secrets=lab_secret_values, clock=clock,
+                                config_source=loaded.path)
             user_data = _user_data_by_host(run)
             dropins = overlay.standin_dropins(lab_cfg.clients.profile, clock.slot_seconds, clock.slots_per_epoch,
                                               clock.genesis_time)
             for spec in lab_cfg.hosts():
-                host = LabHost(spec.name, spec.private_ip, network, image, state_dir / "hosts" / spec.name)
+                host_dir = state_dir / "hosts" / spec.name
+                host = LabHost(spec.name, spec.private_ip, network, image, host_dir)
                 hosts[spec.name] = host
-                host.boot(overlay.lab_user_data(user_data[spec.name]),
-                          extra_files=dropins if spec.is_key_host else {})
+                lab_ud, volume_paths = overlay.lab_user_data(user_data[spec.name])
+                for i, mount_point in enumerate(volume_paths):
+                    volume = state_dir / "volumes" / spec.name / str(i)
+                    volume.mkdir(parents=True, exist_ok=True)
+                    host.binds[volume] = mount_point
+                host.boot(lab_ud, extra_files=dropins if spec.is_key_host else overlay.monitoring_extra_files())
             log(f"{len(hosts)} hosts booting ({time.monotonic() - started:.1f}s)")
             for host in hosts.values():
                 host.wait_ready(ADMIN_USER, key_path, timeout=600)

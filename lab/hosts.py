@@ -98,6 +98,8 @@ class LabHost:
         self._booted = False
         self._cut = False
         self._peers: set[str] = set()
+        #: host directory -> guest mount point (the lab's stand-in for attached volumes)
+        self.binds: dict[Path, str] = {}
 
     def __repr__(self) -> str:
         return f"LabHost({self.name!r}, {self.ip!r})"
@@ -478,7 +480,8 @@ class LabHost:
         return ["systemd-nspawn", "--quiet", "-D", str(self.merged), "-M", self.machine,
                 f"--hostname={self.name}", "--boot", "--register=no", "--keep-unit",
                 f"--network-namespace-path={NETNS_DIR / self.netns}", "--capability=CAP_NET_ADMIN",
-                "--console=pipe", "--resolv-conf=off", "--timezone=off", "--link-journal=no"]
+                "--console=pipe", "--resolv-conf=off", "--timezone=off", "--link-journal=no",
+                *(f"--bind={src}:{dst}" for src, dst in sorted(self.binds.items()))]
 
     def _cgroup_dirs(self) -> list[Path]:
         return cgroups.host_dirs(self.cgroup)

@@ -4,9 +4,12 @@
    binaries, so the production install-and-verify path runs unchanged.
 2. Chain files are small stand-in files served by the same mirror (pinned by their real sha256).
 3. User-data: no `package_update`/`package_upgrade` (lab hosts have no route out; the packages are baked into
-   the image), and no `fs_setup`/`mounts` (there is no Hetzner volume; the data dir lives on the host's disk).
+   the image), and no `fs_setup`/`mounts`/volume wait in `bootcmd`: there is no Hetzner volume, so a directory
+   of the lab host's state is bind-mounted where the volume would be mounted.
 4. Systemd drop-ins give the stand-in clients a short, shared slot clock and the profile.
-5. Servers' "public" IPv4 is their private lab address; Grafana is not installed (not in Debian).
+5. Servers' "public" IPv4 is their private lab address. Grafana is not in Debian and the lab has no route to
+   its apt repository: its apt source and package are dropped and `/etc/quantapool/lab-no-grafana` tells
+   `qp-start-monitoring` to skip it.
 6. Validator keys are generated for the lab in the stand-in keystore format and sealed like real ones.
 """
 
@@ -46,14 +49,43 @@ def lab_raw_config(raw: dict[str, Any], cfg: StackConfig, mirror_url: str,
     return out
 
 
-def lab_user_data(user_data: str) -> str:
-    """Apply item 3 to a rendered cloud-config; everything else stays byte-for-byte the program's."""
+VOLUME_DEVICE_PREFIX = "/dev/disk/by-id/scsi-0HC_Volume_"
+#: Packages the lab cannot install (item 5).
+ABSENT_PACKAGES = ("grafana",)
+NO_GRAFANA_MARKER = "/etc/quantapool/lab-no-grafana"
+
+
+def monitoring_extra_files() -> dict[str, bytes]:
+    return {NO_GRAFANA_MARKER: b"the local lab runs without Grafana (not packaged by Debian)\n"}
+
+
+def lab_user_data(user_data: str) -> tuple[str, list[str]]:
+    """Apply item 3 to a rendered cloud-config; return it and the volume mount points to emulate.
+
+    The volume's mount point becomes a bind-mounted directory of the lab host (item 3), so the program's
+    own "is the data dir really a mount" checks run unchanged.
+    """
     if not user_data.startswith("#cloud-config"):
         raise ValueError("lab hosts expect #cloud-config user-data")
     doc = yaml.safe_load(user_data) or {}
+    volume_paths = [entry[1] for entry in doc.get("mounts", []) or []
+                    if isinstance(entry, list) and str(entry[0]).startswith(VOLUME_DEVICE_PREFIX)]
     for key in DROPPED_USER_DATA_KEYS:
         doc.pop(key, None)
-    return "#cloud-config\n" + yaml.safe_dump(doc, sort_keys=False, width=1000)
+    sources = (doc.get("apt") or {}).get("sources") or {}
+    for name in [n for n in sources if any(p in n for p in ABSENT_PACKAGES)]:
+        del sources[name]
+    if "apt" in doc and not doc["apt"].get("sources"):
+        doc["apt"].pop("sources", None)
+        if not doc["apt"]:
+            del doc["apt"]
+    if "packages" in doc:
+        doc["packages"] = [p for p in doc["packages"] if not str(p).startswith(ABSENT_PACKAGES)]
+    if "bootcmd" in doc:
+        doc["bootcmd"] = [c for c in doc["bootcmd"] if VOLUME_DEVICE_PREFIX not in str(c)]
+        if not doc["bootcmd"]:
+            del doc["bootcmd"]
+    return "#cloud-config\n" + yaml.safe_dump(doc, sort_keys=False, width=1000), volume_paths
 
 
 def standin_dropins(profile: str, slot_seconds: float, slots_per_epoch: int, genesis_time: int) -> dict[str, bytes]:

@@ -189,9 +189,15 @@ def failover(stack: str, inventory: Path | None, pair: str, to_role: str, yes: b
 
 def _register_groups() -> None:
     """Subcommand groups that live in their own modules."""
+    from lab.cli import lab
     from qpool.keys.cli import keys
 
     main.add_command(keys)
+    main.add_command(lab)
 
 
 _register_groups()
+
+
+if __name__ == "__main__":
+    main()
