@@ -11,6 +11,7 @@ from __future__ import annotations
 import base64
 import contextlib
 import functools
+import hashlib
 import http.server
 import ipaddress
 import json
@@ -92,7 +93,8 @@ def bridge_ip(cfg: StackConfig) -> str:
 
 
 def lab_name(stack: str) -> str:
-    return f"qp-{stack}"[:12]
+    """Short and unique per stack, so labs of different stacks never share kernel object names."""
+    return "qp" + hashlib.sha256(stack.encode()).hexdigest()[:8]
 
 
 # -- keys and secrets -----------------------------------------------------------------------------------
@@ -132,9 +134,13 @@ def lab_state_overrides(cfg: StackConfig, deploy_key: Ed25519PrivateKey) -> dict
         return {"ipv4Address": ips[args.inputs["name"]]}
 
     def private_key(args: Any, _n: int) -> dict:
-        if args.name != "qp-deploy-key":
-            return {}
-        return {"publicKeyOpenssh": public + "\n", "privateKeyOpenssh": private, "privateKeyPem": private}
+        if args.name == "qp-deploy-key":
+            return {"publicKeyOpenssh": public + "\n", "privateKeyOpenssh": private, "privateKeyPem": private}
+        if args.inputs.get("algorithm") == "ED25519":  # e.g. the backup-shipping key: real, like pulumi-tls's
+            other_private, other_public = _ed25519_openssh(Ed25519PrivateKey.generate())
+            return {"publicKeyOpenssh": other_public + "\n", "privateKeyOpenssh": other_private,
+                    "privateKeyPem": other_private}
+        return {}
 
     def random_bytes(args: Any, _n: int) -> dict:
         raw = secrets.token_bytes(int(args.inputs.get("length", 32)))

@@ -88,16 +88,17 @@ def lab_user_data(user_data: str) -> tuple[str, list[str]]:
     return "#cloud-config\n" + yaml.safe_dump(doc, sort_keys=False, width=1000), volume_paths
 
 
+STANDIN_ENV_FILE = "/etc/quantapool/lab-standin.env"
+
+
 def standin_dropins(profile: str, slot_seconds: float, slots_per_epoch: int, genesis_time: int) -> dict[str, bytes]:
-    """Item 4: the same clock and profile for every stand-in on every host."""
-    body = (
-        "[Service]\n"
-        f"Environment=QP_STANDIN_PROFILE={profile}\n"
-        f"Environment=QP_STANDIN_SLOT_SECONDS={slot_seconds}\n"
-        f"Environment=QP_STANDIN_SLOTS_PER_EPOCH={slots_per_epoch}\n"
-        f"Environment=QP_STANDIN_GENESIS_TIME={genesis_time}\n"
-    ).encode()
-    return {f"/etc/systemd/system/{unit}.d/50-lab-standin.conf": body for unit in STANDIN_UNITS}
+    """Item 4: the same clock and profile for every stand-in on every host, services and one-shot commands
+    (export/import via runuser) alike: the stand-ins read the env file when their environment lacks a value."""
+    env = (f"QP_STANDIN_PROFILE={profile}\nQP_STANDIN_SLOT_SECONDS={slot_seconds}\n"
+           f"QP_STANDIN_SLOTS_PER_EPOCH={slots_per_epoch}\nQP_STANDIN_GENESIS_TIME={genesis_time}\n").encode()
+    dropin = f"[Service]\nEnvironmentFile={STANDIN_ENV_FILE}\n".encode()
+    return {STANDIN_ENV_FILE: env,
+            **{f"/etc/systemd/system/{unit}.d/50-lab-standin.conf": dropin for unit in STANDIN_UNITS}}
 
 
 def standin_network_files(out_dir: Path, cfg: StackConfig) -> dict[str, Path]:

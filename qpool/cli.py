@@ -118,6 +118,9 @@ def _context(stack: str, inventory: Path | None, yes: bool = True) -> Any:
 
     inv = resolve_inventory(stack, inventory)
     client = None
+    token_file = inv.extra.get("hcloud_token_file")
+    if not os.environ.get("HCLOUD_TOKEN") and token_file and Path(token_file).exists():
+        os.environ["HCLOUD_TOKEN"] = Path(token_file).read_text().strip()  # the lab's fake API
     if os.environ.get("HCLOUD_TOKEN"):
         from qpool.hetzner import make_client
 
@@ -126,8 +129,9 @@ def _context(stack: str, inventory: Path | None, yes: bool = True) -> Any:
     def confirm(message: str) -> bool:
         return yes or click.confirm(message, default=False)
 
+    journal_dir = Path(inv.extra["journal_dir"]) if inv.extra.get("journal_dir") else None
     return Context(inventory=inv, config_file=inv.config_file or stack_file(stack), report=click.echo,
-                   confirm=confirm, hcloud=client)
+                   confirm=confirm, hcloud=client, journal_dir=journal_dir)
 
 
 def _pairs(ctx: Any, pairs: tuple[str, ...]) -> list[str]:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import shlex
 import subprocess
 from dataclasses import dataclass
 from typing import Any
@@ -81,7 +82,7 @@ class Ssh:
 
     # -- qp-validator-ctl -----------------------------------------------------------------------------
     def ctl(self, host: HostRecord, *args: str, input: bytes | None = None, timeout: float = 180) -> dict[str, Any]:
-        res = self.run(host, " ".join(["sudo", CTL, *args]), input=input, timeout=timeout)
+        res = self.run(host, shlex.join(["sudo", CTL, *args]), input=input, timeout=timeout)
         try:
             doc = json.loads(res.stdout.decode() or "null")
         except ValueError:
@@ -97,7 +98,7 @@ class Ssh:
 
     def export_bytes(self, host: HostRecord, *args: str) -> tuple[bytes, str]:
         """Run an export; return the bytes and the sha256 the host computed, after checking they agree."""
-        res = self.run(host, " ".join(["sudo", CTL, *args]), timeout=600)
+        res = self.run(host, shlex.join(["sudo", CTL, *args]), timeout=600)
         if res.rc != 0:
             try:
                 reason = json.loads(res.stdout).get("error")

@@ -260,9 +260,16 @@ def wait_until(predicate: Any, timeout: float, interval: float = 0.5) -> bool:
         time.sleep(interval)
 
 
+def _publish_state() -> None:
+    """Alert rules key "the active host" off the lock metric: refresh it at every lock change, not just by timer."""
+    with contextlib.suppress(OSError, KeyError):
+        write_state_metrics()
+
+
 def stop(reason: str, timeout: float) -> dict[str, Any]:
     """Lock first (so no restart can slip in), stop gracefully, then force; mask for this boot; verify."""
     arm_lock(reason)
+    _publish_state()
     run(["systemctl", "stop", "--no-block", UNIT])
     graceful = wait_until(lambda: not validator_pids() and systemctl_show()["ActiveState"] != "active",
                           timeout)
@@ -278,6 +285,7 @@ def stop(reason: str, timeout: float) -> dict[str, Any]:
     # The unit file lives in /etc, so a persistent mask is impossible; a runtime mask covers this boot and
     # the boot-time lock covers the next one.
     run(["systemctl", "mask", "--runtime", UNIT])
+    _publish_state()
     st = status()
     reasons = stopped_reasons(st)
     result = {"stopped": not reasons, "graceful": graceful, "forced": forced, "reasons": reasons, "status": st}
@@ -299,6 +307,7 @@ def activate(run_id: str, first_start: bool, timeout: float) -> dict[str, Any]:
     started = run(["systemctl", "start", UNIT], timeout=timeout)
     ok = wait_until(lambda: systemctl_show()["ActiveState"] == "active" and bool(validator_pids())
                     and port_open(cfg("metrics_host"), int(cfg("metrics_port"))), timeout)
+    _publish_state()
     st = status()
     if not ok:
         # Leave it stopped and locked: a half-started signer is worse than none.

@@ -33,8 +33,34 @@ class ConfigError(Exception):
     """A bad environment value or input file; the message names it and says what to do."""
 
 
+#: On lab hosts every stand-in invocation (services, and one-shot commands run through runuser/sudo, which
+#: do not inherit the units' environment) reads the shared clock from this file when the variable is unset.
+ENV_FILE = "/etc/quantapool/lab-standin.env"
+
+
+def _file_env() -> dict[str, str]:
+    values: dict[str, str] = {}
+    try:
+        with open(ENV_FILE) as fh:
+            for line in fh:
+                key, sep, value = line.strip().partition("=")
+                if sep and key.startswith("QP_STANDIN_"):
+                    values[key] = value
+    except OSError:
+        pass
+    return values
+
+
+def env(name: str, default: str = "") -> str:
+    """A QP_STANDIN_* setting: the process environment first, then the lab host's env file."""
+    value = os.environ.get(name)
+    if value is None:
+        value = _file_env().get(name, default)
+    return value
+
+
 def _env_number(name: str, default: float, *, integer: bool, minimum: float) -> float:
-    raw = os.environ.get(name, "").strip()
+    raw = env(name).strip()
     if not raw:
         return default
     try:
@@ -94,7 +120,7 @@ def genesis_validators_root(genesis_time: int) -> str:
 
 def profile_from_env() -> str:
     """Which client generation the beacon/validator emulate (REST prefix ``zond`` or ``qrl``)."""
-    value = os.environ.get(ENV_PROFILE, "gzond").strip() or "gzond"
+    value = env(ENV_PROFILE, "gzond").strip() or "gzond"
     if value not in PROFILES:
         raise ConfigError(f"{ENV_PROFILE}={value!r} is not one of {', '.join(PROFILES)}: fix or unset it")
     return value
@@ -118,4 +144,4 @@ def sync_seconds_from_env() -> float:
 
 def p2p_bind_from_env() -> str:
     """Address for P2P listeners that have no address flag in the real client (default all interfaces)."""
-    return os.environ.get(ENV_P2P_BIND, "").strip() or "0.0.0.0"  # noqa: S104 - real clients listen on all
+    return env(ENV_P2P_BIND).strip() or "0.0.0.0"  # noqa: S104 - real clients listen on all
