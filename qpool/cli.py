@@ -191,6 +191,29 @@ def failover(stack: str, inventory: Path | None, pair: str, to_role: str, yes: b
     do_failover(ctx, pair, to_role=to_role, accept_slashing_risk=accept_risk, alert=alertmanager_alert(ctx))
 
 
+@main.command(name="release-oplock")
+@stack_option
+@inventory_option
+@click.option("--host", "host_name", required=True, help="Host whose qpool operation lock to release.")
+@click.option("--yes", is_flag=True)
+@operator_errors
+def release_oplock(stack: str, inventory: Path | None, host_name: str, yes: bool) -> None:
+    """Release a qpool operation lock left on a host by a crashed run on another machine."""
+    ctx = _context(stack, inventory, yes)
+    host = ctx.inventory.hosts.get(host_name)
+    if host is None:
+        raise QpoolError(f"no host {host_name!r} in the inventory; hosts: {', '.join(ctx.inventory.hosts)}")
+    held = ctx.ssh.status(host).get("oplock")
+    if not held:
+        click.echo(f"{host_name}: no operation lock held")
+        return
+    if not ctx.confirm(f"Release the lock of run {held.get('run_id')} by {held.get('owner')} on {host_name}? "
+                       "Only if that run is dead."):
+        raise QpoolError("aborted; nothing changed")
+    ctx.ssh.ctl(host, "oplock", "force-release")
+    click.echo(f"{host_name}: released the lock of run {held.get('run_id')}")
+
+
 def _register_groups() -> None:
     """Subcommand groups that live in their own modules."""
     from lab.cli import lab

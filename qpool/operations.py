@@ -293,7 +293,9 @@ def _run_failover(ctx: Context, j: Journal, source: HostRecord, target: HostReco
         f"{'on' if target_st['locked'] else 'off'}, beacon {target_st.get('beacon')}")
     say(f"      {source.name}: " + ("unreachable: " + str(src.error) if src.status is None else
                                    ("SIGNING" if running(src.status) else "stopped")))
-    if running(target_st) and not j.done("start"):
+    if running(target_st) and not j.done("move-history"):
+        # Only this run's step 6 may have started it (killed before journaling "start"); anything else is a
+        # second signer nobody accounted for.
         raise QpoolError(f"refusing: {target.name} is already signing while the failover has not started it; "
                          "investigate with `qpool status` before anything else")
     ctx.ssh.ctl(target, "oplock", "acquire", "--run-id", j.run_id, "--owner", _owner())
