@@ -16,7 +16,7 @@ import json
 import re
 
 from cloud_init import HostFile, HostRenderInputs
-from cloud_init.base import ServiceUser, base_cloud_config, to_user_data
+from cloud_init.base import NODE_EXPORTER_TEXTFILE_DIR, ServiceUser, base_cloud_config, to_user_data
 from cloud_init.nftables import key_host_ruleset
 from cloud_init.render import render, systemd_arg
 from cloud_init.secrets_table import (
@@ -225,6 +225,7 @@ def scripts(inputs: HostRenderInputs) -> dict[str, str]:
         "validator_bin": f"{BIN_DIR}/{names['validator']}", "wallet_dir": WALLET_DIR,
         "wallet_password_file": WALLET_PASSWORD_FILE, "wallet_password_owner": WALLET_PASSWORD_OWNER,
         "wallet_password_mode": WALLET_PASSWORD_MODE, "run_dir": "/run",
+        "textfile_dir": NODE_EXPORTER_TEXTFILE_DIR,
     }
     out = {path: render(template, **context) for path, template in SCRIPTS.items()}
     out[INSTALL_SECRET] = install_secret_script(inputs.host.role)

@@ -12,6 +12,7 @@ import json
 import math
 import socket
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,8 @@ Confirm = Callable[[str], bool]
 #: The fenced path waits until this many epochs after the fence epoch have begun (the epoch after the fence
 #: time, plus two): anything the dead primary signed before it was powered off targets an older epoch.
 EPOCH_GATE_OFFSET = 3
+#: Three backup intervals (qp-slashing-backup.timer runs every 5 min): an older replica means replication broke.
+MAX_REPLICA_AGE_SECONDS = 15 * 60
 
 
 def stopped_reasons(status: dict[str, Any]) -> list[str]:
@@ -45,6 +48,11 @@ def stopped_reasons(status: dict[str, Any]) -> list[str]:
     if not status.get("locked"):
         reasons.append("lock file absent")
     return reasons
+
+
+def may_sign(status: dict[str, Any]) -> bool:
+    """Any evidence of a live validator (unit, process or metrics port), whatever the lock says."""
+    return any("lock" not in reason for reason in stopped_reasons(status))
 
 
 def running(status: dict[str, Any]) -> bool:
@@ -78,9 +86,18 @@ class HostView:
     fenced: bool | None = None
 
 
+def _check_identity(host: HostRecord, status: dict[str, Any]) -> None:
+    """The host that answered must be the one the inventory names: a mixed-up inventory must not pass checks."""
+    if status.get("host") != host.name or (status.get("role") is not None and status.get("role") != host.role):
+        raise QpoolError(f"identity mismatch: inventory entry {host.name} ({host.role}) at {host.address} answered as "
+                         f"{status.get('host')} ({status.get('role')}); fix the inventory before anything else")
+
+
 def observe(ctx: Context, host: HostRecord) -> HostView:
     try:
-        return HostView(host, ctx.ssh.status(host))
+        status = ctx.ssh.status(host)
+        _check_identity(host, status)
+        return HostView(host, status)
     except Unreachable as exc:
         view = HostView(host, None, str(exc))
         if ctx.hcloud is not None and host.server_id is not None:
@@ -109,6 +126,7 @@ def pair_status(ctx: Context, pair: str) -> dict[str, Any]:
             "host": host.name, "role": host.role, "configured_active": host.role == active_role,
             "reachable": view.status is not None, "error": view.error, "fenced": view.fenced,
             "signing": running(st) if st else None,
+            "may_sign": may_sign(st) if st else None,
             "locked": st.get("locked"), "unit": st.get("unit", {}).get("active"),
             "processes": st.get("processes"), "metrics_port_open": st.get("metrics_port_open"),
             "beacon": st.get("beacon"), "execution": st.get("execution"),
@@ -117,8 +135,9 @@ def pair_status(ctx: Context, pair: str) -> dict[str, Any]:
             "oplock": st.get("oplock"),
         })
     signers = [h["host"] for h in hosts if h["signing"]]
+    live = [h["host"] for h in hosts if h["may_sign"]]
     return {"pair": pair, "configured_active": active_role, "signers": signers, "hosts": hosts,
-            "double_signer_risk": len(signers) > 1}
+            "double_signer_risk": len(live) > 1}
 
 
 def _sync_word(client: dict[str, Any]) -> str:
@@ -174,41 +193,108 @@ def _owner() -> str:
 
 # -- activate -------------------------------------------------------------------------------------------
 
+def _lock_pair(ctx: Context, hosts: list[HostRecord], run_id: str) -> list[HostRecord]:
+    """Take the operation lock on every host of the pair (name order), so no other qpool run — from any
+    machine, targeting either host — can start a validator in this pair meanwhile. An unreachable host is
+    acceptable only if it is fenced (nothing can run there)."""
+    held: list[HostRecord] = []
+    try:
+        for host in sorted(hosts, key=lambda h: h.name):
+            try:
+                ctx.ssh.ctl(host, "oplock", "acquire", "--run-id", run_id, "--owner", _owner())
+                held.append(host)
+            except Unreachable:
+                if not (ctx.hcloud is not None and host.server_id is not None and _is_fenced(ctx, host)):
+                    raise
+        return held
+    except BaseException:
+        for host in held:
+            _release(ctx, host, run_id)
+        raise
+
+
+def _export(ctx: Context, host: HostRecord, where: str) -> interchange.History:
+    data, _sha = ctx.ssh.export_bytes(host, "export-slashing")
+    return interchange.parse(data, where)
+
+
 def activate(ctx: Context, pair: str, *, first_start: bool = False) -> dict[str, Any]:
     """First start (or restart) of the validator on the host that stack config names active."""
     role = read_active(ctx.config_file, pair)
     hosts = ctx.inventory.pair_hosts(pair)
-    target = next(h for h in hosts if h.role == role)
+    target = next((h for h in hosts if h.role == role), None)
+    if target is None:
+        raise QpoolError(f"stack config names {role} active for pair {pair}, but the inventory has no such host")
     peers = [h for h in hosts if h is not target]
     ctx.report(f"activate: pair {pair}, target {target.name} (configured active: {role})")
-    target_status = ctx.ssh.status(target)  # unreachable target: nothing to do
-    if running(target_status):
-        for peer in peers:
-            verify_peer_safe(ctx, peer)
-        ctx.report(f"{target.name} is already signing and every peer is stopped: nothing to do")
-        return {"target": target.name, "changed": False}
-    if not target_status.get("db_present") and not first_start:
+    path = journal_path(ctx.inventory.stack, pair, ctx.journal_dir or state_dir())
+    from qpool.journal import last_journal
+
+    with exclusive(path):
+        last = last_journal(path)
+        if last is not None and not last.get("completed") and not last.get("aborted"):
+            raise QpoolError(f"an unfinished failover {last['source']} -> {last['target']} (run {last['run_id']}) "
+                             "exists for this pair: finish it by re-running `qpool failover`, not with activate")
+        target_view = observe(ctx, target)
+        if target_view.status is None:
+            raise QpoolError(f"{target.name} is unreachable: {target_view.error}")
+        if running(target_view.status):
+            for peer in peers:
+                verify_peer_safe(ctx, peer)
+            ctx.report(f"{target.name} is already signing and every peer is stopped: nothing to do")
+            return {"target": target.name, "changed": False}
+        run_id = f"activate-{uuid.uuid4().hex[:12]}"
+        held = _lock_pair(ctx, hosts, run_id)
+        try:
+            for peer in peers:
+                evidence = verify_peer_safe(ctx, peer)
+                ctx.report(f"  peer {peer.name}: {evidence}")
+                if not evidence.startswith("stopped"):
+                    # A fenced peer's last signatures may exist nowhere else: only failover (replicated history
+                    # + epoch gate) may start its partner.
+                    raise QpoolError(f"refusing: {peer.name} is fenced/unreachable, so its newest history may not "
+                                     f"be on {target.name}; use `qpool failover` (replica + epoch gate)")
+            target_status = ctx.ssh.status(target)
+            _check_history_covers(ctx, target, target_status, peers, first_start)
+            if not ctx.confirm(f"Start the validator on {target.name}?"):
+                raise QpoolError("aborted at the confirmation prompt; nothing changed")
+            # Re-check right before the start: the confirmation prompt may have waited a long time.
+            for peer in peers:
+                verify_peer_safe(ctx, peer)
+            args = ["activate", "--run-id", run_id] + (["--first-start"] if first_start else [])
+            ctx.ssh.ctl(target, *args, timeout=180)
+            ctx.report(f"{target.name}: validator running")
+            return {"target": target.name, "changed": True}
+        finally:
+            for host in held:
+                _release(ctx, host, run_id)
+
+
+def _check_history_covers(ctx: Context, target: HostRecord, target_status: dict[str, Any],
+                          peers: list[HostRecord], first_start: bool) -> None:
+    """The target must already hold every signature its (stopped) peers made, or it could repeat one."""
+    peer_histories = []
+    for peer in peers:
+        peer_status = ctx.ssh.status(peer)
+        if peer_status.get("db_present"):
+            peer_histories.append((peer, _export(ctx, peer, f"export from {peer.name}")))
+    signed_before = any(h.pubkeys and (h.attestations or h.blocks) for _p, h in peer_histories) or bool(
+        target_status.get("newest_backup"))
+    if first_start:
+        if signed_before:
+            raise QpoolError("--first-start refused: these keys have signed before (history or replicated backups "
+                             "exist); move the history with `qpool failover` instead")
+        ctx.report("first start without slashing-protection history requested (--first-start)")
+        return
+    if not target_status.get("db_present"):
         raise QpoolError(f"refusing: {target.name} has no slashing-protection history; if this is the first start "
                          "ever for these keys, re-run with --first-start (logged)")
-    if first_start:
-        ctx.report("first start without slashing-protection history requested (--first-start)")
-    run_id = f"activate-{int(ctx.clock())}"
-    ctx.ssh.ctl(target, "oplock", "acquire", "--run-id", run_id, "--owner", _owner())
-    try:
-        evidence = {peer.name: verify_peer_safe(ctx, peer) for peer in peers}
-        for name, how in evidence.items():
-            ctx.report(f"  peer {name}: {how}")
-        if not ctx.confirm(f"Start the validator on {target.name}?"):
-            raise QpoolError("aborted at the confirmation prompt; nothing changed")
-        # Re-check right before the start: the confirmation prompt may have waited a long time.
-        for peer in peers:
-            verify_peer_safe(ctx, peer)
-        args = ["activate", "--run-id", run_id] + (["--first-start"] if first_start else [])
-        ctx.ssh.ctl(target, *args, timeout=180)
-        ctx.report(f"{target.name}: validator running")
-        return {"target": target.name, "changed": True}
-    finally:
-        _release(ctx, target, run_id)
+    own = _export(ctx, target, f"export from {target.name}")
+    for peer, history in peer_histories:
+        lost = interchange.missing(history, own)
+        if lost:
+            raise QpoolError(f"refusing: {peer.name} holds history that {target.name} lacks ({'; '.join(lost)}); "
+                             "move it with `qpool failover`")
 
 
 def _release(ctx: Context, host: HostRecord, run_id: str) -> None:
@@ -288,17 +374,25 @@ def _run_failover(ctx: Context, j: Journal, source: HostRecord, target: HostReco
     # 1. detect ---------------------------------------------------------------------------------------
     say(f"[1/7] detect: {source.name} -> {target.name}")
     target_st = ctx.ssh.status(target)  # Unreachable propagates: abort before touching the source
+    _check_identity(target, target_st)
     src = observe(ctx, source)
     say(f"      {target.name}: {'SIGNING' if running(target_st) else 'stopped'}, lock "
         f"{'on' if target_st['locked'] else 'off'}, beacon {target_st.get('beacon')}")
     say(f"      {source.name}: " + ("unreachable: " + str(src.error) if src.status is None else
                                    ("SIGNING" if running(src.status) else "stopped")))
-    if running(target_st) and not j.done("move-history"):
+    if running(target_st) and not _activated_by_this_run(target_st, j):
         # Only this run's step 6 may have started it (killed before journaling "start"); anything else is a
         # second signer nobody accounted for.
-        raise QpoolError(f"refusing: {target.name} is already signing while the failover has not started it; "
+        raise QpoolError(f"refusing: {target.name} is already signing but not started by this failover run; "
                          "investigate with `qpool status` before anything else")
+    # Both hosts of the pair: no other qpool run (any machine, any target) may act on this pair meanwhile.
     ctx.ssh.ctl(target, "oplock", "acquire", "--run-id", j.run_id, "--owner", _owner())
+    if src.status is not None:
+        ctx.ssh.ctl(source, "oplock", "acquire", "--run-id", j.run_id, "--owner", _owner())
+    if j.done("detect") and not j.done("start") and not ctx.confirm(
+            f"Resume failover run {j.run_id} ({source.name} -> {target.name}, started "
+            f"{time.strftime('%Y-%m-%d %H:%M:%SZ', time.gmtime(j.started))})?"):
+        raise QpoolError("aborted at the confirmation prompt; the run stays resumable")
     if not j.done("detect"):
         mode = "clean" if src.status is not None else "fenced"
         if mode == "fenced" and ctx.hcloud is None:
@@ -307,6 +401,8 @@ def _run_failover(ctx: Context, j: Journal, source: HostRecord, target: HostReco
         if not ctx.confirm(f"Fail over pair {j.pair}: stop {'(fence)' if mode == 'fenced' else ''} {source.name}, "
                            f"start {target.name}?"):
             _release(ctx, target, j.run_id)
+            if src.status is not None:
+                _release(ctx, source, j.run_id)
             j.aborted = "declined at the confirmation prompt"
             j.save()
             raise QpoolError("aborted at the confirmation prompt; nothing changed")
@@ -326,7 +422,9 @@ def _run_failover(ctx: Context, j: Journal, source: HostRecord, target: HostReco
                 j.mode = "fenced"
                 j.save()
         if j.mode == "fenced":
-            j.mark("stop", **_fence(ctx, source, j))
+            fenced = _fence(ctx, source, j)
+            fenced["target_time_at_fence"] = ctx.ssh.status(target).get("time")
+            j.mark("stop", **fenced)
     else:
         say("[2/7] stop: done earlier")
 
@@ -345,8 +443,10 @@ def _run_failover(ctx: Context, j: Journal, source: HostRecord, target: HostReco
 
     # 5. epoch gate (fenced path only) ----------------------------------------------------------------
     if j.mode == "fenced" and not j.done("epoch-gate"):
-        clock = ctx.ssh.status(target).get("chain_clock")
-        fence_time = j.data("stop")["fenced_at"]
+        gate_status = ctx.ssh.status(target)
+        clock = gate_status.get("chain_clock")
+        # Whichever clock is later: a slow operator clock must not move the fence into an earlier epoch.
+        fence_time = max(j.data("stop")["fenced_at"], j.data("stop").get("target_time_at_fence") or 0)
         if clock is None:
             if not accept_slashing_risk:
                 raise QpoolError(f"{target.name}'s beacon node does not report the chain clock, so the epoch gate "
@@ -354,6 +454,8 @@ def _run_failover(ctx: Context, j: Journal, source: HostRecord, target: HostReco
             say("      WARNING: no chain clock; epoch gate skipped by --i-accept-slashing-risk")
         else:
             gate_epoch, gate_time = epoch_gate(clock, fence_time)
+            j.steps.setdefault("epoch-gate", {"done": False, "data": {}})["data"]["gate_epoch"] = gate_epoch
+            j.save()
             wait = gate_time - ctx.clock()
             if wait > 0 and accept_slashing_risk:
                 say(f"      WARNING: epoch gate (epoch {gate_epoch}, {wait:.0f}s away) skipped by "
@@ -362,7 +464,8 @@ def _run_failover(ctx: Context, j: Journal, source: HostRecord, target: HostReco
                 say(f"[5/7] epoch gate: waiting {wait:.0f}s for epoch {gate_epoch} (fence + {EPOCH_GATE_OFFSET})")
                 ctx.sleep(min(wait, 30))
                 wait = gate_time - ctx.clock()
-        j.mark("epoch-gate", overridden=accept_slashing_risk)
+        gate = j.data("epoch-gate").get("gate_epoch")
+        j.mark("epoch-gate", overridden=accept_slashing_risk, gate_epoch=gate)
     elif j.mode == "clean":
         say("[5/7] epoch gate: not needed (history moved from a verified-stopped validator)")
 
@@ -375,12 +478,28 @@ def _run_failover(ctx: Context, j: Journal, source: HostRecord, target: HostReco
                          "epoch gate applies before the start")
     st = ctx.ssh.status(target)
     if running(st):
-        say(f"      {target.name} already signing (started before an interruption)")
+        if not _activated_by_this_run(st, j):
+            raise QpoolError(f"refusing: {target.name} is signing but was not started by run {j.run_id}")
+        say(f"      {target.name} already signing (started by this run before an interruption)")
     else:
         reasons = stopped_reasons(st)
         if reasons:
             raise QpoolError(f"refusing: {target.name} is in an unexpected state ({'; '.join(reasons)})")
-        ctx.ssh.ctl(target, "activate", "--run-id", j.run_id, timeout=180)
+        if j.mode == "clean":
+            # The source may have signed again since step 4 (e.g. a stale journal resumed days later):
+            # its current history must already be on the target.
+            lost = interchange.missing(_export(ctx, source, f"export from {source.name}"),
+                                       _export(ctx, target, f"export from {target.name}"))
+            if lost:
+                j.steps.pop("move-history", None)
+                j.save()
+                raise QpoolError(f"refusing: {source.name} signed after the history was moved ({'; '.join(lost)}); "
+                                 "re-run the failover to move it again")
+        args = ["activate", "--run-id", j.run_id]
+        gate = j.data("epoch-gate").get("gate_epoch") if j.mode == "fenced" else None
+        if gate is not None and not j.data("epoch-gate").get("overridden"):
+            args += ["--not-before-epoch", str(gate)]  # the host enforces the gate on its own clock too
+        ctx.ssh.ctl(target, *args, timeout=180)
     j.mark("start", source_evidence=evidence)
     say(f"      {target.name}: validator running")
 
@@ -389,11 +508,17 @@ def _run_failover(ctx: Context, j: Journal, source: HostRecord, target: HostReco
     how = write_active(ctx.config_file, j.pair, target.role, stack=j.stack)
     labelled = _label_active(ctx, source, target)
     _release(ctx, target, j.run_id)
+    if j.mode == "clean":
+        _release(ctx, source, j.run_id)
     j.completed = True
     j.mark("record", config=how, labels=labelled)
     say(f"done: {target.name} signs for pair {j.pair}; stack config updated ({how}); run `pulumi up` "
         "at leisure: it never touches a validator")
     return {"changed": True, "active": target.name, "mode": j.mode, "run_id": j.run_id}
+
+
+def _activated_by_this_run(status: dict[str, Any], j: Journal) -> bool:
+    return (status.get("activated_by") or {}).get("run_id") == j.run_id
 
 
 def _ensure_source_safe(ctx: Context, j: Journal, source: HostRecord) -> str:
@@ -420,6 +545,7 @@ def _fence(ctx: Context, source: HostRecord, j: Journal) -> dict[str, Any]:
 
     if ctx.hcloud is None or source.server_id is None:
         raise QpoolError(f"cannot fence {source.name}: no Hetzner API access (export HCLOUD_TOKEN) or no server id")
+    _check_server_identity(ctx, source)
     ctx.report(f"[2/7] fence: powering off {source.name} (server {source.server_id}) through the Hetzner API")
     result = fence_server(ctx.hcloud, source.server_id, reason=f"qpool failover run {j.run_id}",
                           sleep=ctx.sleep)
@@ -427,11 +553,27 @@ def _fence(ctx: Context, source: HostRecord, j: Journal) -> dict[str, Any]:
     return {"fenced_at": result.fenced_at, "already_off": result.already_off}
 
 
+def _check_server_identity(ctx: Context, host: HostRecord) -> None:
+    """Power off (or trust "off" for) exactly the server the inventory names: name, labels and address agree."""
+    from qpool.hetzner import get_server
+
+    info = get_server(ctx.hcloud, host.server_id, sleep=ctx.sleep)  # type: ignore[arg-type]
+    expected = {"role": host.role, **({"pair": host.pair} if host.pair else {})}
+    wrong = [f"{k}={info.labels.get(k)!r}" for k, v in expected.items() if info.labels.get(k) != v]
+    if info.name != host.name or wrong or (info.public_ipv4 and info.public_ipv4 != host.address
+                                           and host.address not in info.private_ips):
+        raise QpoolError(f"refusing: Hetzner server {host.server_id} is {info.name} "
+                         f"({', '.join(wrong) or 'labels ok'}, {info.public_ipv4}), not the inventory's {host.name} "
+                         f"at {host.address}; fix the inventory")
+
+
 def _verify_fenced(ctx: Context, source: HostRecord) -> str:
     from qpool.fencing import verify_off
 
-    if ctx.hcloud is None or source.server_id is None or not verify_off(ctx.hcloud, source.server_id,
-                                                                          sleep=ctx.sleep):
+    if ctx.hcloud is None or source.server_id is None:
+        raise QpoolError(f"refusing: {source.name} cannot be verified powered off (no Hetzner API access)")
+    _check_server_identity(ctx, source)
+    if not verify_off(ctx.hcloud, source.server_id, sleep=ctx.sleep):
         raise QpoolError(f"refusing: {source.name} is not verified powered off through the Hetzner API")
     try:
         ctx.ssh.status(source)
@@ -461,6 +603,13 @@ def _move_history(ctx: Context, j: Journal, source: HostRecord, target: HostReco
                                  f"{source.name}; override only with --i-accept-slashing-risk")
             ctx.report("      WARNING: no replicated backup; starting with the target's own history only")
             return {"sha256": None, "keys": 0, "source": "none (overridden)"}
+        if replica.get("source") != source.name:
+            raise QpoolError(f"refusing: the newest replicated backup on {target.name} ({replica['path']}) comes from "
+                             f"{replica.get('source')}, not from {source.name}")
+        if replica["age_seconds"] > MAX_REPLICA_AGE_SECONDS and not accept_slashing_risk:
+            raise QpoolError(f"refusing: the newest replicated backup of {source.name} is "
+                             f"{replica['age_seconds']:.0f}s old (bound {MAX_REPLICA_AGE_SECONDS}s); override only "
+                             "with --i-accept-slashing-risk")
         ctx.report(f"      using replicated backup {replica['path']} ({replica['age_seconds']:.0f}s old)")
         data, sha = ctx.ssh.export_bytes(target, "export-replica", replica["path"])
         exported = interchange.parse(data, f"replicated backup on {target.name}")

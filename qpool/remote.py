@@ -68,7 +68,9 @@ class Ssh:
     def run(self, host: HostRecord, command: str, *, input: bytes | None = None, timeout: float = 120) -> RemoteResult:
         self._guard_lab_route(host)
         try:
-            proc = subprocess.run([*self.argv(host), command], input=input, capture_output=True, timeout=timeout)
+            # Without input, never let ssh read the operator's terminal (it would swallow keystrokes or pipes).
+            proc = subprocess.run([*self.argv(host), command], input=input if input is not None else b"",
+                                  capture_output=True, timeout=timeout)
         except subprocess.TimeoutExpired:
             raise Unreachable(f"{host.name} ({host.address}): no answer within {timeout:.0f}s") from None
         if proc.returncode == 255:

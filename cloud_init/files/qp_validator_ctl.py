@@ -30,6 +30,12 @@ from typing import Any
 
 CONFIG_PATH = Path(os.environ.get("QP_CTL_CONFIG", "/etc/quantapool/validator-ctl.json"))
 UNIT = "qp-validator.service"
+#: A runtime drop-in that fails every start of the unit until `activate` removes it or the host reboots
+#: (and every boot re-arms the lock). `systemctl mask --runtime` cannot do this: the unit lives in /etc,
+#: which outranks /run for unit files — but drop-ins from /run are always merged.
+RUNTIME_BLOCK = Path(os.environ.get("QP_CTL_RUNTIME_BLOCK",
+                                    "/run/systemd/system/qp-validator.service.d/50-qpool-blocked.conf"))
+ACTIVATED_BY = Path(os.environ.get("QP_CTL_ACTIVATED_BY", "/run/quantapool/activated-by.json"))
 
 
 class Refused(Exception):
@@ -81,11 +87,19 @@ def validator_pids() -> list[int]:
         # A stand-in (zipapp under python3) shows the binary as argv[1]; a real client as argv[0]/exe.
         candidates = {argv0, exe, *args}
         if any(c and (os.path.realpath(c) == binary or os.path.basename(c) in names) for c in candidates):
-            if any(a in ("slashing-protection-history", "accounts") for a in
-                   (x.decode(errors="replace") for x in cmdline[1:4])):
+            if _one_shot_subcommand([a.decode(errors="replace") for a in cmdline], binary, names):
                 continue  # a one-shot export/import/accounts command is not a signer
             pids.append(int(entry.name))
     return sorted(pids)
+
+
+def _one_shot_subcommand(argv: list[str], binary: str, names: set[str]) -> bool:
+    """True only when the first word after the validator binary is a one-shot subcommand."""
+    for i, word in enumerate(argv):
+        if word and (os.path.realpath(word) == binary or os.path.basename(word) in names):
+            rest = [w for w in argv[i + 1:] if w]
+            return bool(rest) and rest[0] in ("slashing-protection-history", "accounts")
+    return False
 
 
 def port_open(host: str, port: int, timeout: float = 1.0) -> bool:
@@ -176,8 +190,17 @@ def status() -> dict[str, Any]:
                       "block": int(eth_block, 16) if isinstance(eth_block, str) else None},
         "chain_clock": chain_clock(),
         "oplock": read_oplock(),
+        "activated_by": _read_json(ACTIVATED_BY),
+        "runtime_blocked": RUNTIME_BLOCK.exists(),
         "time": time.time(),
     }
+
+
+def _read_json(path: Path) -> Any:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
 
 
 def stopped_reasons(st: dict[str, Any]) -> list[str]:
@@ -201,11 +224,11 @@ def oplock_dir() -> Path:
 
 
 def read_oplock() -> dict[str, Any] | None:
-    owner = oplock_dir() / "owner.json"
-    try:
-        return json.loads(owner.read_text())
-    except (OSError, ValueError):
+    if not oplock_dir().is_dir():
         return None
+    owner = _read_json(oplock_dir() / "owner.json")
+    # A lock dir without a readable owner (a run died between mkdir and write) is still a lock.
+    return owner if isinstance(owner, dict) else {"run_id": None, "owner": "unknown (incomplete lock)"}
 
 
 def oplock_acquire(run_id: str, owner: str) -> dict[str, Any]:
@@ -221,15 +244,20 @@ def oplock_acquire(run_id: str, owner: str) -> dict[str, Any]:
                       f"since {held.get('since')}; wait for it, or release it with `qpool release-oplock` if it "
                       "died") from exc
     info = {"run_id": run_id, "owner": owner, "since": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())}
-    (directory / "owner.json").write_text(json.dumps(info))
+    tmp = directory / ".owner.json.tmp"
+    tmp.write_text(json.dumps(info))
+    os.replace(tmp, directory / "owner.json")
     return info
 
 
 def oplock_release(run_id: str, force: bool = False) -> None:
     held = read_oplock()
+    if force:
+        shutil.rmtree(oplock_dir(), ignore_errors=True)
+        return
     if held is None:
         return
-    if held.get("run_id") != run_id and not force:
+    if held.get("run_id") != run_id:
         raise Refused(f"the operation lock belongs to run {held.get('run_id')}, not {run_id}")
     shutil.rmtree(oplock_dir(), ignore_errors=True)
 
@@ -282,19 +310,36 @@ def stop(reason: str, timeout: float) -> dict[str, Any]:
                 os.kill(pid, 9)
         wait_until(lambda: not validator_pids(), 10)
     run(["systemctl", "disable", UNIT])
-    # The unit file lives in /etc, so a persistent mask is impossible; a runtime mask covers this boot and
-    # the boot-time lock covers the next one.
-    run(["systemctl", "mask", "--runtime", UNIT])
+    block_starts()
+    ACTIVATED_BY.unlink(missing_ok=True)
     _publish_state()
     st = status()
     reasons = stopped_reasons(st)
+    if not st["runtime_blocked"]:
+        reasons.append(f"runtime start block {RUNTIME_BLOCK} could not be written")
     result = {"stopped": not reasons, "graceful": graceful, "forced": forced, "reasons": reasons, "status": st}
     if reasons:
         raise Refused("validator did not stop: " + "; ".join(reasons))
     return result
 
 
-def activate(run_id: str, first_start: bool, timeout: float) -> dict[str, Any]:
+def block_starts() -> None:
+    RUNTIME_BLOCK.parent.mkdir(parents=True, exist_ok=True)
+    RUNTIME_BLOCK.write_text("[Unit]\n# Written by qp-validator-ctl stop (qpool): no start until qpool activates this "
+                             "host or it reboots (the boot re-arms the lock).\n"
+                             "AssertPathExists=/nonexistent/qpool-blocked-this-validator\n")
+    run(["systemctl", "daemon-reload"])
+
+
+def current_epoch() -> int | None:
+    clock = chain_clock()
+    if clock is None:
+        return None
+    epoch_seconds = clock["seconds_per_slot"] * clock["slots_per_epoch"]
+    return int((time.time() - clock["genesis_time"]) // epoch_seconds)
+
+
+def activate(run_id: str, first_start: bool, timeout: float, not_before_epoch: int | None) -> dict[str, Any]:
     """Unlock and start this host's validator. qpool calls this only after verifying every peer."""
     require_oplock(run_id)
     st = status()
@@ -302,20 +347,33 @@ def activate(run_id: str, first_start: bool, timeout: float) -> dict[str, Any]:
         raise Refused("a validator is already running on this host")
     if not st["db_present"] and not first_start:
         raise Refused("no slashing-protection DB on this host; a first-ever start needs --first-start")
-    run(["systemctl", "unmask", "--runtime", UNIT])
+    if not_before_epoch is not None:
+        # The fenced path's epoch gate, enforced on this host's own (chrony-synced) clock as well.
+        epoch = current_epoch()
+        if epoch is None or epoch < not_before_epoch:
+            raise Refused(f"epoch gate: current epoch {epoch} is before {not_before_epoch}; nothing changed")
+    RUNTIME_BLOCK.unlink(missing_ok=True)
+    run(["systemctl", "daemon-reload"])
     Path(cfg("lock_file")).unlink(missing_ok=True)
-    started = run(["systemctl", "start", UNIT], timeout=timeout)
-    ok = wait_until(lambda: systemctl_show()["ActiveState"] == "active" and bool(validator_pids())
-                    and port_open(cfg("metrics_host"), int(cfg("metrics_port"))), timeout)
+    ACTIVATED_BY.parent.mkdir(parents=True, exist_ok=True)
+    ACTIVATED_BY.write_text(json.dumps({"run_id": run_id, "time": time.time()}))
+    try:
+        started = run(["systemctl", "start", UNIT], timeout=timeout)
+        detail = started.stderr.decode(errors="replace").strip()[:300]
+        ok = wait_until(lambda: systemctl_show()["ActiveState"] == "active" and bool(validator_pids())
+                        and port_open(cfg("metrics_host"), int(cfg("metrics_port"))), timeout)
+    except subprocess.TimeoutExpired:
+        ok, detail = False, f"systemctl start did not return within {timeout:.0f}s"
     _publish_state()
-    st = status()
     if not ok:
         # Leave it stopped and locked: a half-started signer is worse than none.
-        with contextlib.suppress(Refused):
+        try:
             stop("activation failed verification", 30)
-        raise Refused(f"validator did not come up within {timeout:.0f}s "
-                      f"(systemctl: {started.stderr.decode(errors='replace').strip()[:300]}); stopped and re-locked")
-    return {"running": True, "status": st}
+            outcome = "stopped and re-locked"
+        except Refused as exc:
+            outcome = f"AND COULD NOT BE STOPPED: {exc}"
+        raise Refused(f"validator did not come up within {timeout:.0f}s ({detail}); {outcome}")
+    return {"running": True, "status": status()}
 
 
 def _as_validator(argv: list[str], timeout: float = 300) -> subprocess.CompletedProcess[bytes]:
@@ -353,11 +411,12 @@ def export_replica(path: str) -> bytes:
     if replica.parent != Path(cfg("replica_dir")) or not replica.is_file():
         raise Refused(f"{path} is not a replicated backup in {cfg('replica_dir')}")
     sha_file = replica.with_suffix(replica.suffix + ".sha256")
-    if sha_file.exists():
-        expected = sha_file.read_text().split()[0]
-        actual = hashlib.sha256(replica.read_bytes()).hexdigest()
-        if actual != expected:
-            raise Refused(f"replicated backup {replica.name} fails its checksum (corrupted in transit or on disk)")
+    if not sha_file.exists():
+        raise Refused(f"replicated backup {replica.name} has no checksum file; it cannot be trusted")
+    expected = sha_file.read_text().split()[0]
+    actual = hashlib.sha256(replica.read_bytes()).hexdigest()
+    if actual != expected:
+        raise Refused(f"replicated backup {replica.name} fails its checksum (corrupted in transit or on disk)")
     user = cfg("validator_user")
     with tempfile.TemporaryDirectory(prefix="qp-replica-") as tmp:
         shutil.copyfile(replica, Path(tmp) / "validator.db")
@@ -509,7 +568,9 @@ def setup() -> dict[str, Any]:
     ssh_dir = Path(entry.pw_dir) / ".ssh"
     ssh_dir.mkdir(mode=0o700, exist_ok=True)
     keys = ssh_dir / "authorized_keys"
-    keys.write_text(f'restrict,command="{os.path.realpath(sys.argv[0])} receive-backup" {cfg("ship_public_key")}\n')
+    allowed = ",".join(cfg("backup_senders")) if cfg("backup_senders") else "*"
+    keys.write_text(f'restrict,from="{allowed}",command="{os.path.realpath(sys.argv[0])} receive-backup" '
+                    f'{cfg("ship_public_key")}\n')
     for path in (ssh_dir, keys):
         os.chown(path, entry.pw_uid, entry.pw_gid)
     keys.chmod(0o600)
@@ -535,6 +596,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--run-id", required=True)
     p.add_argument("--first-start", action="store_true")
     p.add_argument("--timeout", type=float, default=60)
+    p.add_argument("--not-before-epoch", type=int, default=None)
     sub.add_parser("export-slashing")
     p = sub.add_parser("export-replica")
     p.add_argument("path")
@@ -558,7 +620,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.cmd == "stop":
             result = stop(args.reason, args.timeout)
         elif args.cmd == "activate":
-            result = activate(args.run_id, args.first_start, args.timeout)
+            result = activate(args.run_id, args.first_start, args.timeout, args.not_before_epoch)
         elif args.cmd in ("export-slashing", "export-replica"):
             data = export_slashing() if args.cmd == "export-slashing" else export_replica(args.path)
             sys.stderr.write(f"sha256={hashlib.sha256(data).hexdigest()}\n")
