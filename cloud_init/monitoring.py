@@ -63,9 +63,19 @@ GRAFANA_DASHBOARDS_DIR = "/var/lib/grafana/dashboards"
 #: four, and user-data is limited to 32 KiB.
 GRAFANA_DASHBOARD_BUNDLE = "/etc/quantapool/grafana-dashboards.json"
 GRAFANA_DATASOURCE_UID = "prometheus"
-#: Grafana's official apt repository and its signing key (rotated 2023; apt.grafana.com lists it).
-GRAFANA_APT_SOURCE = "deb [signed-by=$KEY_FILE] https://apt.grafana.com stable main"
+#: Grafana's official apt repository and its signing key (rotated 2023; apt.grafana.com lists it). The key is
+#: kept in the repository (monitoring/grafana-apt-key.asc, its fingerprint checked by the tests with gpg) and
+#: written as an ASCII-armoured keyring that apt reads directly: cloud-init's apt `keyid`/`key` would need
+#: `gpg` at apt-configure time, which Debian's cloud image does not guarantee. Its expiry (2027-08-22) must
+#: be followed: refresh the file from https://apt.grafana.com/gpg.key when Grafana extends it.
 GRAFANA_APT_KEY_FINGERPRINT = "B53AE77BADB630A683046005963FA27710458545"
+GRAFANA_APT_KEY_SRC = DATA_DIR / "grafana-apt-key.asc"
+GRAFANA_APT_KEY = "/etc/apt/keyrings/grafana.asc"
+GRAFANA_APT_LIST = "/etc/apt/sources.list.d/grafana.list"
+GRAFANA_APT_SOURCE = f"deb [signed-by={GRAFANA_APT_KEY}] https://apt.grafana.com stable main"
+#: Installs Grafana from runcmd (after the Debian packages); skipped on lab hosts (LAB_NO_GRAFANA_MARKER).
+GRAFANA_INSTALL_SCRIPT = "/usr/local/sbin/qp-install-grafana"
+LAB_NO_GRAFANA_MARKER = "/etc/quantapool/lab-no-grafana"
 MONITORING_PACKAGES = ("prometheus", "prometheus-alertmanager")
 
 #: Share of the data volume Prometheus may fill with blocks; the rest is WAL, compaction and Alertmanager.
@@ -165,7 +175,8 @@ def scrape_jobs(cfg: StackConfig) -> list[dict[str, Any]]:
     """The scrape config, one static target per (job, host) so every series carries role/host/pair.
 
     Validators are scraped on BOTH key hosts of every pair: after a failover the backup signs, and the
-    two-signers alert needs to see both. Prometheus and Alertmanager listen on loopback only.
+    two-signers alert needs to see both. Prometheus, Alertmanager and the contract exporter listen on
+    loopback only.
     """
     hosts = cfg.hosts()
     keys = cfg.key_hosts()
@@ -178,7 +189,8 @@ def scrape_jobs(cfg: StackConfig) -> list[dict[str, Any]]:
         _job(JOB_VALIDATOR, "15s", ((f"{h.private_ip}:{ports.VALIDATOR_METRICS}", h) for h in keys)),
     ]
     if cfg.pool_contracts is not None:
-        jobs.append(_job(JOB_CONTRACT_EXPORTER, "30s", [(f"{mon.private_ip}:{ports.CONTRACT_EXPORTER}", mon)]))
+        # the exporter runs on this host and listens on loopback only (cloud_init/exporter_deploy.py)
+        jobs.append(_job(JOB_CONTRACT_EXPORTER, "30s", [(f"127.0.0.1:{ports.CONTRACT_EXPORTER}", mon)]))
     jobs.append(_job(JOB_PROMETHEUS, "15s", [(f"127.0.0.1:{ports.PROMETHEUS}", mon)]))
     jobs.append(_job(JOB_ALERTMANAGER, "15s", [(f"127.0.0.1:{ports.ALERTMANAGER}", mon)]))
     return jobs
@@ -384,6 +396,24 @@ def start_monitoring_script() -> str:
         dashboards_dir=GRAFANA_DASHBOARDS_DIR, dashboard_bundle=GRAFANA_DASHBOARD_BUNDLE,
         alertmanager_render=ALERTMANAGER_RENDER_SCRIPT,
         alertmanager_port=ports.ALERTMANAGER, prometheus_port=ports.PROMETHEUS, grafana_port=ports.GRAFANA)
+
+
+def grafana_install_script() -> str:
+    """`qp-install-grafana VERSION` (see the script's header)."""
+    return _jinja().get_template("qp-install-grafana.sh.j2").render(
+        key_path=GRAFANA_APT_KEY, fingerprint=GRAFANA_APT_KEY_FINGERPRINT, list_path=GRAFANA_APT_LIST,
+        source=GRAFANA_APT_SOURCE, lab_marker=LAB_NO_GRAFANA_MARKER)
+
+
+def _jinja() -> Any:
+    import shlex
+
+    import jinja2
+
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(str(SCRIPTS_SRC)), undefined=jinja2.StrictUndefined,
+                             keep_trailing_newline=True, autoescape=False)  # noqa: S701 - shell scripts
+    env.filters["sh"] = shlex.quote
+    return env
 
 
 def _alertmanager_dropin() -> str:
@@ -626,14 +656,16 @@ def monitoring_cloud_config(inputs: HostRenderInputs) -> dict[str, Any]:
         raise ValueError(f"{inputs.host.name} is a {inputs.host.role} host, not the monitoring server")
     doc = base_cloud_config(
         inputs,
-        packages=[*MONITORING_PACKAGES, f"grafana={cfg.monitoring.grafana_version}"],
+        packages=list(MONITORING_PACKAGES),
         nft_rules=ruleset(inputs, firewall_rules(inputs)),
-        files=[*_shared_scripts(), *monitoring_files(cfg)],
+        files=[*_shared_scripts(), *monitoring_files(cfg), *_grafana_install_files()],
         runcmd=[
             ["install", "-d", "-m", "0755", "-o", "root", "-g", "root", "/etc/quantapool"],
             ["install", "-d", "-m", "0711", "-o", "root", "-g", "root", "/etc/quantapool/secrets"],
             ["install", "-d", "-m", "0755", "-o", "prometheus", "-g", "prometheus", DATA_MOUNT, TSDB_PATH,
              ALERTMANAGER_STORAGE],
+            # Grafana's package after Debian's (its dependencies come from there); keeps our grafana.ini
+            [GRAFANA_INSTALL_SCRIPT, cfg.monitoring.grafana_version],
             ["promtool", "check", "config", PROMETHEUS_CONFIG],
             ["systemctl", "daemon-reload"],
             # Alerting runs from the first minute (receivers join once their secrets are installed and
@@ -643,12 +675,12 @@ def monitoring_cloud_config(inputs: HostRenderInputs) -> dict[str, Any]:
         ],
         data_dir=DATA_MOUNT,
     )
-    doc["apt"] = {"sources": {"grafana.list": {
-        "source": GRAFANA_APT_SOURCE,
-        "keyid": GRAFANA_APT_KEY_FINGERPRINT,
-        "keyserver": "keyserver.ubuntu.com",
-    }}}
     return doc
+
+
+def _grafana_install_files() -> list[HostFile]:
+    return [HostFile(GRAFANA_APT_KEY, GRAFANA_APT_KEY_SRC.read_text()),
+            HostFile(GRAFANA_INSTALL_SCRIPT, grafana_install_script(), "0755")]
 
 
 def render_monitoring_user_data(inputs: HostRenderInputs) -> str:

@@ -14,6 +14,7 @@ import pulumi_hcloud as hcloud
 import pulumi_random as random
 import pulumi_tls as tls
 
+from cloud_init import exporter_deploy
 from cloud_init.base import HostRenderInputs
 from cloud_init.host_tools import INSTALL_COMMAND, digest, host_tools_files, tools_tar_b64
 from cloud_init.monitoring import render_monitoring_user_data
@@ -30,6 +31,8 @@ RECEIVER_SECRETS = {
     "pagerdutyRoutingKey": "alertmanager-pagerduty-key",
 }
 START_MONITORING = "/usr/local/sbin/qp-start-monitoring"
+#: pip downloads and installs the exporter's wheels on first install.
+EXPORTER_STEP_TIMEOUT = "20m"
 
 
 @dataclass(frozen=True)
@@ -128,6 +131,12 @@ class MonitoringServer(pulumi.ComponentResource):
         steps.secret_file("grafana-tls-key", tls_key, tls_key.apply(_digest))
         steps.secret_file("grafana-tls-cert", cert.cert_pem, cert.cert_pem.apply(_digest))
         steps.add("start-monitoring", f"sudo {START_MONITORING}")
+        if cfg.pool_contracts is not None:
+            # The contract exporter: source, hash-locked requirements, config and unit as one non-secret bundle
+            # (qpool render shows every file); its installer builds the venv and starts the unit.
+            bundle = exporter_deploy.bundle_b64(cfg)
+            steps.add("contract-exporter", exporter_deploy.INSTALL_COMMAND, stdin=bundle,
+                      triggers=[digest(bundle)], timeout=EXPORTER_STEP_TIMEOUT)
 
         self.register_outputs({
             "server_id": self.server.id,

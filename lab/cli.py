@@ -63,8 +63,10 @@ def lab() -> None:
               help="Stand-in chain slot length (Zond: 60).")
 @click.option("--slots-per-epoch", type=int, default=8, show_default=True, help="Stand-in epoch length (Zond: 128).")
 @click.option("--detach", is_flag=True, help="Run the lab in the background; stop it with `qpool lab down`.")
+@click.option("--config-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
+              help="Stack config to deploy instead of Pulumi.<stack>.yaml (e.g. a copy on another subnet).")
 @_errors
-def up(stack: str, slot_seconds: float, slots_per_epoch: int, detach: bool) -> None:
+def up(stack: str, slot_seconds: float, slots_per_epoch: int, detach: bool, config_file: Path | None) -> None:
     """Boot every host of the stack locally, run the bootstrap, keep the lab up until Ctrl-C / `lab down`."""
     _require_lab_host()
     state = _state(stack)
@@ -75,7 +77,8 @@ def up(stack: str, slot_seconds: float, slots_per_epoch: int, detach: bool) -> N
         with open(log, "ab") as fh:
             proc = subprocess.Popen(
                 [sys.executable, "-m", "qpool.cli", "lab", "up", "--stack", stack, "--slot-seconds",
-                 str(slot_seconds), "--slots-per-epoch", str(slots_per_epoch)],
+                 str(slot_seconds), "--slots-per-epoch", str(slots_per_epoch),
+                 *(["--config-file", str(config_file.resolve())] if config_file else [])],
                 stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
         deadline = time.monotonic() + 1800
         while time.monotonic() < deadline:
@@ -101,7 +104,7 @@ def up(stack: str, slot_seconds: float, slots_per_epoch: int, detach: bool) -> N
         raise KeyboardInterrupt  # deploy() tears down what it built
 
     signal.signal(signal.SIGTERM, interrupt)
-    dep = deploy(stack, state_root=LAB_ROOT, log=click.echo,
+    dep = deploy(stack, config_file=config_file, state_root=LAB_ROOT, log=click.echo,
                  clock=LabClock(slot_seconds=slot_seconds, slots_per_epoch=slots_per_epoch))
     session = LabSession(dep).start()
     stop = {"now": False}

@@ -319,3 +319,27 @@ def teardown(dep: LabDeployment) -> None:
 
 def temp_state_root() -> Path:
     return Path(tempfile.mkdtemp(prefix="qp-lab-"))
+
+
+def replace_host(dep: LabDeployment, name: str, log: Callable[[str], None] = print) -> LabHost:
+    """What `pulumi up` does after a lost server and its volume are re-created: a fresh disk and data volume,
+    the same rendered user-data, then that host's recorded bootstrap Commands again (keys imported LOCKED).
+
+    Why here: restore drills need a genuinely new host on the old name and address. The LabHost object is
+    reused so the session's fake Hetzner API keeps controlling (fencing) the new machine; its SSH host key is
+    new and re-pinned by wait_ready(), exactly like the bootstrap's host-key step on a real replacement.
+    """
+    host = dep.hosts[name]
+    spec = dep.spec(name)
+    host.destroy()
+    for volume in host.binds:
+        shutil.rmtree(volume, ignore_errors=True)
+        volume.mkdir(parents=True)
+    lab_ud, _paths = overlay.lab_user_data(_user_data_by_host(dep.run)[name])
+    extra = (overlay.standin_dropins(dep.config.clients.profile, dep.clock.slot_seconds, dep.clock.slots_per_epoch,
+                                     dep.clock.genesis_time) if spec.is_key_host else overlay.monitoring_extra_files())
+    with release_mirror(dep.state_dir / "mirror", dep.network.bridge_ip):
+        host.boot(lab_ud, extra_files=extra)
+        host.wait_ready(ADMIN_USER, dep.deploy_key, timeout=600)
+        run_bootstrap(dep, name, _commands_by_host(dep.run).get(name, []), log)
+    return host

@@ -9,7 +9,8 @@
 4. Systemd drop-ins give the stand-in clients a short, shared slot clock and the profile.
 5. Servers' "public" IPv4 is their private lab address. Grafana is not in Debian and the lab has no route to
    its apt repository: its apt source and package are dropped and `/etc/quantapool/lab-no-grafana` tells
-   `qp-start-monitoring` to skip it.
+   `qp-start-monitoring` to skip it. Likewise the lab has no route to PyPI: `/etc/quantapool/lab-no-exporter-install`
+   makes `qp-install-exporter` install the contract exporter's files but skip its venv and service.
 6. Validator keys are generated for the lab in the stand-in keystore format and sealed like real ones.
 """
 
@@ -55,8 +56,13 @@ ABSENT_PACKAGES = ("grafana",)
 NO_GRAFANA_MARKER = "/etc/quantapool/lab-no-grafana"
 
 
+#: The lab has no route to PyPI: qp-install-exporter installs the exporter's files but no venv and no service.
+NO_EXPORTER_INSTALL_MARKER = "/etc/quantapool/lab-no-exporter-install"
+
+
 def monitoring_extra_files() -> dict[str, bytes]:
-    return {NO_GRAFANA_MARKER: b"the local lab runs without Grafana (not packaged by Debian)\n"}
+    return {NO_GRAFANA_MARKER: b"the local lab runs without Grafana (not packaged by Debian)\n",
+            NO_EXPORTER_INSTALL_MARKER: b"the local lab has no PyPI access: contract exporter venv skipped\n"}
 
 
 def lab_user_data(user_data: str) -> tuple[str, list[str]]:

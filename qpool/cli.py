@@ -226,5 +226,54 @@ def _register_groups() -> None:
 _register_groups()
 
 
+@main.command()
+@stack_option
+@inventory_option
+@click.option("--pair", "-p", "pairs", multiple=True, help="Validator pair (default: every pair, one archive each).")
+@click.option("--out", "out_dir", required=True, type=click.Path(path_type=Path, file_okay=False),
+              help="Directory for the dated archive(s) (created 0700 if missing).")
+@click.option("--passphrase-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Archive passphrase file (else $QPOOL_KEYS_PASSPHRASE, else a hidden prompt).")
+@click.option("--key-bundle", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The sealed key bundle (`qpool keys seal` output); default: validatorKeys via the Pulumi CLI.")
+@operator_errors
+def backup(stack: str, inventory: Path | None, pairs: tuple[str, ...], out_dir: Path, passphrase_file: Path | None,
+           key_bundle: Path | None) -> None:
+    """Keys + newest slashing history of a pair into one sealed, checksummed archive (stops nothing)."""
+    from qpool.backups import backup as do_backup
+    from qpool.backups import key_bundle_from_stack
+    from qpool.keys.cli import _passphrase
+
+    ctx = _context(stack, inventory)
+    bundle = key_bundle.read_bytes() if key_bundle else key_bundle_from_stack(stack)
+    source = str(key_bundle) if key_bundle else "stack config validatorKeys"
+    passphrase = _passphrase(passphrase_file, confirm=True)
+    for pair in _pairs(ctx, pairs):
+        click.echo(str(do_backup(ctx, pair, out_dir, passphrase, bundle, key_bundle_source=source)))
+
+
+@main.command()
+@stack_option
+@inventory_option
+@click.option("--host", "host_name", required=True, help="Key host to restore onto (its validator must be LOCKED).")
+@click.option("--archive", "archive_path", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path))
+@click.option("--passphrase-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Archive passphrase file (else $QPOOL_KEYS_PASSPHRASE, else a hidden prompt).")
+@click.option("--keys-passphrase-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Passphrase of the key bundle inside (default: the archive's passphrase).")
+@operator_errors
+def restore(stack: str, inventory: Path | None, host_name: str, archive_path: Path, passphrase_file: Path | None,
+            keys_passphrase_file: Path | None) -> None:
+    """Put an archive's keys and slashing history onto a locked host; refuses older history; starts nothing."""
+    from qpool.backups import open_archive
+    from qpool.backups import restore as do_restore
+    from qpool.keys.cli import _passphrase
+
+    passphrase = _passphrase(passphrase_file, confirm=False)
+    archive = open_archive(archive_path.read_bytes(), passphrase)
+    keys_passphrase = _passphrase(keys_passphrase_file, confirm=False) if keys_passphrase_file else passphrase
+    do_restore(_context(stack, inventory), host_name, archive, keys_passphrase)
+
+
 if __name__ == "__main__":
     main()

@@ -9,6 +9,10 @@ Used by the end-to-end tests and by bench/alert_latency.py. Everything listens o
 
 `fast=True` shortens scrape and evaluation intervals to 1 s for tests; the rules' `for` and the routes'
 timings stay as rendered. `fast=False` is production timing (the benchmark).
+
+`targets` points a job at a real process instead of a stand-in (job name -> 127.0.0.1 port, e.g. the real
+contract exporter); `rule_for` shortens the `for` of named alerts whose production hold (minutes) a test
+cannot wait out; expressions, labels and routing stay as rendered.
 """
 
 from __future__ import annotations
@@ -274,8 +278,11 @@ def _replace_flag(args: list[str], flag: str, value: str) -> list[str]:
 
 
 class MonitoringStack:
-    def __init__(self, cfg: StackConfig, workdir: Path, fast: bool = True) -> None:
+    def __init__(self, cfg: StackConfig, workdir: Path, fast: bool = True, targets: dict[str, int] | None = None,
+                 rule_for: dict[str, str] | None = None) -> None:
         self.cfg = cfg
+        self.targets = dict(targets or {})
+        self.rule_for = dict(rule_for or {})
         self.dir = workdir
         self.fast = fast
         self.standins = StandIns(cfg)
@@ -299,6 +306,8 @@ class MonitoringStack:
                     sc["targets"] = [f"127.0.0.1:{self.prom_port}"]
                 elif name == monitoring.JOB_ALERTMANAGER:
                     sc["targets"] = [f"127.0.0.1:{self.am_port}"]
+                elif name in self.targets:
+                    sc["targets"] = [f"127.0.0.1:{self.targets[name]}"]
                 else:
                     ep = self.standins.endpoint(name, host)
                     sc["targets"] = [f"127.0.0.1:{ep.port}"]
@@ -316,11 +325,25 @@ class MonitoringStack:
             receiver["webhook_configs"] = [{"url": self.sink.url(receiver["name"]), "send_resolved": True}]
         return doc
 
+    def _rules(self, text: str) -> str:
+        if not self.rule_for:
+            return text
+        doc = yaml.safe_load(text)
+        seen = set()
+        for group in doc["groups"]:
+            for rule in group["rules"]:
+                if rule.get("alert") in self.rule_for:
+                    rule["for"] = self.rule_for[rule["alert"]]
+                    seen.add(rule["alert"])
+        missing = set(self.rule_for) - seen
+        assert not missing, f"rule_for names alerts that are not rendered: {missing}"
+        return yaml.safe_dump(doc, sort_keys=False)
+
     def write(self) -> None:
         (self.dir / "rules").mkdir(parents=True, exist_ok=True)
         for path, f in self.files.items():
             if path.startswith(monitoring.RULES_DIR + "/"):
-                (self.dir / "rules" / Path(path).name).write_text(f.content)
+                (self.dir / "rules" / Path(path).name).write_text(self._rules(f.content))
         (self.dir / "prometheus.yml").write_text(yaml.safe_dump(self._prometheus_yml(), sort_keys=False))
         (self.dir / "alertmanager.yml").write_text(yaml.safe_dump(self._alertmanager_yml(), sort_keys=False))
 
