@@ -3,8 +3,8 @@
 Sources, first match wins:
 1. `--inventory FILE` / `QPOOL_INVENTORY` (the local lab writes one; an operator can keep one too);
 2. the stack's Pulumi outputs (`pulumi stack output --json --show-secrets`) when the Pulumi CLI is present;
-3. the Hetzner API: servers labelled `app=quantapool,env=<stack>` (needs `HCLOUD_TOKEN`, `--ssh-key` and the
-   known_hosts recorded at bootstrap).
+3. the Hetzner API: servers labelled `app=quantapool,env=<stack>` (needs `HCLOUD_TOKEN`, `QPOOL_SSH_KEY` and
+   `QPOOL_KNOWN_HOSTS` — the known_hosts recorded at bootstrap, from the `hostKeys` stack output).
 SSH host keys are always pinned: a host whose key is not in the inventory's known_hosts is not contacted.
 """
 
@@ -108,6 +108,29 @@ def _from_pulumi(stack: str) -> Inventory | None:
     return Inventory(stack=stack, hosts=hosts, ssh_user="qpadmin", ssh_key=key, known_hosts=known)
 
 
+def _from_hetzner(stack: str) -> Inventory | None:
+    """Servers labelled app=quantapool,env=<stack>: works from any operator machine with the token, the deploy
+    key (QPOOL_SSH_KEY) and the host keys recorded at bootstrap (QPOOL_KNOWN_HOSTS, from the `hostKeys` output)."""
+    key, known = os.environ.get("QPOOL_SSH_KEY"), os.environ.get("QPOOL_KNOWN_HOSTS")
+    if not (os.environ.get("HCLOUD_TOKEN") and key and known):
+        return None
+    from qpool.hetzner import find_stack_servers, make_client
+
+    servers = find_stack_servers(make_client(), app="quantapool", env=stack)
+    hosts = {}
+    for info in servers:
+        role = info.labels.get("role")
+        if role not in ("primary", "backup", "monitoring") or not info.public_ipv4:
+            continue
+        hosts[info.name] = HostRecord(name=info.name, role=role, pair=info.labels.get("pair"),
+                                      address=info.public_ipv4,
+                                      private_ip=info.private_ips[0] if info.private_ips else info.public_ipv4,
+                                      server_id=info.id)
+    if not hosts:
+        raise QpoolError(f"no Hetzner servers labelled app=quantapool,env={stack}; check HCLOUD_TOKEN's project")
+    return Inventory(stack=stack, hosts=hosts, ssh_user="qpadmin", ssh_key=Path(key), known_hosts=Path(known))
+
+
 def resolve_inventory(stack: str, inventory: Path | None = None) -> Inventory:
     path = inventory or (Path(os.environ["QPOOL_INVENTORY"]) if os.environ.get("QPOOL_INVENTORY") else None)
     if path is None:
@@ -119,8 +142,8 @@ def resolve_inventory(stack: str, inventory: Path | None = None) -> Inventory:
         if inv.stack != stack:
             raise QpoolError(f"inventory {path} is for stack {inv.stack}, not {stack}")
         return inv
-    inv = _from_pulumi(stack)
+    inv = _from_pulumi(stack) or _from_hetzner(stack)
     if inv is not None:
         return inv
-    raise QpoolError(f"no inventory for stack {stack}: pass --inventory FILE, or install the Pulumi CLI and log in "
-                     "so qpool can read the stack outputs")
+    raise QpoolError(f"no inventory for stack {stack}: pass --inventory FILE, install the Pulumi CLI and log in so "
+                     "qpool can read the stack outputs, or export HCLOUD_TOKEN, QPOOL_SSH_KEY and QPOOL_KNOWN_HOSTS")
