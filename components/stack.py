@@ -15,14 +15,16 @@ from components.key_host import BackupNode, KeyHostArgs, ValidatorNode
 from components.monitoring_server import MonitoringServer, MonitoringServerArgs
 from components.network import Network, NetworkArgs
 from components.pulumi_config import StackSecrets, read_stack_config
-from components.validator_keys import host_key_tar_b64
+from components.validator_keys import host_key_tars_b64
 
 
-def _validator_keys(secrets: StackSecrets) -> pulumi.Output[str] | None:
+def _validator_keys(secrets: StackSecrets, pairs: list[str]) -> dict[str, pulumi.Output[str]]:
+    """Per pair, the keys its two hosts import (each pair its own keys; see validator_keys.py)."""
     bundle, passphrase = secrets.get("validatorKeys"), secrets.get("validatorKeysPassphrase")
     if bundle is None or passphrase is None:
-        return None
-    return pulumi.Output.secret(pulumi.Output.all(bundle, passphrase).apply(lambda v: host_key_tar_b64(v[0], v[1])))
+        return {}
+    tars = pulumi.Output.all(bundle, passphrase).apply(lambda v: host_key_tars_b64(v[0], v[1], pairs))
+    return {pair: pulumi.Output.secret(tars.apply(lambda t, p=pair: t[p])) for pair in pairs}
 
 
 def build_stack() -> None:
@@ -55,7 +57,7 @@ def build_stack() -> None:
                                                                                      "privateKeyPem"]))
     ship_private = pulumi.Output.secret(ship_key.private_key_openssh)
 
-    keys_tar = _validator_keys(secrets)
+    keys_tars = _validator_keys(secrets, [p.name for p in cfg.validator_pairs])
     key_hosts = {}
     for host in cfg.key_hosts():
         node_class = ValidatorNode if host.role == "primary" else BackupNode
@@ -63,7 +65,7 @@ def build_stack() -> None:
             config=cfg, host=host, network=network, ssh_key_ids=ssh_key_ids,
             deploy_public_key=deploy_key.public_key_openssh, deploy_private_key=deploy_private,
             ship_public_key=ship_key.public_key_openssh, ship_private_key=ship_private,
-            validator_keys_tar_b64=keys_tar))
+            validator_keys_tar_b64=keys_tars.get(host.pair or "")))
     monitoring = MonitoringServer(cfg.monitoring_host().name, MonitoringServerArgs(
         config=cfg, network=network, secrets=secrets, ssh_key_ids=ssh_key_ids,
         deploy_public_key=deploy_key.public_key_openssh, deploy_private_key=deploy_private,

@@ -99,14 +99,19 @@ def lab_name(stack: str) -> str:
 
 # -- keys and secrets -----------------------------------------------------------------------------------
 
-def lab_validator_keys(count: int = 2) -> tuple[dict[str, tuple[int, bytes]], str]:
-    """Stand-in-format keystores for the lab's stand-in validator (never usable on a real chain)."""
+def lab_validator_keys(count: int = 2, pairs: list[str] | None = None) -> tuple[dict[str, tuple[int, bytes]], str]:
+    """Stand-in-format keystores for the lab's stand-in validator (never usable on a real chain).
+
+    With several pairs, one directory of distinct keys per pair, as the program requires."""
     password = secrets.token_urlsafe(24)
     files: dict[str, tuple[int, bytes]] = {}
-    for i in range(count):
-        keystore = make_keystore(password, index=i)
-        files[f"keystore-m_12381_238_{i}_0_0-{int(time.time())}.json"] = (0o600, json.dumps(keystore).encode())
-    files["password.txt"] = (0o600, password.encode())
+    prefixes = [f"{p}/" for p in pairs] if pairs and len(pairs) > 1 else [""]
+    for prefix in prefixes:
+        for i in range(count):
+            keystore = make_keystore(password, index=i)
+            files[f"{prefix}keystore-m_12381_238_{i}_0_0-{int(time.time())}.json"] = (
+                0o600, json.dumps(keystore).encode())
+        files[f"{prefix}password.txt"] = (0o600, password.encode())
     return files, password
 
 
@@ -245,7 +250,7 @@ def deploy(stack: str, *, config_file: Path | None = None, state_root: Path = LA
     key_path = state_dir / "deploy_ed25519"
     key_path.write_text(_ed25519_openssh(deploy_key)[0])
     key_path.chmod(0o600)
-    keys, _password = lab_validator_keys()
+    keys, _password = lab_validator_keys(pairs=[p.name for p in cfg.validator_pairs])
     lab_secret_values = lab_secrets(keys)
 
     network.create()

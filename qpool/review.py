@@ -37,16 +37,17 @@ class PlanResult:
     warnings: list[str]
 
 
-def plan_secret_standins(present: set[str]) -> dict[str, str]:
+def plan_secret_standins(present: set[str], pairs: tuple[str, ...]) -> dict[str, str]:
     """Offline, encrypted secrets cannot be read: stand-ins keep the program's shape and show as [secret]."""
-    from qpool.secrets_standin import standin_values
+    from qpool import secrets_standin
 
-    return standin_values(present)
+    return secrets_standin.standin_values(present, pairs)
 
 
 def plan_stack(stack: str, config_file: Path | None = None) -> PlanResult:
     loaded = load_stack(stack, config_file)
-    secrets = plan_secret_standins(set(loaded.config.secrets_present))
+    secrets = plan_secret_standins(set(loaded.config.secrets_present),
+                                   tuple(p.name for p in loaded.config.validator_pairs))
     try:
         run = run_program(stack, loaded.raw, secrets)
     except Exception as exc:  # the program's own RunError carries its message

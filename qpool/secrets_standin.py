@@ -8,18 +8,23 @@ like the real one and therefore only ever shown as `[secret]`.
 from __future__ import annotations
 
 import base64
+import json
 import secrets
 
 from qpool.keys.seal import seal_files
 
 
-def standin_values(present: set[str]) -> dict[str, str]:
+def standin_values(present: set[str], pairs: tuple[str, ...] = ("p1",)) -> dict[str, str]:
     values = {key: f"offline-standin-{secrets.token_hex(16)}" for key in sorted(present)}
     if "validatorKeys" in values and "validatorKeysPassphrase" in values:
-        # The program unseals the bundle: give it a real sealed bundle whose "keystore" is an empty JSON
-        # object, so the plan exercises the same path without any key material.
+        # The program unseals the bundle: give it a real sealed bundle (one directory per pair) whose
+        # "keystores" hold no key material, so the plan exercises the same path.
         passphrase = values["validatorKeysPassphrase"]
-        bundle = seal_files({"keystore-offline-standin.json": (0o600, b"{}"),
-                             "password.txt": (0o600, secrets.token_hex(16).encode())}, passphrase)
+        members: dict[str, tuple[int, bytes]] = {}
+        for pair in pairs:
+            members[f"{pair}/keystore-offline-standin.json"] = (
+                0o600, json.dumps({"pubkey": f"offline-standin-{pair}"}).encode())
+            members[f"{pair}/password.txt"] = (0o600, secrets.token_hex(16).encode())
+        bundle = seal_files(members, passphrase)
         values["validatorKeys"] = base64.b64encode(bundle).decode()
     return values

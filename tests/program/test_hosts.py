@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import json
 import re
 from pathlib import Path
 
@@ -18,15 +19,23 @@ COMMAND = "command:remote:Command"
 
 JWT_LIKE = re.compile(r"\b[0-9a-f]{64}\b")
 PASSPHRASE = "correct horse battery staple 42"
-KEYSTORE_CANARY = b'{"canary": "keystore-canary-5b1c0d"}'
+KEYSTORE_CANARY = b"keystore-canary-5b1c0d"
 PASSWORD_CANARY = b"keystore-password-canary-77aa"
 WEBHOOK = "https://discord.example/api/webhooks/canary-webhook-9f3e"
 
 
-def secrets() -> dict[str, str]:
-    bundle = seal_files({"keystore-m_12381_238_0_0_0-1.json": (0o600, KEYSTORE_CANARY),
-                         "password.txt": (0o600, PASSWORD_CANARY),
-                         "seed.txt": (0o600, b"seed-canary-31ee")}, PASSPHRASE, kdf_n=2**17)
+def keystore(pubkey: str) -> bytes:
+    return json.dumps({"pubkey": pubkey, "canary": "keystore-canary-5b1c0d"}).encode()
+
+
+def secrets(pairs: tuple[str, ...] = ("p1",)) -> dict[str, str]:
+    members: dict[str, tuple[int, bytes]] = {}
+    for i, pair in enumerate(pairs):
+        prefix = f"{pair}/" if len(pairs) > 1 else ""
+        members[f"{prefix}keystore-m_12381_238_0_0_0-1.json"] = (0o600, keystore(f"ab{i:02d}" * 8))
+        members[f"{prefix}password.txt"] = (0o600, PASSWORD_CANARY)
+        members[f"{prefix}seed.txt"] = (0o600, b"seed-canary-31ee")
+    bundle = seal_files(members, PASSPHRASE, kdf_n=2**17)
     return {"validatorKeys": base64.b64encode(bundle).decode(), "validatorKeysPassphrase": PASSPHRASE,
             "discordWebhookUrl": WEBHOOK}
 
@@ -43,7 +52,8 @@ def runs() -> dict[str, ProgramRun]:
     def stack_raw(name: str) -> dict:
         return raw_config_from_stack_file(yaml.safe_load((repo / f"Pulumi.{name}.yaml").read_text()))
 
-    return {name: run_program(name, stack_raw(name), secrets()) for name in ("testnet", "mainnet")}
+    return {"testnet": run_program("testnet", stack_raw("testnet"), secrets()),
+            "mainnet": run_program("mainnet", stack_raw("mainnet"), secrets(("p1", "p2")))}
 
 
 def servers(run: ProgramRun) -> dict[str, dict]:
@@ -191,3 +201,28 @@ def test_stack_outputs_mark_secrets(runs):
     run = runs["testnet"]
     assert {"grafanaAdminPassword", "deployPrivateKey"} <= run.secret_outputs
     assert "grafanaCaCert" not in run.secret_outputs
+
+
+def test_each_pair_gets_its_own_keys(runs):
+    tars = {}
+    for cmd in runs["mainnet"].of_type(COMMAND):
+        if cmd.name.endswith("-import-keys"):
+            tars[cmd.name] = base64.b64decode(cmd.plain_inputs()["stdin"])
+    assert tars["qp-mainnet-p1-primary-import-keys"] == tars["qp-mainnet-p1-backup-import-keys"]
+    assert tars["qp-mainnet-p1-primary-import-keys"] != tars["qp-mainnet-p2-primary-import-keys"]
+
+
+def test_same_key_in_two_pairs_is_refused():
+    from components.validator_keys import host_key_tars_b64
+    from qpool.errors import QpoolError
+
+    same = keystore("cd" * 16)
+    bundle = base64.b64encode(seal_files({"p1/keystore-a.json": (0o600, same), "p1/password.txt": (0o600, b"pw"),
+                                          "p2/keystore-b.json": (0o600, same), "p2/password.txt": (0o600, b"pw")},
+                                         PASSPHRASE, kdf_n=2**17)).decode()
+    with pytest.raises(QpoolError, match=r"same key .* pairs p1 and p2"):
+        host_key_tars_b64(bundle, PASSPHRASE, ["p1", "p2"])
+    flat = base64.b64encode(seal_files({"keystore-a.json": (0o600, same), "password.txt": (0o600, b"pw")},
+                                       PASSPHRASE, kdf_n=2**17)).decode()
+    with pytest.raises(QpoolError, match=r"in p1/ .one directory per validator pair"):
+        host_key_tars_b64(flat, PASSPHRASE, ["p1", "p2"])

@@ -1,0 +1,186 @@
+"""qp-validator-ctl's checks that need no systemd: the operation lock, receiving backups, importing history.
+
+Why: these run on the key hosts and are the last word on "this host may change state"; each refusal
+must happen before anything is written. The module is loaded from its file with a temporary config
+(QP_CTL_CONFIG), as the host would load /etc/quantapool/validator-ctl.json.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import importlib.util
+import json
+import sys
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+
+CTL_FILE = Path(__file__).resolve().parents[2] / "cloud_init" / "files" / "qp_validator_ctl.py"
+
+
+@pytest.fixture
+def ctl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    config = {
+        "oplock_dir": str(tmp_path / "run" / "qpool-op"),
+        "replica_dir": str(tmp_path / "replicas"),
+        "backup_keep": 3,
+        "lock_file": str(tmp_path / "etc" / "VALIDATOR_LOCKED"),
+        "validator_bin": "/nonexistent/validator",
+        "validator_user": "nobody",
+        "validator_datadir": str(tmp_path / "validator"),
+        "metrics_port": 1,
+        "textfile_dir": str(tmp_path / "textfiles"),
+    }
+    path = tmp_path / "validator-ctl.json"
+    path.write_text(json.dumps(config))
+    monkeypatch.setenv("QP_CTL_CONFIG", str(path))
+    spec = importlib.util.spec_from_file_location("qp_validator_ctl_under_test", CTL_FILE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.CFG = module.load_config()
+    monkeypatch.setitem(sys.modules, "qp_validator_ctl_under_test", module)
+    return module
+
+
+# -- operation lock -------------------------------------------------------------------------------------
+
+def test_oplock_one_run_at_a_time(ctl: ModuleType) -> None:
+    held = ctl.oplock_acquire("run-a", "qpool@laptop")
+    assert held["run_id"] == "run-a"
+    assert ctl.oplock_acquire("run-a", "qpool@laptop")["run_id"] == "run-a", "a resumed run re-enters"
+    with pytest.raises(ctl.Refused, match="run-a by qpool@laptop"):
+        ctl.oplock_acquire("run-b", "qpool@desk")
+    ctl.require_oplock("run-a")
+    with pytest.raises(ctl.Refused):
+        ctl.require_oplock("run-b")
+
+
+def test_oplock_release_only_by_owner_unless_forced(ctl: ModuleType) -> None:
+    ctl.oplock_acquire("run-a", "o")
+    with pytest.raises(ctl.Refused, match="belongs to run run-a"):
+        ctl.oplock_release("run-b")
+    assert ctl.read_oplock()["run_id"] == "run-a"
+    ctl.oplock_release("run-b", force=True)
+    assert ctl.read_oplock() is None
+    ctl.oplock_release("run-a")  # releasing nothing is not an error
+    ctl.oplock_acquire("run-c", "o")
+    ctl.oplock_release("run-c")
+    assert ctl.read_oplock() is None
+
+
+def test_activate_refused_without_the_oplock(ctl: ModuleType) -> None:
+    """The host-side start refuses a run that does not hold this host's operation lock."""
+    ctl.oplock_acquire("run-a", "o")
+    with pytest.raises(ctl.Refused, match="does not hold the operation lock"):
+        ctl.activate("run-b", first_start=False, timeout=1, not_before_epoch=None)
+
+
+# -- receive_backup -------------------------------------------------------------------------------------
+
+GOOD = "qp-p1-primary--20260101T000000Z.db"
+
+
+@pytest.mark.parametrize("name", ["../evil--x.db", "sub/dir--x.db", "primary--x.txt", "nodoubledash.db",
+                                  ".hidden--x.db"])
+def test_receive_backup_rejects_bad_names(ctl: ModuleType, name: str) -> None:
+    data = b"db"
+    with pytest.raises(ctl.Refused, match="bad backup name"):
+        ctl.receive_backup(name, hashlib.sha256(data).hexdigest(), data)
+    assert not Path(ctl.cfg("replica_dir")).exists() or not any(Path(ctl.cfg("replica_dir")).iterdir())
+
+
+def test_receive_backup_rejects_checksum_mismatch(ctl: ModuleType) -> None:
+    with pytest.raises(ctl.Refused, match="checksum mismatch"):
+        ctl.receive_backup(GOOD, hashlib.sha256(b"original").hexdigest(), b"corrupted")
+    replicas = Path(ctl.cfg("replica_dir"))
+    assert not replicas.exists() or not any(replicas.iterdir())
+
+
+def test_receive_backup_stores_with_checksum_and_prunes(ctl: ModuleType) -> None:
+    import os
+
+    replicas = Path(ctl.cfg("replica_dir"))
+    for i in range(5):
+        data = f"db-{i}".encode()
+        name = f"qp-p1-primary--2026010{i}T000000Z.db"
+        assert ctl.receive_backup(name, hashlib.sha256(data).hexdigest(), data) == {"stored": name}
+        os.utime(replicas / name, (1_000_000 + i, 1_000_000 + i))
+    kept = sorted(p.name for p in replicas.glob("*.db"))
+    assert len(kept) == 3 and kept[-1].startswith("qp-p1-primary--20260104")
+    newest = replicas / kept[-1]
+    assert (replicas / f"{kept[-1]}.sha256").read_text().split()[0] == hashlib.sha256(newest.read_bytes()).hexdigest()
+    assert ctl.newest_backup()["path"] == str(newest)
+
+
+# -- import_slashing ------------------------------------------------------------------------------------
+
+def interchange(version: str = "5") -> bytes:
+    return json.dumps({"metadata": {"interchange_format_version": version, "genesis_validators_root": "0x00"},
+                       "data": []}).encode()
+
+
+@pytest.fixture
+def must_not_touch_db(ctl: ModuleType, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    """Any check of the validator state, or running the client, would mean the import went too far."""
+    def boom(*_a: Any, **_k: Any) -> Any:
+        raise AssertionError("import went past its input checks")
+
+    monkeypatch.setattr(ctl, "_require_stopped_and_locked", boom)
+    monkeypatch.setattr(ctl, "_as_validator", boom)
+    return ctl
+
+
+def test_import_rejects_wrong_sha(must_not_touch_db: ModuleType) -> None:
+    ctl = must_not_touch_db
+    data = interchange()
+    with pytest.raises(ctl.Refused, match="checksum mismatch"):
+        ctl.import_slashing(data, hashlib.sha256(data + b" ").hexdigest())
+
+
+@pytest.mark.parametrize("data", [b"not json", interchange("4"), b'{"metadata": {}}',
+                                  b'{"metadata": {"interchange_format_version": "5"}, "data": {}}'])
+def test_import_rejects_non_interchange(must_not_touch_db: ModuleType, data: bytes) -> None:
+    ctl = must_not_touch_db
+    with pytest.raises(ctl.Refused, match="not an EIP-3076 interchange"):
+        ctl.import_slashing(data, hashlib.sha256(data).hexdigest())
+
+
+def test_import_refused_while_validator_runs(ctl: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A valid file, but the validator is not stopped and locked: refused before the client is run."""
+    monkeypatch.setattr(ctl, "status", lambda: {"unit": {"active": "active"}, "processes": [9],
+                                                "metrics_port_open": True, "locked": False})
+    monkeypatch.setattr(ctl, "_as_validator", lambda *_a, **_k: pytest.fail("client run while validator active"))
+    data = interchange()
+    with pytest.raises(ctl.Refused, match="must be stopped and locked"):
+        ctl.import_slashing(data, hashlib.sha256(data).hexdigest())
+
+
+def test_host_stopped_reasons_are_independent(ctl: ModuleType) -> None:
+    stopped = {"unit": {"active": "inactive"}, "processes": [], "metrics_port_open": False, "locked": True}
+    assert ctl.stopped_reasons(stopped) == []
+    for over in ({"unit": {"active": "deactivating"}}, {"processes": [3]}, {"metrics_port_open": True},
+                 {"locked": False}):
+        assert len(ctl.stopped_reasons({**stopped, **over})) == 1
+
+
+def test_export_replica_only_from_replica_dir_and_checksummed(ctl: ModuleType, tmp_path: Path) -> None:
+    outside = tmp_path / "elsewhere--x.db"
+    outside.write_bytes(b"x")
+    with pytest.raises(ctl.Refused, match="not a replicated backup"):
+        ctl.export_replica(str(outside))
+    data = b"replica"
+    ctl.receive_backup(GOOD, hashlib.sha256(data).hexdigest(), data)
+    stored = Path(ctl.cfg("replica_dir")) / GOOD
+    stored.write_bytes(b"bit rot")
+    with pytest.raises(ctl.Refused, match="fails its checksum"):
+        ctl.export_replica(str(stored))
+
+
+def test_cli_refusal_is_json_with_exit_1(ctl: ModuleType, capsys: pytest.CaptureFixture[str]) -> None:
+    assert ctl.main(["oplock", "acquire", "--run-id", "a", "--owner", "o"]) == 0
+    capsys.readouterr()
+    assert ctl.main(["oplock", "acquire", "--run-id", "b", "--owner", "o"]) == 1
+    assert "another qpool operation" in json.loads(capsys.readouterr().out)["error"]
