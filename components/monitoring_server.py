@@ -55,6 +55,7 @@ class MonitoringServer(pulumi.ComponentResource):
     volume: hcloud.Volume
     grafana_ca_cert: pulumi.Output[str]
     grafana_admin_password: pulumi.Output[str]
+    host_key: pulumi.Output[str]
 
     def __init__(self, name: str, args: MonitoringServerArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("quantapool:infra:MonitoringServer", name, None, opts)
@@ -115,7 +116,7 @@ class MonitoringServer(pulumi.ComponentResource):
                                 self.server.id)
         steps.last = attachment
         steps.wait_ready()
-        steps.host_key()
+        self.host_key = steps.host_key().stdout
         steps.host_env(self.server.ipv4_address)
         tools = pulumi.Output.from_input(args.ship_public_key).apply(
             lambda key: tools_tar_b64(host_tools_files(

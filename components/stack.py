@@ -78,7 +78,9 @@ def build_stack() -> None:
     pulumi.export("hosts", {h.name: {"role": h.role, "pair": h.pair, "privateIp": h.private_ip,
                                      "publicIpv4": servers[h.name].ipv4_address, "serverId": servers[h.name].id}
                             for h in cfg.hosts()})
-    pulumi.export("hostKeys", {name: node.host_key for name, node in key_hosts.items()})
+    # Recorded at first contact; qpool pins them (the monitoring host too: failover alerts and backups use it).
+    pulumi.export("hostKeys", {**{name: node.host_key for name, node in key_hosts.items()},
+                               cfg.monitoring_host().name: monitoring.host_key})
     pulumi.export("grafanaCaCert", monitoring.grafana_ca_cert)
     pulumi.export("grafanaUrl", monitoring.server.ipv4_address.apply(lambda ip: f"https://{ip}:3000"))
     pulumi.export("grafanaAdminPassword", monitoring.grafana_admin_password)
