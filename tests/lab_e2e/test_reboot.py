@@ -28,12 +28,13 @@ from .conftest import LAB_MARKS, Lab, ctl_status, module_lab, one_host, out, sh,
 pytestmark = LAB_MARKS
 
 CLOCK_SLOT_SECONDS = 2.0
+SLOTS_PER_EPOCH = 4
 SIGNING_LOG = f"{VALIDATOR_DIR}/signing-log.jsonl"
 
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    clock = LabClock(slot_seconds=CLOCK_SLOT_SECONDS, slots_per_epoch=4)
+    clock = LabClock(slot_seconds=CLOCK_SLOT_SECONDS, slots_per_epoch=SLOTS_PER_EPOCH)
     yield from module_lab("e2ereboot", 23, tmp_path_factory.mktemp("e2ereboot"), clock=clock)
 
 
@@ -102,6 +103,13 @@ def test_rebooted_primary_comes_back_locked(lab: Lab) -> None:
     # What monitoring sees: the node exporter's textfile says locked again after the reboot.
     wait_for(f"{primary}: quantapool_validator_locked 1 after the reboot", lambda: "\nquantapool_validator_locked 1" in
              out(dep, mon, f"curl -sf {url}"), timeout=60)
+    # No signature after the reboot: every key has a duty each epoch, so two epochs of head slots without a
+    # new line in the signing log mean nothing signed (observed by chain slots, not by wall-clock time).
+    signed = _signatures(dep, primary)
+    head = int(ctl_status(dep, primary)["beacon"]["head_slot"])
+    wait_for("two epochs of beacon head slots", lambda: int(
+        ctl_status(dep, primary)["beacon"]["head_slot"] or 0) >= head + 2 * SLOTS_PER_EPOCH, timeout=120)
+    assert _signatures(dep, primary) == signed, "the rebooted primary signed while locked"
     # Nothing restarted it meanwhile (e.g. a Restart= loop or a timer): still stopped once the host settled.
     _assert_locked_and_stopped(dep, primary)
     _assert_locked_and_stopped(dep, backup)
