@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import shutil
 import sys
 import tempfile
 import time
@@ -84,28 +85,30 @@ def main() -> int:
     args = ap.parse_args()
     clock = LabClock(slot_seconds=args.slot_seconds, slots_per_epoch=args.slots_per_epoch)
     root = Path(tempfile.mkdtemp(prefix="fm-bench-"))
-    t0 = time.monotonic()
-    with running_lab("fmbench", 34, root, clock=clock, log=lambda _m: None) as (dep, session):
-        print(f"lab up in {time.monotonic() - t0:.1f} s (chain: {clock.slot_seconds:g} s slots, "
-              f"{clock.slots_per_epoch} slots/epoch)")
-        setup = operator_context(session)
-        hosts = {h.role: dep.hosts[h.name] for h in setup.inventory.pair_hosts(PAIR)}
-        ops.activate(setup, PAIR, first_start=True)
-        wait_first_signature(hosts["primary"], 0)
+    try:
+        t0 = time.monotonic()
+        with running_lab("fmbench", 34, root, clock=clock, log=lambda _m: None) as (dep, session):
+            print(f"lab up in {time.monotonic() - t0:.1f} s (chain: {clock.slot_seconds:g} s slots, "
+                  f"{clock.slots_per_epoch} slots/epoch)")
+            setup = operator_context(session)
+            hosts = {h.role: dep.hosts[h.name] for h in setup.inventory.pair_hosts(PAIR)}
+            ops.activate(setup, PAIR, first_start=True)
+            wait_first_signature(hosts["primary"], 0)
 
-        print("clean path (primary reachable):")
-        meter = GateMeter()
-        ctx = operator_context(session, report=meter.report, sleep=meter.sleep)
-        clean_cmd, clean_sign = timed_failover(ctx, meter, hosts["backup"], "backup")
+            print("clean path (primary reachable):")
+            meter = GateMeter()
+            ctx = operator_context(session, report=meter.report, sleep=meter.sleep)
+            clean_cmd, clean_sign = timed_failover(ctx, meter, hosts["backup"], "backup")
 
-        print("fenced path (backup's network cut; fenced through the API):")
-        hosts["backup"].exec(["systemctl", "start", "qp-slashing-backup.service"], timeout=120)
-        hosts["backup"].cut_network()
-        meter = GateMeter()
-        ctx = operator_context(session, report=meter.report, sleep=meter.sleep)
-        fenced_cmd, fenced_sign = timed_failover(ctx, meter, hosts["primary"], "primary")
-        gate = meter.gate_seconds
-
+            print("fenced path (backup's network cut; fenced through the API):")
+            hosts["backup"].exec(["systemctl", "start", "qp-slashing-backup.service"], timeout=120)
+            hosts["backup"].cut_network()
+            meter = GateMeter()
+            ctx = operator_context(session, report=meter.report, sleep=meter.sleep)
+            fenced_cmd, fenced_sign = timed_failover(ctx, meter, hosts["primary"], "primary")
+            gate = meter.gate_seconds
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
     print()
     print(f"clean  : command {clean_cmd:6.1f} s, to first signed duty {clean_sign:6.1f} s "
           f"(goal <= 60 s: {'met' if clean_sign <= 60 else 'MISSED'})")
