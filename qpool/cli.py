@@ -178,13 +178,19 @@ def activate(stack: str, inventory: Path | None, pair: str, first_start: bool, y
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
 @click.option("--i-accept-slashing-risk", "accept_risk", is_flag=True,
               help="Skip the epoch gate / missing-backup refusals of the fenced path (logged).")
+@click.option("--abandon", is_flag=True,
+              help="Close an unfinished failover run of this pair that never started its target (no resume).")
 @operator_errors
-def failover(stack: str, inventory: Path | None, pair: str, to_role: str, yes: bool, accept_risk: bool) -> None:
+def failover(stack: str, inventory: Path | None, pair: str, to_role: str, yes: bool, accept_risk: bool,
+             abandon: bool) -> None:
     """Fenced, verified switch of signing to the other host of a pair (resumable; a re-run is a no-op)."""
-    from qpool.operations import alertmanager_alert
+    from qpool.operations import abandon_failover, alertmanager_alert
     from qpool.operations import failover as do_failover
 
     ctx = _context(stack, inventory, yes)
+    if abandon:
+        click.echo(abandon_failover(ctx, pair))
+        return
     if accept_risk:
         click.echo("WARNING: --i-accept-slashing-risk given: safety refusals of the fenced path are overridden",
                    err=True)

@@ -342,6 +342,12 @@ def failover(ctx: Context, pair: str, *, to_role: str = "backup", accept_slashin
         except KeyboardInterrupt:
             ctx.report(f"interrupted: re-run the same command to resume run {journal.run_id}")
             raise
+        except QpoolError:
+            if not journal.done("stop") and not journal.completed:
+                # Refused before the source was stopped: nothing to resume. Close the run (and its host locks)
+                # so that the next failover or activate starts from a fresh look at both hosts.
+                _abandon(ctx, journal, [source, target], "refused before the source was stopped")
+            raise
         if alert is not None:
             try:
                 alert(journal.run_id, f"failover of pair {pair} complete: {target.name} signs, {source.name} "
@@ -349,6 +355,37 @@ def failover(ctx: Context, pair: str, *, to_role: str = "backup", accept_slashin
             except Exception as exc:
                 ctx.report(f"warning: alert not delivered: {exc}")
         return result
+
+
+def _abandon(ctx: Context, journal: Journal, hosts: list[HostRecord], why: str) -> None:
+    journal.aborted = why
+    journal.save()
+    for host in hosts:
+        try:
+            held = (ctx.ssh.status(host).get("oplock") or {}).get("run_id")
+            if held == journal.run_id:
+                ctx.ssh.ctl(host, "oplock", "release", "--run-id", journal.run_id)
+        except QpoolError:
+            pass  # unreachable or refused: its lock (if any) names this run; `qpool release-oplock` clears it
+
+
+def abandon_failover(ctx: Context, pair: str) -> str:
+    """Close an unfinished failover that must not be resumed (it never started the target)."""
+    path = journal_path(ctx.inventory.stack, pair, ctx.journal_dir or state_dir())
+    from qpool.journal import last_journal
+
+    with exclusive(path):
+        doc = last_journal(path)
+        if doc is None or doc.get("completed") or doc.get("aborted"):
+            return "no unfinished failover for this pair"
+        journal = Journal(path=path, **doc)
+        if journal.done("start"):
+            raise QpoolError(f"run {journal.run_id} already started {journal.target}: resume it instead of abandoning")
+        hosts = [h for h in ctx.inventory.pair_hosts(pair) if h.name in (journal.source, journal.target)]
+        _abandon(ctx, journal, hosts, "abandoned by the operator")
+        done = ", ".join(s for s in STEPS if journal.done(s)) or "none"
+        return (f"run {journal.run_id} ({journal.source} -> {journal.target}) abandoned; steps done: {done}. "
+                f"{journal.source} stays as it is (stopped and locked if the stop step ran): check `qpool status`")
 
 
 def _open(ctx: Context, path: Path, pair: str, source: HostRecord, target: HostRecord,
