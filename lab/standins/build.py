@@ -24,6 +24,7 @@ MODULES = ("__init__", "beacon", "chain", "cli", "execution", "flagsets", "jwtau
            "slashing_db", "validator", "wallet")
 CLIENTS = {"gzond": "execution", "gqrl": "execution", "beacon-chain": "beacon", "validator": "validator"}
 _EPOCH = (1980, 1, 1, 0, 0, 0)
+CLIENT_FLAGS = Path(__file__).resolve().parents[2] / "cloud_init" / "client_flags.py"
 
 _MAIN = """import sys
 
@@ -46,6 +47,8 @@ def archive_bytes(client: str) -> bytes:
         raise ValueError(f"unknown client {client!r}: expected one of {', '.join(sorted(CLIENTS))}")
     src = Path(__file__).resolve().parent
     entries = [_entry(f"{PACKAGE}/{mod}.py", (src / f"{mod}.py").read_bytes()) for mod in MODULES]
+    # The flag names have one copy in the project (stdlib only): the stand-ins accept exactly those.
+    entries.append(_entry(f"{PACKAGE}/client_flags.py", CLIENT_FLAGS.read_bytes()))
     entries.append(_entry("__main__.py", _MAIN.format(package=PACKAGE, module=CLIENTS[client],
                                                       client=client).encode()))
     buf = io.BytesIO()
