@@ -18,6 +18,10 @@ from typing import Any
 import pulumi
 from pulumi_command import remote
 
+from cloud_init import HostRenderInputs
+from cloud_init.host_tools import INSTALL_COMMAND, digest, host_tools_files, tools_tar_b64
+from components.config import HostSpec, StackConfig
+
 ADMIN_USER = "qpadmin"
 
 #: Bounded waits: a host that does not answer within these is reported, not retried forever.
@@ -86,7 +90,15 @@ class Steps:
         """Record the SSH host key at first contact; qpool verifies it on every later connection."""
         return self.add("host-key", "cat /etc/ssh/ssh_host_ed25519_key.pub")
 
-    def secret_file(self, name: str, value: pulumi.Input[str], rotation: pulumi.Input[str]) -> remote.Command:
-        """Stream one secret into its root-owned file; `rotation` (a hash) re-runs it when the value changes."""
+    def secret_file(self, name: str, value: pulumi.Input[str]) -> remote.Command:
+        """Stream one secret into its root-owned file; its digest (a trigger) re-runs the step on rotation."""
+        secret = pulumi.Output.secret(value)
         return self.add(f"secret-{name}", f"sudo {INSTALL_SECRET} {shlex.quote(name)}",
-                        stdin=pulumi.Output.secret(value), secret=True, triggers=[rotation])
+                        stdin=secret, secret=True, triggers=[secret.apply(digest)])
+
+    def host_tools(self, config: StackConfig, host: HostSpec, ship_public_key: pulumi.Input[str]) -> remote.Command:
+        """The operations tools bundle (qp-validator-ctl, its config, timers): plain, reviewable stdin."""
+        tools = pulumi.Output.from_input(ship_public_key).apply(
+            lambda key: tools_tar_b64(host_tools_files(
+                HostRenderInputs(config=config, host=host, deploy_public_key="", volume_device=None), key)))
+        return self.add("host-tools", INSTALL_COMMAND, stdin=tools, triggers=[tools.apply(digest)])

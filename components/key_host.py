@@ -7,7 +7,6 @@ so a failover moves signing between two hosts that were built by the same code p
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import pulumi
@@ -15,7 +14,7 @@ import pulumi_hcloud as hcloud
 import pulumi_random as random
 
 from cloud_init.base import HostRenderInputs
-from cloud_init.host_tools import INSTALL_COMMAND, digest, host_tools_files, tools_tar_b64
+from cloud_init.host_tools import digest
 from cloud_init.key_host import render_key_host_user_data
 from components import bootstrap
 from components.config import HostSpec, StackConfig
@@ -39,9 +38,6 @@ class KeyHostArgs:
     #: base64 of a tar (keystore-*.json + keystore-password.txt), secret; None: no keys yet
     validator_keys_tar_b64: pulumi.Output[str] | None = None
 
-
-def _digest(value: str) -> str:
-    return hashlib.sha256(value.encode()).hexdigest()
 
 
 def volume_device(volume_id: str) -> str:
@@ -101,18 +97,15 @@ class _KeyHost(pulumi.ComponentResource):
         steps.wait_ready()
         self.host_key = steps.host_key().stdout
         steps.host_env(self.server.ipv4_address)
-        tools = pulumi.Output.from_input(args.ship_public_key).apply(
-            lambda key: tools_tar_b64(host_tools_files(
-                HostRenderInputs(config=cfg, host=host, deploy_public_key="", volume_device=None), key)))
-        steps.add("host-tools", INSTALL_COMMAND, stdin=tools, triggers=[tools.apply(digest)])
-        steps.secret_file("backup-ship-key", args.ship_private_key, args.ship_private_key.apply(_digest))
-        steps.secret_file("jwt", jwt_hex, jwt_hex.apply(_digest))
+        steps.host_tools(cfg, host, args.ship_public_key)
+        steps.secret_file("backup-ship-key", args.ship_private_key)
+        steps.secret_file("jwt", jwt_hex)
         if args.validator_keys_tar_b64 is not None:
             keys = args.validator_keys_tar_b64
             # The validator stays locked: qp-import-keys refuses to run unless the lock exists and the
             # validator unit is inactive.
             steps.add("import-keys", f"base64 -d | sudo {bootstrap.IMPORT_KEYS}", stdin=keys, secret=True,
-                      triggers=[keys.apply(_digest)])
+                      triggers=[keys.apply(digest)])
         steps.add("start-clients", f"sudo {bootstrap.START_CLIENTS}")
 
         self.register_outputs({

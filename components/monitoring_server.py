@@ -6,7 +6,6 @@ into files referenced by `*_file` settings; user-data only carries non-secret co
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 
 import pulumi
@@ -16,7 +15,7 @@ import pulumi_tls as tls
 
 from cloud_init import exporter_deploy
 from cloud_init.base import HostRenderInputs
-from cloud_init.host_tools import INSTALL_COMMAND, digest, host_tools_files, tools_tar_b64
+from cloud_init.host_tools import digest
 from cloud_init.monitoring import render_monitoring_user_data
 from components import bootstrap
 from components.config import StackConfig
@@ -45,9 +44,6 @@ class MonitoringServerArgs:
     deploy_private_key: pulumi.Input[str]
     ship_public_key: pulumi.Input[str]
 
-
-def _digest(value: str) -> str:
-    return hashlib.sha256(value.encode()).hexdigest()
 
 
 class MonitoringServer(pulumi.ComponentResource):
@@ -118,19 +114,16 @@ class MonitoringServer(pulumi.ComponentResource):
         steps.wait_ready()
         self.host_key = steps.host_key().stdout
         steps.host_env(self.server.ipv4_address)
-        tools = pulumi.Output.from_input(args.ship_public_key).apply(
-            lambda key: tools_tar_b64(host_tools_files(
-                HostRenderInputs(config=cfg, host=host, deploy_public_key="", volume_device=None), key)))
-        steps.add("host-tools", INSTALL_COMMAND, stdin=tools, triggers=[tools.apply(digest)])
+        steps.host_tools(cfg, host, args.ship_public_key)
         for stack_key, file_name in RECEIVER_SECRETS.items():
             value = args.secrets.get(stack_key)
             if value is not None:
-                steps.secret_file(file_name, value, value.apply(_digest))
+                steps.secret_file(file_name, value)
         admin = self.grafana_admin_password
-        steps.secret_file("grafana-admin-password", admin, admin.apply(_digest))
+        steps.secret_file("grafana-admin-password", admin)
         tls_key = pulumi.Output.secret(key.private_key_pem)
-        steps.secret_file("grafana-tls-key", tls_key, tls_key.apply(_digest))
-        steps.secret_file("grafana-tls-cert", cert.cert_pem, cert.cert_pem.apply(_digest))
+        steps.secret_file("grafana-tls-key", tls_key)
+        steps.secret_file("grafana-tls-cert", cert.cert_pem)
         steps.add("start-monitoring", f"sudo {START_MONITORING}")
         if cfg.pool_contracts is not None:
             # The contract exporter: source, hash-locked requirements, config and unit as one non-secret bundle
