@@ -95,17 +95,18 @@ class RecordingMocks(pulumi_mocks.Mocks):
     """
 
     def __init__(self, state_overrides: dict[str, StateFactory] | None = None) -> None:
-        self.counter = 0
         self.state_overrides = state_overrides or {}
 
     def new_resource(self, args: pulumi_mocks.MockResourceArgs) -> tuple[str | None, dict[str, Any]]:
-        self.counter += 1
-        rid = str(1000 + self.counter)  # hcloud ids are numeric strings
+        # Ids and fake addresses derive from the resource's type and name, not from the (asynchronous)
+        # registration order, so two renders of the same config are byte-identical for PR diffs.
+        n = int(hashlib.sha256(f"{args.typ}::{args.name}".encode()).hexdigest()[:8], 16)
+        rid = str(100000 + n % 900000)  # hcloud ids are numeric strings
         state = dict(_unwrap(args.inputs))
-        state.update(_default_state(args, self.counter))
+        state.update(_default_state(args, n))
         factory = self.state_overrides.get(args.typ)
         if factory is not None:
-            state.update(factory(args, self.counter))
+            state.update(factory(args, n))
         return rid, state
 
     def call(self, args: pulumi_mocks.MockCallArgs) -> tuple[dict[str, Any], list[tuple[str, str]] | None]:
@@ -120,7 +121,7 @@ def _default_state(args: pulumi_mocks.MockResourceArgs, n: int) -> dict[str, Any
     """Computed outputs the program reads. Values are obviously fake and never leave a plan."""
     t = args.typ
     if t == "hcloud:index/server:Server":
-        return {"ipv4Address": f"198.51.100.{10 + n % 200}", "ipv6Address": f"2001:db8::{n:x}",
+        return {"ipv4Address": f"198.51.100.{10 + n % 200}", "ipv6Address": f"2001:db8::{n % 65536:x}",
                 "status": "running"}
     if t == "tls:index/privateKey:PrivateKey":
         return {"publicKeyOpenssh": f"ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAI{_fake_hex(args.name, 16)} plan",

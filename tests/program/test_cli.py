@@ -98,3 +98,13 @@ def test_render_writes_plan_and_refuses_foreign_dir(tmp_path):
     result = invoke("render", "--stack", "testnet", "--out", str(foreign))
     assert result.exit_code == 2 and (foreign / "keep.txt").exists()
 
+
+
+def test_render_is_deterministic(tmp_path):
+    """Reviewers diff renders in PRs: the same config must render byte-identically."""
+    outputs = []
+    for name in ("a", "b"):
+        out = tmp_path / name
+        assert invoke("render", "--stack", "mainnet", "--out", str(out)).exit_code == 0
+        outputs.append({p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()})
+    assert outputs[0] == outputs[1]
