@@ -13,15 +13,12 @@ import pulumi
 import pulumi_hcloud as hcloud
 import pulumi_random as random
 
-from cloud_init.base import HostRenderInputs
 from cloud_init.host_tools import digest
 from cloud_init.key_host import render_key_host_user_data
 from components import bootstrap
 from components.config import HostSpec, StackConfig
+from components.host_server import create_host_server
 from components.network import Network
-
-#: Never re-create a running key host because a template or the key list changed.
-KEY_HOST_IGNORE_CHANGES = ["userData", "sshKeys", "image"]
 
 
 @dataclass(frozen=True)
@@ -40,11 +37,6 @@ class KeyHostArgs:
 
 
 
-def volume_device(volume_id: str) -> str:
-    """Hetzner exposes an attached volume under a stable by-id path; the fstab entry uses it."""
-    return f"/dev/disk/by-id/scsi-0HC_Volume_{volume_id}"
-
-
 class _KeyHost(pulumi.ComponentResource):
     server: hcloud.Server
     volume: hcloud.Volume
@@ -56,34 +48,15 @@ class _KeyHost(pulumi.ComponentResource):
         super().__init__(type_name, name, None, opts)
         cfg, host = args.config, args.host
         pair = cfg.pair(host.pair or "")
-        labels = {**host.labels, "env": cfg.environment}
-        child = pulumi.ResourceOptions(parent=self)
-
-        # Chain data, wallet and slashing-protection DB live here: protected regardless of stack settings,
-        # so deleting the stack never silently deletes slashing history (unprotect explicitly to tear down).
-        self.volume = hcloud.Volume(
-            f"{name}-chain", name=f"{host.name}-chain", size=pair.chain_volume_gib, location=host.location,
-            labels=labels, delete_protection=cfg.hetzner.protection,
-            opts=pulumi.ResourceOptions(parent=self, protect=True))
-
-        user_data = pulumi.Output.all(args.deploy_public_key, self.volume.id).apply(
-            lambda v: render_key_host_user_data(HostRenderInputs(
-                config=cfg, host=host, deploy_public_key=v[0], volume_device=volume_device(v[1]))))
-
-        self.server = hcloud.Server(
-            f"{name}-server", name=host.name, server_type=host.server_type, location=host.location,
-            image=cfg.hetzner.image, labels=labels, user_data=user_data, ssh_keys=args.ssh_key_ids,
-            placement_group_id=args.network.placement_groups[pair.name].id.apply(int),
-            firewall_ids=[args.network.validator_firewall.id.apply(int)],
-            networks=[hcloud.ServerNetworkArgs(network_id=args.network.network.id.apply(int), ip=host.private_ip)],
-            public_nets=[hcloud.ServerPublicNetArgs(ipv4_enabled=True, ipv6_enabled=True)],
-            backups=cfg.hetzner.backups, delete_protection=cfg.hetzner.protection,
-            rebuild_protection=cfg.hetzner.protection,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[args.network.subnet],
-                                        ignore_changes=KEY_HOST_IGNORE_CHANGES, protect=cfg.hetzner.protection))
-        attachment = hcloud.VolumeAttachment(
-            f"{name}-chain-attach", server_id=self.server.id.apply(int), volume_id=self.volume.id.apply(int),
-            automount=False, opts=child)
+        # Chain data, wallet and slashing-protection DB live on the volume: protected regardless of stack
+        # settings, so deleting the stack never silently deletes slashing history (unprotect to tear down).
+        hs = create_host_server(
+            self, name, cfg, host, volume_suffix="chain", volume_gib=pair.chain_volume_gib, protect_volume=True,
+            render_user_data=render_key_host_user_data, firewall_id=args.network.validator_firewall.id,
+            network=args.network.network, subnet=args.network.subnet, ssh_key_ids=args.ssh_key_ids,
+            deploy_public_key=args.deploy_public_key, protect_server=cfg.hetzner.protection,
+            placement_group_id=args.network.placement_groups[pair.name].id)
+        self.volume, self.server, attachment = hs.volume, hs.server, hs.attachment
 
         # Engine API secret shared by this host's execution client and beacon node.
         self.jwt = random.RandomBytes(f"{name}-jwt", length=32,

@@ -14,12 +14,11 @@ import pulumi_random as random
 import pulumi_tls as tls
 
 from cloud_init import exporter_deploy
-from cloud_init.base import HostRenderInputs
 from cloud_init.host_tools import digest
 from cloud_init.monitoring import render_monitoring_user_data
 from components import bootstrap
 from components.config import StackConfig
-from components.key_host import volume_device
+from components.host_server import create_host_server
 from components.network import Network
 from components.pulumi_config import StackSecrets
 
@@ -57,29 +56,14 @@ class MonitoringServer(pulumi.ComponentResource):
         super().__init__("quantapool:infra:MonitoringServer", name, None, opts)
         cfg = args.config
         host = cfg.monitoring_host()
-        labels = {**host.labels, "env": cfg.environment}
         child = pulumi.ResourceOptions(parent=self)
-
-        self.volume = hcloud.Volume(
-            f"{name}-tsdb", name=f"{host.name}-tsdb", size=cfg.monitoring.volume_gib, location=host.location,
-            labels=labels, delete_protection=cfg.hetzner.protection,
-            opts=pulumi.ResourceOptions(parent=self, protect=cfg.hetzner.protection))
-        user_data = pulumi.Output.all(args.deploy_public_key, self.volume.id).apply(
-            lambda v: render_monitoring_user_data(HostRenderInputs(
-                config=cfg, host=host, deploy_public_key=v[0], volume_device=volume_device(v[1]))))
-        self.server = hcloud.Server(
-            f"{name}-server", name=host.name, server_type=host.server_type, location=host.location,
-            image=cfg.hetzner.image, labels=labels, user_data=user_data, ssh_keys=args.ssh_key_ids,
-            firewall_ids=[args.network.monitoring_firewall.id.apply(int)],
-            networks=[hcloud.ServerNetworkArgs(network_id=args.network.network.id.apply(int), ip=host.private_ip)],
-            public_nets=[hcloud.ServerPublicNetArgs(ipv4_enabled=True, ipv6_enabled=True)],
-            backups=cfg.hetzner.backups, delete_protection=cfg.hetzner.protection,
-            rebuild_protection=cfg.hetzner.protection,
-            opts=pulumi.ResourceOptions(parent=self, depends_on=[args.network.subnet],
-                                        ignore_changes=["userData", "sshKeys", "image"]))
-        attachment = hcloud.VolumeAttachment(
-            f"{name}-tsdb-attach", server_id=self.server.id.apply(int), volume_id=self.volume.id.apply(int),
-            automount=False, opts=child)
+        hs = create_host_server(
+            self, name, cfg, host, volume_suffix="tsdb", volume_gib=cfg.monitoring.volume_gib,
+            protect_volume=cfg.hetzner.protection, render_user_data=render_monitoring_user_data,
+            firewall_id=args.network.monitoring_firewall.id, network=args.network.network,
+            subnet=args.network.subnet, ssh_key_ids=args.ssh_key_ids, deploy_public_key=args.deploy_public_key,
+            protect_server=False)
+        self.volume, self.server, attachment = hs.volume, hs.server, hs.attachment
 
         # Grafana: admin password and a TLS certificate signed by a stack-local CA (the CA is an output so
         # operators can trust it in their browsers).
