@@ -22,11 +22,9 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
-sys.path.insert(0, str(REPO / "tests" / "monitoring"))
-
-from mon_stack import MonitoringStack, active_and_standby  # noqa: E402
 
 from qpool.stacks import load_stack  # noqa: E402
+from tests.monitoring.mon_stack import MonitoringStack, active_and_standby  # noqa: E402
 
 GOALS = {"validator-down": 90.0, "two-signers": 60.0}
 TIMEOUT = 240.0

@@ -25,15 +25,13 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "tests" / "failover"))
-
-import detector
 
 from lab.deploy import LabClock
 from lab.hosts import LabHost
 from lab.testing import operator_context, running_lab
 from qpool import operations as ops
 from qpool.operations import Context
+from tests.failover import detector
 
 PAIR = "p1"
 

@@ -1,19 +1,10 @@
-"""Fixtures and the fault-matrix summary for the failover tests.
-
-The helpers next to this file (detector, faults, matrix) are imported as plain modules, so this directory
-is put on sys.path (the suite runs with --import-mode=importlib, which does not do that by itself).
-"""
+"""Fixtures and the fault-matrix summary for the failover tests (helpers: detector, faults, matrix)."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-import matrix
+from . import matrix
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:

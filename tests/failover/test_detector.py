@@ -11,8 +11,9 @@ import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import detector
 import pytest
+
+from . import detector
 
 KEY = "0x" + "aa" * 8
 OTHER_KEY = "0x" + "bb" * 8

@@ -18,10 +18,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import detector
-import matrix
 import pytest
-from faults import Hang, operator_pid
 
 from lab.deploy import LabClock, LabDeployment, _commands_by_host, run_bootstrap
 from lab.hosts import LabHost
@@ -35,6 +32,9 @@ from qpool.journal import journal_path, last_journal
 from qpool.operations import Context
 from qpool.remote import Refused, RemoteResult, Unreachable
 from qpool.stackfile import read_active, write_active
+
+from . import detector, matrix
+from .faults import Hang, operator_pid
 
 _SKIP = lab_unavailable_reason()
 pytestmark = [pytest.mark.lab, pytest.mark.skipif(_SKIP is not None, reason=_SKIP or "")]

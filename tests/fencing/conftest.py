@@ -2,18 +2,10 @@
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import pytest
-
-# The repo is not installed in the venv and importlib mode does not add the root to sys.path:
-# make `qpool`/`lab` importable when pytest is started as a script rather than `python -m pytest`.
-if importlib.util.find_spec("qpool") is None:  # pragma: no cover
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from lab.fake_hcloud import FakeHetzner
 from qpool.hetzner import make_client

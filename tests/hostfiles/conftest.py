@@ -1,15 +1,10 @@
-"""Fixtures for the host-file tests (helpers live in hf_support.py, importable from this directory)."""
+"""Fixtures for the host-file tests (helpers live in support.py)."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-sys.path.insert(0, str(Path(__file__).resolve().parent))
-
-from hf_support import VARIANTS, Rendered, render_variant
+from .support import VARIANTS, Rendered, render_variant
 
 
 @pytest.fixture(scope="session", params=VARIANTS, ids=lambda v: f"{v[0]}-{v[1]}-{'volume' if v[2] else 'lab'}")

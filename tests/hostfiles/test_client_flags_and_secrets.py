@@ -6,10 +6,11 @@ import re
 from pathlib import Path
 
 import pytest
-from hf_support import REPO_ROOT
 
 from cloud_init.client_flags import ACCEPTED, FORBIDDEN_FLAGS, parse_reference
 from cloud_init.secrets_table import SECRET_FILES, WALLET_PASSWORD_FILE, install_secret_script, secrets_for_role
+
+from .support import REPO_ROOT
 
 REFERENCE = REPO_ROOT.parent / "shared" / "reference" / "client-flags.md"
 
@@ -84,10 +85,10 @@ def test_lab_standins_accept_every_rendered_flag() -> None:
         from lab.standins.flagsets import flags_for
     except ImportError as exc:  # another helper's module; this check needs it
         pytest.skip(f"lab stand-ins not importable ({exc}); cross-check did not run")
-    from hf_support import render_variant
-    from hf_unitparse import exec_argv, long_flags, values
-
     from cloud_init import key_host as kh
+
+    from .hf_unitparse import exec_argv, long_flags, values
+    from .support import render_variant
     for profile in ("gzond", "gqrl"):
         r = render_variant(profile, "primary", True)
         for unit, binary in ((kh.EXECUTION_UNIT, profile), (kh.BEACON_UNIT, "beacon-chain"),

@@ -15,11 +15,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from hf_support import Rendered, need_tool, render_variant
-from hf_unitparse import exec_argv, values
 
 from cloud_init import key_host as kh
 from cloud_init.base import NFTABLES_CONF
+
+from .hf_unitparse import exec_argv, values
+from .support import Rendered, need_tool, render_variant
 
 pytestmark = pytest.mark.realtools
 

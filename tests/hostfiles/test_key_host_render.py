@@ -7,14 +7,15 @@ import re
 
 import pytest
 import yaml
-from hf_support import BOOTNODES, CANARIES, DEPLOY_KEY, GRAFFITI, VOLUME, Rendered, make_config, render_variant
-from hf_unitparse import exec_argv, long_flags, sections, values
 
 from cloud_init import key_host as kh
 from cloud_init.base import ADMIN_USER, BASE_PACKAGES, USER_DATA_LIMIT_BYTES
 from cloud_init.client_flags import ACCEPTED, FORBIDDEN_FLAGS
 from cloud_init.render import systemd_arg
 from components import ports
+
+from .hf_unitparse import exec_argv, long_flags, sections, values
+from .support import BOOTNODES, CANARIES, DEPLOY_KEY, GRAFFITI, VOLUME, Rendered, make_config, render_variant
 
 UNITS = (kh.EXECUTION_UNIT, kh.BEACON_UNIT, kh.VALIDATOR_UNIT, kh.LOCK_UNIT)
 CLIENT_UNITS = {kh.EXECUTION_UNIT: "execution", kh.BEACON_UNIT: "beacon", kh.VALIDATOR_UNIT: "validator"}

@@ -23,13 +23,14 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from hf_support import Rendered, make_config, need_tool, render_variant
-from hf_unitparse import long_flags
 
 from cloud_init import HostRenderInputs
 from cloud_init import key_host as kh
 from cloud_init.client_flags import ACCEPTED
 from cloud_init.secrets_table import install_secret_script
+
+from .hf_unitparse import long_flags
+from .support import Rendered, make_config, need_tool, render_variant
 
 PREFIXES = ("/etc/quantapool", "/opt/quantapool", "/var/lib/quantapool", "/usr/local/lib/quantapool",
             "/var/log/cloud-init-output.log")

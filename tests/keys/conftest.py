@@ -1,10 +1,8 @@
 """Fixtures for the key tests: the deposit-CLI stand-in, a leak guard, a small key directory.
 
-The support helpers live in tests/support (shared with other suites); with ``--import-mode=importlib``
-that folder is not importable as a package, so they are loaded by path here.
+The support helpers live in the tests.support package (shared with other suites).
 """
 
-import importlib.util
 import os
 import sys
 from collections.abc import Iterator
@@ -14,6 +12,7 @@ from types import ModuleType
 import pytest
 
 from qpool.keys import seal as seal_mod
+from tests.support import leakguard
 
 SUPPORT = Path(__file__).resolve().parents[1] / "support"
 STANDIN = SUPPORT / "standin_deposit_cli.py"
@@ -21,21 +20,9 @@ STANDIN = SUPPORT / "standin_deposit_cli.py"
 FAST_N = 2**10
 
 
-def _load(name: str) -> ModuleType:
-    module_name = f"qpool_tests_support_{name}"
-    if module_name in sys.modules:
-        return sys.modules[module_name]
-    spec = importlib.util.spec_from_file_location(module_name, SUPPORT / f"{name}.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[module_name] = module
-    spec.loader.exec_module(module)
-    return module
-
-
 @pytest.fixture(scope="session")
 def leakguard_mod() -> ModuleType:
-    return _load("leakguard")
+    return leakguard
 
 
 @pytest.fixture

@@ -20,7 +20,6 @@ import json
 import os
 from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 import yaml
@@ -36,24 +35,7 @@ from qpool import secrets_standin
 from qpool.cli import main
 from qpool.keys.seal import unseal_bytes
 from qpool.operations import activate, failover
-
-
-def _load_leakguard() -> Any:
-    """tests/support is not a package (``--import-mode=importlib``): load the shared helper by path."""
-    import importlib.util
-    import sys
-
-    module_name = "qpool_tests_support_leakguard"
-    if module_name not in sys.modules:
-        spec = importlib.util.spec_from_file_location(module_name, REPO / "tests/support/leakguard.py")
-        assert spec is not None and spec.loader is not None
-        module = importlib.util.module_from_spec(spec)
-        sys.modules[module_name] = module
-        spec.loader.exec_module(module)
-    return sys.modules[module_name]
-
-
-LeakGuard = _load_leakguard().LeakGuard
+from tests.support.leakguard import LeakGuard
 
 pytestmark = [pytest.mark.lab, pytest.mark.skipif(lab_unavailable_reason() is not None,
                                                   reason=lab_unavailable_reason() or "")]

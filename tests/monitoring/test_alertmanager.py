@@ -13,9 +13,10 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ALL_SECRETS, tool, variant
 
 from cloud_init import monitoring
+
+from .support import ALL_SECRETS, tool, variant
 
 pytestmark = pytest.mark.realtools
 

@@ -12,10 +12,11 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import tool, variant
-from mon_stack import MonitoringStack, active_and_standby
 
 from cloud_init import monitoring
+
+from .mon_stack import MonitoringStack, active_and_standby
+from .support import tool, variant
 
 pytestmark = pytest.mark.realtools
 

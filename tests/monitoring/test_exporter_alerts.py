@@ -10,19 +10,14 @@ holds of these rules (5-15 minutes) are shortened to 3 s; expressions, labels an
 from __future__ import annotations
 
 import contextlib
-import importlib.util
-import sys
 import threading
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import Any
 
 import pytest
-from conftest import tool, variant
-from mon_stack import MonitoringStack
 
 from cloud_init import exporter_deploy, monitoring
 from components.config import StackConfig
@@ -30,24 +25,16 @@ from exporter.collector import Exporter
 from exporter.config import parse_config
 from exporter.server import run_loop, serve_metrics
 
+from ..exporter import conftest as fake_node  # the fake JSON-RPC node (one module, as pytest loaded it)
+from .mon_stack import MonitoringStack
+from .support import tool, variant
+
 pytestmark = pytest.mark.realtools
 
 FAST_FOR = {"ContractExporterFailing": "3s", "ContractExporterStale": "3s", "PoolPaused": "3s"}
 EXPORTER_ALERTS = 'ALERTS{alertname=~"ContractExporterFailing|ContractExporterStale"}'
 
 
-def _fake_node_module() -> ModuleType:
-    """tests/exporter/conftest.py (the fake node) under its own module name: `conftest` is taken here."""
-    path = Path(__file__).resolve().parents[1] / "exporter" / "conftest.py"
-    spec = importlib.util.spec_from_file_location("exporter_fake_node", path)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up there
-    spec.loader.exec_module(module)
-    return module
-
-
-FAKE = _fake_node_module()
 
 
 @dataclass
@@ -92,9 +79,9 @@ class Rig:
 def _rig(cfg: StackConfig, tmp: Path, rule_for: dict[str, str]) -> Iterator[Rig]:
     tool("prometheus")
     tool("prometheus-alertmanager")
-    node = FAKE.FakeNode(namespace="qrl", prefix="Q")  # the testnet stack is gqrl
-    FAKE.populate_pool(node)  # deposit pool paused() = true, stQRL paused() = false
-    node_server = FAKE.NodeServer(node)
+    node = fake_node.FakeNode(namespace="qrl", prefix="Q")  # the testnet stack is gqrl
+    fake_node.populate_pool(node)  # deposit pool paused() = true, stQRL paused() = false
+    node_server = fake_node.NodeServer(node)
     exp = start_exporter(cfg, node_server.url, tmp / "exporter-state")
     try:
         with MonitoringStack(cfg, tmp / "mon", fast=True, targets={monitoring.JOB_CONTRACT_EXPORTER: exp.port},

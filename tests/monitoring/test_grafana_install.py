@@ -14,10 +14,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import tool, variant
 
 from cloud_init import HostRenderInputs, monitoring
 from cloud_init.base import decoded_write_files
+
+from .support import tool, variant
 
 DEPLOY_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDeployKeyForTestsOnly0000000000000000000 pulumi-deploy"
 

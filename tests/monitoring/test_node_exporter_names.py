@@ -8,10 +8,11 @@ import urllib.request
 from pathlib import Path
 
 import pytest
-from conftest import tool
-from mon_stack import free_port
 
 from cloud_init import monitoring
+
+from .mon_stack import free_port
+from .support import tool
 
 pytestmark = pytest.mark.realtools
 

@@ -10,13 +10,14 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import ALL_SECRETS, variant
-from promql_names import job_selectors, metric_names
 
 from cloud_init import HostRenderInputs, monitoring
 from cloud_init.base import decoded_write_files
 from cloud_init.secrets_table import SECRET_FILES
 from components import ports
+
+from .promql_names import job_selectors, metric_names
+from .support import ALL_SECRETS, variant
 
 REPO = Path(__file__).resolve().parents[2]
 DEPLOY_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIOdgjOJQRNh+TBeuUDbqQwXQO0O/zSMdQ8fe+LjVvUOR deploy"

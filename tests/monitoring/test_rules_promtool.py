@@ -7,10 +7,11 @@ from pathlib import Path
 
 import pytest
 import yaml
-from conftest import tool, variant, write_files
-from promtool_cases import ALWAYS_FIRING, CASES, promtool_test_doc
 
 from cloud_init import monitoring
+
+from .promtool_cases import ALWAYS_FIRING, CASES, promtool_test_doc
+from .support import tool, variant, write_files
 
 pytestmark = pytest.mark.realtools
 

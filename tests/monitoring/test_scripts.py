@@ -7,11 +7,12 @@ import subprocess
 from pathlib import Path
 
 import pytest
-from conftest import tool, variant
 
 from cloud_init import monitoring
 from cloud_init.secrets_table import SECRET_FILES
 from components import ports
+
+from .support import tool, variant
 
 pytestmark = pytest.mark.realtools
 
@@ -46,7 +47,7 @@ def test_dashboard_bundle_unpacks_into_provider_files(tmp_path: Path) -> None:
     import json
     import sys
 
-    from conftest import variant
+    from .support import variant
 
     text = monitoring.start_monitoring_script()
     code = text.split("<<'PY'\n", 1)[1].split("\nPY\n", 1)[0]

@@ -8,17 +8,12 @@ graffiti that needs systemd quoting, bootstrap records and a checkpoint URL, so 
 from __future__ import annotations
 
 import copy
-import importlib.util
 import shutil
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 import yaml
-
-if importlib.util.find_spec("qpool") is None:  # pragma: no cover - started as a script
-    sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from cloud_init import HostRenderInputs
 from cloud_init.base import decoded_write_files
