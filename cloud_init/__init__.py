@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from components.config import HostSpec, StackConfig
+from core.config import HostSpec, StackConfig
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import yaml
 
 from cloud_init import HostFile, HostRenderInputs
 from cloud_init.render import render
-from components import ports
+from core import ports
 
 ADMIN_USER = "qpadmin"
 BASE_PACKAGES: tuple[str, ...] = (

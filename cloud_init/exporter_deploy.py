@@ -32,8 +32,8 @@ from typing import Any
 import yaml
 
 from cloud_init import HostFile
-from components import ports
-from components.config import StackConfig
+from core import ports
+from core.config import StackConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 EXPORTER_SRC = REPO_ROOT / "exporter"

@@ -18,7 +18,7 @@ from pathlib import Path
 from cloud_init import HostFile, HostRenderInputs
 from cloud_init.base import NODE_EXPORTER_TEXTFILE_DIR
 from cloud_init.key_host import BACKUP_DIR, LOCK_FILE, ROLE_FILE, VALIDATOR_DIR
-from components import ports
+from core import ports
 
 CTL_PATH = "/usr/local/sbin/qp-validator-ctl"
 CTL_CONFIG = "/etc/quantapool/validator-ctl.json"

@@ -26,8 +26,8 @@ from cloud_init.secrets_table import (
     WALLET_PASSWORD_OWNER,
     install_secret_script,
 )
-from components import ports
-from components.config import UNSET_SHA256, ValidatorPair
+from core import ports
+from core.config import UNSET_SHA256, ValidatorPair
 
 ETC = "/etc/quantapool"
 LOCK_FILE = f"{ETC}/VALIDATOR_LOCKED"

@@ -31,8 +31,8 @@ from typing import Any
 import yaml
 
 from cloud_init import HostFile, HostRenderInputs
-from components import ports
-from components.config import HostSpec, StackConfig
+from core import ports
+from core.config import HostSpec, StackConfig
 
 DATA_DIR = Path(__file__).resolve().parent / "monitoring"
 RULES_SRC = DATA_DIR / "rules"

@@ -16,7 +16,7 @@ from collections.abc import Sequence
 
 from cloud_init import HostRenderInputs
 from cloud_init.render import render
-from components import ports
+from core import ports
 
 
 def _set_elements(values: Sequence[str]) -> str:

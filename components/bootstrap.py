@@ -20,7 +20,7 @@ from pulumi_command import remote
 
 from cloud_init import HostRenderInputs
 from cloud_init.host_tools import INSTALL_COMMAND, digest, host_tools_files, tools_tar_b64
-from components.config import HostSpec, StackConfig
+from core.config import HostSpec, StackConfig
 
 ADMIN_USER = "qpadmin"
 

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from components import ports
-from components.config import StackConfig
+from core import ports
+from core.config import StackConfig
 
 ANYWHERE = ("0.0.0.0/0", "::/0")
 

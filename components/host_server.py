@@ -13,7 +13,7 @@ import pulumi
 import pulumi_hcloud as hcloud
 
 from cloud_init.base import HostRenderInputs
-from components.config import HostSpec, StackConfig
+from core.config import HostSpec, StackConfig
 
 #: Never re-create a running host because a template or the key list changed.
 IGNORE_CHANGES = ["userData", "sshKeys", "image"]

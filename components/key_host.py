@@ -16,9 +16,9 @@ import pulumi_random as random
 from cloud_init.host_tools import digest
 from cloud_init.key_host import render_key_host_user_data
 from components import bootstrap
-from components.config import HostSpec, StackConfig
 from components.host_server import create_host_server
 from components.network import Network
+from core.config import HostSpec, StackConfig
 
 
 @dataclass(frozen=True)

@@ -17,10 +17,10 @@ from cloud_init import exporter_deploy
 from cloud_init.host_tools import digest
 from cloud_init.monitoring import render_monitoring_user_data
 from components import bootstrap
-from components.config import StackConfig
 from components.host_server import create_host_server
 from components.network import Network
 from components.pulumi_config import StackSecrets
+from core.config import StackConfig
 
 #: stack secret key -> host secret file name (cloud_init/secrets_table.py)
 RECEIVER_SECRETS = {

@@ -7,8 +7,8 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_hcloud as hcloud
 
-from components.config import APP_LABEL, StackConfig
 from components.firewall_rules import FirewallRule, monitoring_rules, validator_rules
+from core.config import APP_LABEL, StackConfig
 
 
 @dataclass(frozen=True)

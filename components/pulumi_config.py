@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import pulumi
 from pulumi.runtime import config as runtime_config
 
-from components.config import (
+from core.config import (
     NAMESPACE,
     SECRET_KEYS,
     ConfigError,

@@ -10,12 +10,12 @@ import pulumi
 import pulumi_hcloud as hcloud
 import pulumi_tls as tls
 
-from components.config import APP_LABEL, ConfigError
 from components.key_host import BackupNode, KeyHostArgs, ValidatorNode
 from components.monitoring_server import MonitoringServer, MonitoringServerArgs
 from components.network import Network, NetworkArgs
 from components.pulumi_config import StackSecrets, read_stack_config
 from components.validator_keys import host_key_tars_b64
+from core.config import APP_LABEL, ConfigError
 
 
 def _validator_keys(secrets: StackSecrets, pairs: list[str]) -> dict[str, pulumi.Output[str]]:

@@ -29,7 +29,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from components.config import HostSpec, StackConfig, load_stack_config
+from core.config import HostSpec, StackConfig, load_stack_config
 from lab import overlay
 from lab.hosts import LabHost
 from lab.image import LAB_ROLE_PACKAGES, build_base_image

@@ -23,7 +23,7 @@ from typing import Any
 
 import yaml
 
-from components.config import StackConfig
+from core.config import StackConfig
 
 #: User-data keys the lab removes (see the module docstring, item 3).
 DROPPED_USER_DATA_KEYS = ("package_update", "package_upgrade", "fs_setup", "mounts", "disk_setup")

@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import click
 
-from components.config import ConfigError, warnings_for
+from core.config import ConfigError, warnings_for
 from qpool.errors import QpoolError
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -25,7 +25,7 @@ from pulumi.runtime import rpc, settings
 from pulumi.runtime.stack import run_pulumi_func
 from pulumi.runtime.sync_await import _sync_await
 
-from components.config import NAMESPACE, PROJECT
+from core.config import NAMESPACE, PROJECT
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 SECRET_MARK = "[secret]"  # noqa: S105 - the redaction marker, not a secret

@@ -18,7 +18,7 @@ from typing import Any
 
 import yaml
 
-from components.config import warnings_for
+from core.config import warnings_for
 from qpool.errors import QpoolError
 from qpool.program import SECRET_MARK, ProgramRun, RecordedResource, run_program
 from qpool.stacks import load_stack

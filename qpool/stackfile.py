@@ -13,7 +13,7 @@ from pathlib import Path
 
 from ruamel.yaml import YAML
 
-from components.config import NAMESPACE
+from core.config import NAMESPACE
 from qpool.errors import QpoolError
 
 

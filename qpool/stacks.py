@@ -8,7 +8,7 @@ from typing import Any
 
 import yaml
 
-from components.config import SECRET_KEYS, ConfigError, StackConfig, load_stack_config, raw_config_from_stack_file
+from core.config import SECRET_KEYS, ConfigError, StackConfig, load_stack_config, raw_config_from_stack_file
 from qpool.errors import QpoolError
 from qpool.program import PROJECT_DIR
 

@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import yaml
 
-from components.config import raw_config_from_stack_file
+from core.config import raw_config_from_stack_file
 from qpool.program import ProgramRun, run_in_mocks, run_program
 
 REPO = Path(__file__).resolve().parent.parent

@@ -22,8 +22,8 @@ import yaml
 
 from cloud_init import exporter_deploy as ed
 from cloud_init import monitoring
-from components import ports
-from components.config import StackConfig, load_stack_config
+from core import ports
+from core.config import StackConfig, load_stack_config
 from exporter.config import load_config
 from qpool.review import host_files, plan_stack
 from qpool.stacks import load_stack

@@ -18,7 +18,7 @@ import yaml
 from cloud_init import HostRenderInputs
 from cloud_init.base import decoded_write_files
 from cloud_init.key_host import key_host_cloud_config, render_key_host_user_data
-from components.config import StackConfig, load_stack_config
+from core.config import StackConfig, load_stack_config
 from qpool.stacks import load_stack
 
 REPO_ROOT = Path(__file__).resolve().parents[2]

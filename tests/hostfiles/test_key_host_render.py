@@ -12,7 +12,7 @@ from cloud_init import key_host as kh
 from cloud_init.base import ADMIN_USER, BASE_PACKAGES, USER_DATA_LIMIT_BYTES
 from cloud_init.client_flags import ACCEPTED, FORBIDDEN_FLAGS
 from cloud_init.render import systemd_arg
-from components import ports
+from core import ports
 
 from .hf_unitparse import exec_argv, long_flags, sections, values
 from .support import BOOTNODES, CANARIES, DEPLOY_KEY, GRAFFITI, VOLUME, Rendered, make_config, render_variant

@@ -23,7 +23,7 @@ import pytest
 from cloud_init.host_tools import CTL_CONFIG, CTL_PATH
 from cloud_init.key_host import JWT_FILE, LOCK_CHECK, LOCK_FILE, WALLET_DIR
 from cloud_init.secrets_table import WALLET_PASSWORD_FILE, WALLET_PASSWORD_MODE, WALLET_PASSWORD_OWNER
-from components import ports
+from core import ports
 from lab.deploy import ADMIN_USER
 from lab.standins.wallet import open_wallet, wallet_file
 from qpool.keys.seal import unseal_bytes

@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from components import ports
+from core import ports
 from lab.deploy import LabDeployment
 from lab.net import NETNS_DIR, OutsideClient, run
 

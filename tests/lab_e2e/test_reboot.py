@@ -18,7 +18,7 @@ from collections.abc import Iterator
 import pytest
 
 from cloud_init.key_host import LOCK_FILE, VALIDATOR_DIR
-from components import ports
+from core import ports
 from lab.deploy import LabClock, LabDeployment
 from lab.testing import operator_context
 from qpool.operations import activate, pair_status

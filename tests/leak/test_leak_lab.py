@@ -27,7 +27,7 @@ from click.testing import CliRunner
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from components.config import SECRET_KEYS
+from core.config import SECRET_KEYS
 from lab.deploy import LabClock, LabDeployment, _user_data_by_host
 from lab.session import LabSession
 from lab.testing import REPO, lab_unavailable_reason, operator_context, running_lab

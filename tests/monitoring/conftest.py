@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from components.config import StackConfig
+from core.config import StackConfig
 
 from .support import variant
 

@@ -37,7 +37,7 @@ from typing import Any
 import yaml
 
 from cloud_init import monitoring
-from components.config import HostSpec, StackConfig
+from core.config import HostSpec, StackConfig
 
 PROMETHEUS_BIN = "/usr/bin/prometheus"
 ALERTMANAGER_BIN = "/usr/bin/prometheus-alertmanager"

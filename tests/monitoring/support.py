@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from cloud_init import monitoring
-from components.config import StackConfig
+from core.config import StackConfig
 from qpool.stacks import load_stack
 
 ALL_SECRETS = frozenset({"discordWebhookUrl", "telegramBotToken", "pagerdutyRoutingKey"})

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from cloud_init import exporter_deploy, monitoring
-from components.config import StackConfig
+from core.config import StackConfig
 from exporter.collector import Exporter
 from exporter.config import parse_config
 from exporter.server import run_loop, serve_metrics

@@ -14,7 +14,7 @@ import yaml
 from cloud_init import HostRenderInputs, monitoring
 from cloud_init.base import decoded_write_files
 from cloud_init.secrets_table import SECRET_FILES
-from components import ports
+from core import ports
 
 from .promql_names import job_selectors, metric_names
 from .support import ALL_SECRETS, variant

@@ -10,7 +10,7 @@ import pytest
 
 from cloud_init import monitoring
 from cloud_init.secrets_table import SECRET_FILES
-from components import ports
+from core import ports
 
 from .support import tool, variant
 

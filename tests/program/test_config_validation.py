@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from components.config import ConfigError, load_stack_config
+from core.config import ConfigError, load_stack_config
 
 
 def issues_for(raw: dict[str, Any]) -> list[str]:

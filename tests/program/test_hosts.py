@@ -44,7 +44,7 @@ def secrets(pairs: tuple[str, ...] = ("p1",)) -> dict[str, str]:
 def runs() -> dict[str, ProgramRun]:
     import yaml
 
-    from components.config import raw_config_from_stack_file
+    from core.config import raw_config_from_stack_file
     from qpool.program import run_program
 
     repo = Path(__file__).resolve().parents[2]

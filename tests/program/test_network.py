@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from components.config import load_stack_config
 from components.network import Network, NetworkArgs
+from core.config import load_stack_config
 
 ANY = ["0.0.0.0/0", "::/0"]
 

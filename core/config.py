@@ -19,7 +19,7 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 from pydantic.alias_generators import to_camel
 
-from components import catalog
+from core import catalog
 
 NAMESPACE = "quantapool"
 PROJECT = "quantapool"
