@@ -6,6 +6,8 @@ leaves a half-applied stack.
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pulumi
 import pulumi_hcloud as hcloud
 import pulumi_tls as tls
@@ -14,20 +16,25 @@ from components.key_host import BackupNode, KeyHostArgs, ValidatorNode
 from components.monitoring_server import MonitoringServer, MonitoringServerArgs
 from components.network import Network, NetworkArgs
 from components.pulumi_config import StackSecrets, read_stack_config
-from components.validator_keys import host_key_tars_b64
 from core.config import APP_LABEL, ConfigError
 
+#: (sealed bundle as base64, passphrase, pair names) -> pair -> base64 tar of the keys its hosts import.
+#: Injected by the program's entry point (qpool.keys.host_bundle.host_key_tars_b64): components never
+#: import the operator package that owns the sealing.
+OpenKeyBundle = Callable[[str, str, list[str]], dict[str, str]]
 
-def _validator_keys(secrets: StackSecrets, pairs: list[str]) -> dict[str, pulumi.Output[str]]:
-    """Per pair, the keys its two hosts import (each pair its own keys; see validator_keys.py)."""
+
+def _validator_keys(secrets: StackSecrets, pairs: list[str],
+                    open_bundle: OpenKeyBundle) -> dict[str, pulumi.Output[str]]:
+    """Per pair, the keys its two hosts import (each pair its own keys; see qpool/keys/host_bundle.py)."""
     bundle, passphrase = secrets.get("validatorKeys"), secrets.get("validatorKeysPassphrase")
     if bundle is None or passphrase is None:
         return {}
-    tars = pulumi.Output.all(bundle, passphrase).apply(lambda v: host_key_tars_b64(v[0], v[1], pairs))
+    tars = pulumi.Output.all(bundle, passphrase).apply(lambda v: open_bundle(v[0], v[1], pairs))
     return {pair: pulumi.Output.secret(tars.apply(lambda t, p=pair: t[p])) for pair in pairs}
 
 
-def build_stack() -> None:
+def build_stack(open_key_bundle: OpenKeyBundle) -> None:
     try:
         cfg, secrets = read_stack_config()
     except ConfigError as exc:
@@ -57,7 +64,7 @@ def build_stack() -> None:
                                                                                      "privateKeyPem"]))
     ship_private = pulumi.Output.secret(ship_key.private_key_openssh)
 
-    keys_tars = _validator_keys(secrets, [p.name for p in cfg.validator_pairs])
+    keys_tars = _validator_keys(secrets, [p.name for p in cfg.validator_pairs], open_key_bundle)
     key_hosts = {}
     for host in cfg.key_hosts():
         node_class = ValidatorNode if host.role == "primary" else BackupNode

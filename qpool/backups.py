@@ -43,12 +43,12 @@ from typing import Any
 
 from cloud_init.host_tools import CTL_CONFIG, MONITORING_REPLICA_DIR
 from components.bootstrap import IMPORT_KEYS
-from components.validator_keys import host_key_tars_b64
 from qpool import interchange
 from qpool.errors import QpoolError
 from qpool.inventory import HostRecord
 from qpool.keys.atomic import write_atomic
 from qpool.keys.errors import SealError
+from qpool.keys.host_bundle import host_key_tars_b64
 from qpool.keys.seal import MAGIC, MIN_KDF_N, check_member_name, seal_files, unseal_bytes
 from qpool.operations import Context, stopped_reasons
 from qpool.program import PROJECT_DIR

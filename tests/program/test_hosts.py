@@ -213,8 +213,8 @@ def test_each_pair_gets_its_own_keys(runs):
 
 
 def test_same_key_in_two_pairs_is_refused():
-    from components.validator_keys import host_key_tars_b64
     from qpool.errors import QpoolError
+    from qpool.keys.host_bundle import host_key_tars_b64
 
     same = keystore("cd" * 16)
     bundle = base64.b64encode(seal_files({"p1/keystore-a.json": (0o600, same), "p1/password.txt": (0o600, b"pw"),

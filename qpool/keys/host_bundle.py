@@ -1,4 +1,4 @@
-"""Turn the sealed key bundle from stack config into what a key host imports.
+"""Turn the sealed key bundle from stack config into what a key host imports (called by the stack wiring).
 
 Decryption happens here, on the operator's machine running the program; only the keystores and their
 password leave it, streamed over SSH into the host's import script. The seed and deposit data never do.
