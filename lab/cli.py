@@ -76,7 +76,7 @@ def up(stack: str, slot_seconds: float, slots_per_epoch: int, detach: bool, conf
         log = Path(f"/var/log/quantapool-lab-{stack}.log")
         with open(log, "ab") as fh:
             proc = subprocess.Popen(
-                [sys.executable, "-m", "qpool.cli", "lab", "up", "--stack", stack, "--slot-seconds",
+                [sys.executable, "-m", "qpool_cli.main", "lab", "up", "--stack", stack, "--slot-seconds",
                  str(slot_seconds), "--slots-per-epoch", str(slots_per_epoch),
                  *(["--config-file", str(config_file.resolve())] if config_file else [])],
                 stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)

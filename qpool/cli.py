@@ -221,12 +221,10 @@ def release_oplock(stack: str, inventory: Path | None, host_name: str, yes: bool
 
 
 def _register_groups() -> None:
-    """Subcommand groups that live in their own modules."""
-    from lab.cli import lab
+    """Subcommand groups that live in their own modules (lab's is added by qpool_cli.main, above both)."""
     from qpool.keys.cli import keys
 
     main.add_command(keys)
-    main.add_command(lab)
 
 
 _register_groups()
