@@ -23,6 +23,7 @@ from qpool.errors import QpoolError
 from qpool.inventory import HostRecord, Inventory
 from qpool.journal import Journal, exclusive, journal_path, open_journal, state_dir
 from qpool.remote import Ssh, Unreachable
+from qpool.signing import may_sign, running, stopped_reasons
 from qpool.stackfile import read_active, write_active
 
 Report = Callable[[str], None]
@@ -33,31 +34,6 @@ Confirm = Callable[[str], bool]
 EPOCH_GATE_OFFSET = 3
 #: Three backup intervals (qp-slashing-backup.timer runs every 5 min): an older replica means replication broke.
 MAX_REPLICA_AGE_SECONDS = 15 * 60
-
-
-def stopped_reasons(status: dict[str, Any]) -> list[str]:
-    """Independent evidence that a host's validator is NOT stopped and locked; empty means it is."""
-    reasons = []
-    unit = status.get("unit", {})
-    if unit.get("active") not in ("inactive", "failed"):
-        reasons.append(f"unit is {unit.get('active')}")
-    if status.get("processes"):
-        reasons.append(f"validator process(es) {status['processes']}")
-    if status.get("metrics_port_open"):
-        reasons.append("validator metrics port answers")
-    if not status.get("locked"):
-        reasons.append("lock file absent")
-    return reasons
-
-
-def may_sign(status: dict[str, Any]) -> bool:
-    """Any evidence of a live validator (unit, process or metrics port), whatever the lock says."""
-    return any("lock" not in reason for reason in stopped_reasons(status))
-
-
-def running(status: dict[str, Any]) -> bool:
-    return (status.get("unit", {}).get("active") == "active" and bool(status.get("processes"))
-            and bool(status.get("metrics_port_open")))
 
 
 @dataclass

@@ -171,7 +171,7 @@ def status() -> dict[str, Any]:
     eth_syncing = rpc(f"{cfg('rpc_namespace')}_syncing")
     eth_block = rpc(f"{cfg('rpc_namespace')}_blockNumber")
     db = Path(cfg("validator_datadir")) / "validator.db"
-    return {
+    st = {
         "host": socket.gethostname(),
         "role": Path(cfg("role_file")).read_text().strip() if Path(cfg("role_file")).exists() else None,
         "locked": lock.exists(),
@@ -194,6 +194,10 @@ def status() -> dict[str, Any]:
         "runtime_blocked": RUNTIME_BLOCK.exists(),
         "time": time.time(),
     }
+    # The operator decides on the codes; the text is for people reading the JSON.
+    st["not_stopped"] = not_stopped_codes(st)
+    st["not_stopped_reasons"] = stopped_reasons(st)
+    return st
 
 
 def _read_json(path: Path) -> Any:
@@ -203,18 +207,40 @@ def _read_json(path: Path) -> Any:
         return None
 
 
-def stopped_reasons(st: dict[str, Any]) -> list[str]:
-    """Independent checks; each one alone is enough to say "not stopped"."""
-    reasons = []
+#: Reason codes: decisions (here and in qpool, whose qpool/signing.py holds the same values) use these,
+#: never the wording. tests/failover/test_signing_codes.py checks both sides agree on every combination.
+NOT_STOPPED_UNIT = "unit-not-stopped"
+NOT_STOPPED_PROCESSES = "validator-processes"
+NOT_STOPPED_METRICS_PORT = "metrics-port-answers"
+NOT_STOPPED_UNLOCKED = "lock-file-absent"
+
+
+def not_stopped_codes(st: dict[str, Any]) -> list[str]:
+    """Independent checks; each one alone is enough to say "not stopped" (empty: stopped and locked)."""
+    codes = []
     if st["unit"]["active"] not in ("inactive", "failed"):
-        reasons.append(f"unit {UNIT} is {st['unit']['active']}")
+        codes.append(NOT_STOPPED_UNIT)
     if st["processes"]:
-        reasons.append(f"validator processes running: {st['processes']}")
+        codes.append(NOT_STOPPED_PROCESSES)
     if st["metrics_port_open"]:
-        reasons.append(f"validator metrics port {cfg('metrics_port')} answers")
+        codes.append(NOT_STOPPED_METRICS_PORT)
     if not st["locked"]:
-        reasons.append(f"lock file {cfg('lock_file')} is absent")
-    return reasons
+        codes.append(NOT_STOPPED_UNLOCKED)
+    return codes
+
+
+def _reason_text(code: str, st: dict[str, Any]) -> str:
+    return {
+        NOT_STOPPED_UNIT: lambda: f"unit {UNIT} is {st['unit']['active']}",
+        NOT_STOPPED_PROCESSES: lambda: f"validator processes running: {st['processes']}",
+        NOT_STOPPED_METRICS_PORT: lambda: f"validator metrics port {cfg('metrics_port')} answers",
+        NOT_STOPPED_UNLOCKED: lambda: f"lock file {cfg('lock_file')} is absent",
+    }[code]()
+
+
+def stopped_reasons(st: dict[str, Any]) -> list[str]:
+    """The same checks as text, for people: nothing decides on these words."""
+    return [_reason_text(code, st) for code in not_stopped_codes(st)]
 
 
 # -- the operation lock: serialises qpool runs that target this host -------------------------------------
