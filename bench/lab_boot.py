@@ -20,12 +20,13 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from cloud_init.base import ADMIN_USER
 from lab.hosts import LabHost
 from lab.image import DEFAULT_CACHE_DIR, LAB_ROLE_PACKAGES, build_base_image
 from lab.net import LabNetwork
 from lab.reaper import reap
 
-USER = "qpadmin"
+USER = ADMIN_USER
 
 
 def free_subnet() -> ipaddress.IPv4Network:

@@ -21,6 +21,7 @@ from cloud_init.nftables import key_host_ruleset
 from cloud_init.render import render, systemd_arg
 from cloud_init.secrets_table import (
     SECRET_FILES,
+    SECRETS_DIR,
     WALLET_PASSWORD_FILE,
     WALLET_PASSWORD_MODE,
     WALLET_PASSWORD_OWNER,
@@ -61,12 +62,21 @@ SERVICE_USERS = (
 )
 GROUPS = ("qp-jwt",)
 
+#: Host scripts the bootstrap calls (components/bootstrap.py imports these paths; the monitoring host has
+#: the first two as well).
+WAIT_READY = f"{SBIN}/qp-wait-ready"
+SET_HOST_ENV = f"{SBIN}/qp-set-host-env"
+IMPORT_KEYS = f"{SBIN}/qp-import-keys"
+START_CLIENTS = f"{SBIN}/qp-start-clients"
+#: What qp-wait-ready shows when cloud-init fails (every role).
+CLOUD_INIT_LOG = "/var/log/cloud-init-output.log"
+
 #: Host scripts: install path -> template. qp-install-secret is generated from the secrets table.
 SCRIPTS = {
-    f"{SBIN}/qp-wait-ready": "qp-wait-ready.sh.j2",
-    f"{SBIN}/qp-set-host-env": "qp-set-host-env.sh.j2",
-    f"{SBIN}/qp-import-keys": "qp-import-keys.sh.j2",
-    f"{SBIN}/qp-start-clients": "qp-start-clients.sh.j2",
+    WAIT_READY: "qp-wait-ready.sh.j2",
+    SET_HOST_ENV: "qp-set-host-env.sh.j2",
+    IMPORT_KEYS: "qp-import-keys.sh.j2",
+    START_CLIENTS: "qp-start-clients.sh.j2",
     f"{SBIN}/qp-install-clients": "qp-install-clients.sh.j2",
     LOCK_CHECK: "validator-lock-check.sh.j2",
     LOCK_ARM: "validator-lock-arm.sh.j2",
@@ -220,7 +230,7 @@ def scripts(inputs: HostRenderInputs) -> dict[str, str]:
         "lock_file": LOCK_FILE, "host_env": HOST_ENV, "jwt_file": JWT_FILE, "clients_json": CLIENTS_JSON,
         "bin_dir": BIN_DIR, "network_dir": NETWORK_DIR, "unset_sha256": UNSET_SHA256,
         "download_retries": 5, "download_max_seconds": 900, "settle_seconds": 5,
-        "cloud_init_log": "/var/log/cloud-init-output.log",
+        "cloud_init_log": CLOUD_INIT_LOG,
         "binaries": [f"{BIN_DIR}/{names['execution']}", f"{BIN_DIR}/{names['beacon']}"],
         "validator_bin": f"{BIN_DIR}/{names['validator']}", "wallet_dir": WALLET_DIR,
         "wallet_password_file": WALLET_PASSWORD_FILE, "wallet_password_owner": WALLET_PASSWORD_OWNER,
@@ -250,7 +260,7 @@ def key_host_runcmd(inputs: HostRenderInputs) -> list[list[str] | str]:
 
     return [
         mkdir(ETC, "0755"),
-        mkdir("/etc/quantapool/secrets", "0711"),  # traversable for the clients, not listable
+        mkdir(SECRETS_DIR, "0711"),  # traversable for the clients, not listable
         mkdir(NETWORK_DIR, "0755"),
         mkdir(BIN_DIR, "0755"),
         mkdir(EXECUTION_DIR, "0700", "qp-execution"),

@@ -635,21 +635,22 @@ def firewall_rules(inputs: HostRenderInputs) -> list[str]:
 
 def _shared_scripts() -> list[HostFile]:
     """The bootstrap's host scripts that every role has (same templates as the key hosts)."""
-    from cloud_init.key_host import HOST_ENV, INSTALL_SECRET, SBIN
+    from cloud_init.key_host import CLOUD_INIT_LOG, HOST_ENV, INSTALL_SECRET, SET_HOST_ENV, WAIT_READY
     from cloud_init.render import render
     from cloud_init.secrets_table import install_secret_script
 
     return [
-        HostFile(f"{SBIN}/qp-wait-ready", render("qp-wait-ready.sh.j2",
-                                                 cloud_init_log="/var/log/cloud-init-output.log"), "0755"),
-        HostFile(f"{SBIN}/qp-set-host-env", render("qp-set-host-env.sh.j2", host_env=HOST_ENV), "0755"),
+        HostFile(WAIT_READY, render("qp-wait-ready.sh.j2", cloud_init_log=CLOUD_INIT_LOG), "0755"),
+        HostFile(SET_HOST_ENV, render("qp-set-host-env.sh.j2", host_env=HOST_ENV), "0755"),
         HostFile(INSTALL_SECRET, install_secret_script("monitoring"), "0755"),
     ]
 
 
 def monitoring_cloud_config(inputs: HostRenderInputs) -> dict[str, Any]:
     from cloud_init.base import base_cloud_config
+    from cloud_init.key_host import ETC
     from cloud_init.nftables import ruleset
+    from cloud_init.secrets_table import SECRETS_DIR
 
     cfg = inputs.config
     if inputs.host.role != "monitoring":
@@ -660,8 +661,8 @@ def monitoring_cloud_config(inputs: HostRenderInputs) -> dict[str, Any]:
         nft_rules=ruleset(inputs, firewall_rules(inputs)),
         files=[*_shared_scripts(), *monitoring_files(cfg), *_grafana_install_files()],
         runcmd=[
-            ["install", "-d", "-m", "0755", "-o", "root", "-g", "root", "/etc/quantapool"],
-            ["install", "-d", "-m", "0711", "-o", "root", "-g", "root", "/etc/quantapool/secrets"],
+            ["install", "-d", "-m", "0755", "-o", "root", "-g", "root", ETC],
+            ["install", "-d", "-m", "0711", "-o", "root", "-g", "root", SECRETS_DIR],
             ["install", "-d", "-m", "0755", "-o", "prometheus", "-g", "prometheus", DATA_MOUNT, TSDB_PATH,
              ALERTMANAGER_STORAGE],
             # Grafana's package after Debian's (its dependencies come from there); keeps our grafana.ini

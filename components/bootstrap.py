@@ -19,23 +19,18 @@ import pulumi
 from pulumi_command import remote
 
 from cloud_init import HostRenderInputs
+from cloud_init.base import ADMIN_USER
 from cloud_init.host_tools import INSTALL_COMMAND, digest, host_tools_files, tools_tar_b64
-from core.config import HostSpec, StackConfig
 
-ADMIN_USER = "qpadmin"
+# Host scripts the steps call: installed by cloud-init, named once in cloud_init/, never edited over SSH.
+from cloud_init.key_host import INSTALL_SECRET, SET_HOST_ENV, WAIT_READY
+from core.config import HostSpec, StackConfig
 
 #: Bounded waits: a host that does not answer within these is reported, not retried forever.
 DIAL_ERROR_LIMIT = 30
 PER_DIAL_TIMEOUT_SECONDS = 20
 CLOUD_INIT_TIMEOUT = "30m"
 STEP_TIMEOUT = "10m"
-
-#: Host-side scripts the steps call; installed by cloud-init (cloud_init/), never edited over SSH.
-WAIT_READY = "/usr/local/sbin/qp-wait-ready"
-SET_HOST_ENV = "/usr/local/sbin/qp-set-host-env"
-INSTALL_SECRET = "/usr/local/sbin/qp-install-secret"  # noqa: S105 - a script path
-IMPORT_KEYS = "/usr/local/sbin/qp-import-keys"
-START_CLIENTS = "/usr/local/sbin/qp-start-clients"
 
 
 def connection(host: pulumi.Input[str], private_key: pulumi.Input[str]) -> remote.ConnectionArgs:

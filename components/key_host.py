@@ -14,7 +14,7 @@ import pulumi_hcloud as hcloud
 import pulumi_random as random
 
 from cloud_init.host_tools import digest
-from cloud_init.key_host import render_key_host_user_data
+from cloud_init.key_host import IMPORT_KEYS, START_CLIENTS, render_key_host_user_data
 from components import bootstrap
 from components.host_server import create_host_server
 from components.network import Network
@@ -77,9 +77,9 @@ class _KeyHost(pulumi.ComponentResource):
             keys = args.validator_keys_tar_b64
             # The validator stays locked: qp-import-keys refuses to run unless the lock exists and the
             # validator unit is inactive.
-            steps.add("import-keys", f"base64 -d | sudo {bootstrap.IMPORT_KEYS}", stdin=keys, secret=True,
+            steps.add("import-keys", f"base64 -d | sudo {IMPORT_KEYS}", stdin=keys, secret=True,
                       triggers=[keys.apply(digest)])
-        steps.add("start-clients", f"sudo {bootstrap.START_CLIENTS}")
+        steps.add("start-clients", f"sudo {START_CLIENTS}")
 
         self.register_outputs({
             "server_id": self.server.id,

@@ -15,7 +15,7 @@ import pulumi_tls as tls
 
 from cloud_init import exporter_deploy
 from cloud_init.host_tools import digest
-from cloud_init.monitoring import render_monitoring_user_data
+from cloud_init.monitoring import START_MONITORING_SCRIPT, render_monitoring_user_data
 from components import bootstrap
 from components.host_server import create_host_server
 from components.network import Network
@@ -28,7 +28,6 @@ RECEIVER_SECRETS = {
     "telegramBotToken": "alertmanager-telegram-token",
     "pagerdutyRoutingKey": "alertmanager-pagerduty-key",
 }
-START_MONITORING = "/usr/local/sbin/qp-start-monitoring"
 #: pip downloads and installs the exporter's wheels on first install.
 EXPORTER_STEP_TIMEOUT = "20m"
 
@@ -108,7 +107,7 @@ class MonitoringServer(pulumi.ComponentResource):
         tls_key = pulumi.Output.secret(key.private_key_pem)
         steps.secret_file("grafana-tls-key", tls_key)
         steps.secret_file("grafana-tls-cert", cert.cert_pem)
-        steps.add("start-monitoring", f"sudo {START_MONITORING}")
+        steps.add("start-monitoring", f"sudo {START_MONITORING_SCRIPT}")
         if cfg.pool_contracts is not None:
             # The contract exporter: source, hash-locked requirements, config and unit as one non-secret bundle
             # (qpool render shows every file); its installer builds the venv and starts the unit.

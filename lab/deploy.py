@@ -29,6 +29,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
+from cloud_init.base import ADMIN_USER
 from core.config import HostSpec, StackConfig, load_stack_config
 from lab import overlay
 from lab.hosts import LabHost
@@ -43,7 +44,6 @@ from qpool.stacks import load_stack
 
 LAB_ROOT = Path("/var/lib/quantapool-lab")
 MIRROR_PORT = 8088
-ADMIN_USER = "qpadmin"
 COMMAND = "command:remote:Command"
 SERVER = "hcloud:index/server:Server"
 

@@ -23,12 +23,15 @@ from typing import Any
 
 import yaml
 
+from cloud_init.exporter_deploy import LAB_NO_EXPORTER_MARKER
+from cloud_init.key_host import BEACON_UNIT, EXECUTION_UNIT, UNIT_DIR, VALIDATOR_UNIT
+from cloud_init.monitoring import LAB_NO_GRAFANA_MARKER
 from core.config import StackConfig
 
 #: User-data keys the lab removes (see the module docstring, item 3).
 DROPPED_USER_DATA_KEYS = ("package_update", "package_upgrade", "fs_setup", "mounts", "disk_setup")
 
-STANDIN_UNITS = ("qp-execution.service", "qp-beacon.service", "qp-validator.service")
+STANDIN_UNITS = (EXECUTION_UNIT, BEACON_UNIT, VALIDATOR_UNIT)
 
 
 def sha256_file(path: Path) -> str:
@@ -53,11 +56,11 @@ def lab_raw_config(raw: dict[str, Any], cfg: StackConfig, mirror_url: str,
 VOLUME_DEVICE_PREFIX = "/dev/disk/by-id/scsi-0HC_Volume_"
 #: Packages the lab cannot install (item 5).
 ABSENT_PACKAGES = ("grafana",)
-NO_GRAFANA_MARKER = "/etc/quantapool/lab-no-grafana"
+NO_GRAFANA_MARKER = LAB_NO_GRAFANA_MARKER
 
 
 #: The lab has no route to PyPI: qp-install-exporter installs the exporter's files but no venv and no service.
-NO_EXPORTER_INSTALL_MARKER = "/etc/quantapool/lab-no-exporter-install"
+NO_EXPORTER_INSTALL_MARKER = LAB_NO_EXPORTER_MARKER
 
 
 def monitoring_extra_files() -> dict[str, bytes]:
@@ -104,7 +107,7 @@ def standin_dropins(profile: str, slot_seconds: float, slots_per_epoch: int, gen
            f"QP_STANDIN_SLOTS_PER_EPOCH={slots_per_epoch}\nQP_STANDIN_GENESIS_TIME={genesis_time}\n").encode()
     dropin = f"[Service]\nEnvironmentFile={STANDIN_ENV_FILE}\n".encode()
     return {STANDIN_ENV_FILE: env,
-            **{f"/etc/systemd/system/{unit}.d/50-lab-standin.conf": dropin for unit in STANDIN_UNITS}}
+            **{f"{UNIT_DIR}/{unit}.d/50-lab-standin.conf": dropin for unit in STANDIN_UNITS}}
 
 
 def standin_network_files(out_dir: Path, cfg: StackConfig) -> dict[str, Path]:

@@ -15,7 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from lab.deploy import ADMIN_USER, LabDeployment, teardown
+from cloud_init.base import ADMIN_USER
+from lab.deploy import LabDeployment, teardown
 from lab.fake_hcloud import FakeHetzner
 from lab.hosts import LabHost
 

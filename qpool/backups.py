@@ -42,7 +42,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from cloud_init.host_tools import CTL_CONFIG, MONITORING_REPLICA_DIR
-from components.bootstrap import IMPORT_KEYS
+from cloud_init.key_host import IMPORT_KEYS
 from qpool import interchange
 from qpool.errors import QpoolError
 from qpool.inventory import HostRecord

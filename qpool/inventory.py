@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from cloud_init.base import ADMIN_USER
 from qpool.errors import QpoolError
 
 
@@ -105,7 +106,7 @@ def _from_pulumi(stack: str) -> Inventory | None:
         if host_key:
             lines.append(f"{h['publicIpv4']} {' '.join(host_key.split()[:2])}")
     known.write_text("\n".join(lines) + "\n")
-    return Inventory(stack=stack, hosts=hosts, ssh_user="qpadmin", ssh_key=key, known_hosts=known)
+    return Inventory(stack=stack, hosts=hosts, ssh_user=ADMIN_USER, ssh_key=key, known_hosts=known)
 
 
 def _from_hetzner(stack: str) -> Inventory | None:
@@ -128,7 +129,7 @@ def _from_hetzner(stack: str) -> Inventory | None:
                                       server_id=info.id)
     if not hosts:
         raise QpoolError(f"no Hetzner servers labelled app=quantapool,env={stack}; check HCLOUD_TOKEN's project")
-    return Inventory(stack=stack, hosts=hosts, ssh_user="qpadmin", ssh_key=Path(key), known_hosts=Path(known))
+    return Inventory(stack=stack, hosts=hosts, ssh_user=ADMIN_USER, ssh_key=Path(key), known_hosts=Path(known))
 
 
 def resolve_inventory(stack: str, inventory: Path | None = None) -> Inventory:

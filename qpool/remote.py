@@ -14,10 +14,9 @@ import subprocess
 from dataclasses import dataclass
 from typing import Any
 
+from cloud_init.host_tools import CTL_PATH as CTL
 from qpool.errors import QpoolError
 from qpool.inventory import HostRecord, Inventory
-
-CTL = "/usr/local/sbin/qp-validator-ctl"
 
 
 class Unreachable(QpoolError):
