@@ -146,7 +146,7 @@ def _pairs(ctx: Any, pairs: tuple[str, ...]) -> list[str]:
 @operator_errors
 def status(stack: str, inventory: Path | None, pairs: tuple[str, ...], as_json: bool) -> None:
     """Per pair: who signs, locks, units, processes, sync, newest slashing-protection backup."""
-    from qpool.operations import format_status, pair_status
+    from qpool.status import format_status, pair_status
 
     ctx = _context(stack, inventory)
     doc = {"stack": stack, "pairs": [pair_status(ctx, p) for p in _pairs(ctx, pairs)]}

@@ -16,6 +16,7 @@ from typing import Any
 import pytest
 
 from qpool import operations as ops
+from qpool import status as status_mod
 from qpool.errors import QpoolError
 from qpool.inventory import HostRecord, Inventory
 from qpool.journal import journal_path, last_journal
@@ -137,6 +138,12 @@ def fake(ctx: ops.Context) -> FakeSsh:
     return ctx.ssh  # type: ignore[return-value]
 
 
+def _fenced_by_hetzner(monkeypatch: pytest.MonkeyPatch, answer: Any) -> None:
+    """What the Hetzner API says about power, for both readers: status.observe and the operations' lock step."""
+    monkeypatch.setattr(status_mod, "hetzner_fenced", answer)
+    monkeypatch.setattr(ops, "hetzner_fenced", answer)
+
+
 # -- stopped_reasons / running --------------------------------------------------------------------------
 
 def test_stopped_and_locked_has_no_reasons() -> None:
@@ -183,7 +190,7 @@ def test_peer_reachable_not_stopped_is_refused(ctx: ops.Context, status: dict[st
 def test_peer_unreachable_and_fenced_is_safe(ctx: ops.Context, monkeypatch: pytest.MonkeyPatch) -> None:
     fake(ctx).statuses[PRIMARY.name] = None
     ctx.hcloud = object()
-    monkeypatch.setattr(ops, "_is_fenced", lambda _ctx, _host: True)
+    _fenced_by_hetzner(monkeypatch, lambda _ctx, _host: True)
     assert "fenced" in ops.verify_peer_safe(ctx, PRIMARY)
 
 
@@ -192,7 +199,7 @@ def test_peer_unreachable_not_fenced_is_refused(ctx: ops.Context, monkeypatch: p
                                                 hcloud: object) -> None:
     fake(ctx).statuses[PRIMARY.name] = None
     ctx.hcloud = hcloud
-    monkeypatch.setattr(ops, "_is_fenced", lambda _ctx, _host: False)
+    _fenced_by_hetzner(monkeypatch, lambda _ctx, _host: False)
     with pytest.raises(QpoolError, match="unreachable and not fenced"):
         ops.verify_peer_safe(ctx, PRIMARY)
 
@@ -350,7 +357,7 @@ def fenced_ctx(ctx: ops.Context, monkeypatch: pytest.MonkeyPatch) -> ops.Context
         chain_clock={"genesis_time": int(clock.now) - 10 * 7680 - 100, "seconds_per_slot": 60.0,
                      "slots_per_epoch": 128})
     ctx.hcloud = object()
-    monkeypatch.setattr(ops, "_is_fenced", lambda _c, _h: False)
+    _fenced_by_hetzner(monkeypatch, lambda _c, _h: False)
     monkeypatch.setattr(ops, "_fence", lambda c, _h, _j: {"fenced_at": c.clock(), "already_off": False})
     monkeypatch.setattr(ops, "_verify_fenced", lambda _c, _h: "powered off (fake)")
     monkeypatch.setattr(ops, "_label_active", lambda _c, _s, _t: False)

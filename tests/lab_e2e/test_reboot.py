@@ -21,7 +21,8 @@ from cloud_init.key_host import LOCK_FILE, VALIDATOR_DIR
 from core import ports
 from lab.deploy import LabClock, LabDeployment
 from lab.testing import operator_context
-from qpool.operations import activate, pair_status
+from qpool.operations import activate
+from qpool.status import pair_status
 
 from .conftest import LAB_MARKS, Lab, ctl_status, module_lab, one_host, out, sh, wait_for
 
