@@ -14,6 +14,7 @@ import socket
 import time
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -271,8 +272,29 @@ def _open(ctx: Context, path: Path, pair: str, source: HostRecord, target: HostR
 
 def _run_failover(ctx: Context, j: Journal, source: HostRecord, target: HostRecord,
                   accept_slashing_risk: bool) -> dict[str, Any]:
+    """The steps of STEPS in order, one function each (FAILOVER_STEPS); a refusal stops the run resumable."""
+    run = _Failover(ctx, j, source, target, accept_slashing_risk)
+    for step in STEPS:
+        FAILOVER_STEPS[step](run)
+    return run.result
+
+
+@dataclass
+class _Failover:
+    """One failover run as its steps see it (the journal `j` makes each step resumable)."""
+
+    ctx: Context
+    j: Journal
+    source: HostRecord
+    target: HostRecord
+    accept_slashing_risk: bool
+    result: dict[str, Any] = field(default_factory=dict)
+
+
+def _detect(run: _Failover) -> None:
+    """Step 1: both hosts observed, nothing unaccounted for signing, the pair's op locks taken, the mode chosen."""
+    ctx, j, source, target = run.ctx, run.j, run.source, run.target
     say = ctx.report
-    # 1. detect ---------------------------------------------------------------------------------------
     say(f"[1/7] detect: {source.name} -> {target.name}")
     target_st = ctx.ssh.status(target)  # Unreachable propagates: abort before touching the source
     check_identity(target, target_st)
@@ -310,7 +332,11 @@ def _run_failover(ctx: Context, j: Journal, source: HostRecord, target: HostReco
         j.mode = mode
         j.mark("detect", mode=mode)
 
-    # 2. stop the source ------------------------------------------------------------------------------
+
+def _stop_source(run: _Failover) -> None:
+    """Step 2: stop (clean) or fence (unreachable) the source; a stop cut off half-way falls back to fencing."""
+    ctx, j, source, target = run.ctx, run.j, run.source, run.target
+    say = ctx.report
     if not j.done("stop"):
         if j.mode == "clean":
             say(f"[2/7] stop: {source.name} (graceful, then forced), disable, mask, lock")
@@ -329,20 +355,32 @@ def _run_failover(ctx: Context, j: Journal, source: HostRecord, target: HostReco
     else:
         say("[2/7] stop: done earlier")
 
-    # 3. verify stopped -------------------------------------------------------------------------------
+
+def _verify_stopped(run: _Failover) -> None:
+    """Step 3: fresh proof that the source cannot sign."""
+    ctx, j, source = run.ctx, run.j, run.source
+    say = ctx.report
     say("[3/7] verify stopped")
     evidence = _ensure_source_safe(ctx, j, source)
     say(f"      {source.name}: {evidence}")
     j.mark("verify-stopped", evidence=evidence)
 
-    # 4. move slashing protection ---------------------------------------------------------------------
+
+def _move_slashing_protection(run: _Failover) -> None:
+    """Step 4: the source's slashing protection onto the target."""
+    ctx, j, source, target, accept_slashing_risk = run.ctx, run.j, run.source, run.target, run.accept_slashing_risk
+    say = ctx.report
     if not j.done("move-history"):
         say("[4/7] move slashing protection")
         j.mark("move-history", **_move_history(ctx, j, source, target, accept_slashing_risk))
     else:
         say("[4/7] move slashing protection: done earlier")
 
-    # 5. epoch gate (fenced path only) ----------------------------------------------------------------
+
+def _epoch_gate_step(run: _Failover) -> None:
+    """Step 5 (fenced path only): wait until anything the fenced host signed targets an older epoch."""
+    ctx, j, target, accept_slashing_risk = run.ctx, run.j, run.target, run.accept_slashing_risk
+    say = ctx.report
     if j.mode == "fenced" and not j.done("epoch-gate"):
         gate_status = ctx.ssh.status(target)
         clock = gate_status.get("chain_clock")
@@ -370,7 +408,11 @@ def _run_failover(ctx: Context, j: Journal, source: HostRecord, target: HostReco
     elif j.mode == "clean":
         say("[5/7] epoch gate: not needed (history moved from a verified-stopped validator)")
 
-    # 6. unlock and start the target ------------------------------------------------------------------
+
+def _start_target(run: _Failover) -> None:
+    """Step 6: the decisive fresh check on the source, then unlock and start the target."""
+    ctx, j, source, target = run.ctx, run.j, run.source, run.target
+    say = ctx.report
     say(f"[6/7] start: {target.name}")
     # The decisive check, always fresh, also when resuming: the source must not be able to sign.
     evidence = _ensure_source_safe(ctx, j, source)
@@ -404,7 +446,11 @@ def _run_failover(ctx: Context, j: Journal, source: HostRecord, target: HostReco
     j.mark("start", source_evidence=evidence)
     say(f"      {target.name}: validator running")
 
-    # 7. record and alert -----------------------------------------------------------------------------
+
+def _record(run: _Failover) -> None:
+    """Step 7: record the new active host, release the locks, close the run."""
+    ctx, j, source, target = run.ctx, run.j, run.source, run.target
+    say = ctx.report
     say("[7/7] record the new active host")
     how = write_active(ctx.config_file, j.pair, target.role, stack=j.stack)
     labelled = _label_active(ctx, source, target)
@@ -415,7 +461,19 @@ def _run_failover(ctx: Context, j: Journal, source: HostRecord, target: HostReco
     j.mark("record", config=how, labels=labelled)
     say(f"done: {target.name} signs for pair {j.pair}; stack config updated ({how}); run `pulumi up` "
         "at leisure: it never touches a validator")
-    return {"changed": True, "active": target.name, "mode": j.mode, "run_id": j.run_id}
+    run.result = {"changed": True, "active": target.name, "mode": j.mode, "run_id": j.run_id}
+
+
+#: One function per step of STEPS, in that order.
+FAILOVER_STEPS: dict[str, Callable[[_Failover], None]] = {
+    "detect": _detect,
+    "stop": _stop_source,
+    "verify-stopped": _verify_stopped,
+    "move-history": _move_slashing_protection,
+    "epoch-gate": _epoch_gate_step,
+    "start": _start_target,
+    "record": _record,
+}
 
 
 def _activated_by_this_run(status: dict[str, Any], j: Journal) -> bool:
