@@ -34,7 +34,7 @@ from cloud_init import HostFile, HostRenderInputs
 from core import ports
 from core.config import HostSpec, StackConfig
 
-DATA_DIR = Path(__file__).resolve().parent / "monitoring"
+DATA_DIR = Path(__file__).resolve().parent  # the package holds its data files
 RULES_SRC = DATA_DIR / "rules"
 DASHBOARDS_SRC = DATA_DIR / "dashboards"
 SCRIPTS_SRC = DATA_DIR / "scripts"
