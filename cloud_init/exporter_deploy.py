@@ -55,7 +55,7 @@ STATE_DIRECTORY = "quantapool-exporter"  # systemd StateDirectory= -> /var/lib/q
 STATE_DIR = f"/var/lib/{STATE_DIRECTORY}"
 #: Written only by the lab overlay (lab/overlay.py): no PyPI there, so no venv and no service.
 LAB_NO_EXPORTER_MARKER = "/etc/quantapool/lab-no-exporter-install"
-#: Loopback only: Prometheus runs on the same host and scrapes 127.0.0.1 (cloud_init/monitoring.py).
+#: Loopback only: Prometheus runs on the same host and scrapes 127.0.0.1 (cloud_init/monitoring/prometheus.py).
 LISTEN_ADDRESS = "127.0.0.1"
 INTERVAL_SECONDS = 30
 

@@ -16,6 +16,8 @@ from pathlib import Path
 import jinja2
 
 TEMPLATE_DIR = Path(__file__).resolve().parent / "templates"
+#: The monitoring host's script templates stay with the monitoring package's data; one environment loads both.
+MONITORING_TEMPLATE_DIR = Path(__file__).resolve().parent / "monitoring" / "scripts"
 
 _SYSTEMD_SAFE = re.compile(r"^[A-Za-z0-9_@%+=:,./-]+$")
 
@@ -42,7 +44,7 @@ def shell_quote(value: str) -> str:
 @cache
 def environment() -> jinja2.Environment:
     env = jinja2.Environment(
-        loader=jinja2.FileSystemLoader(str(TEMPLATE_DIR)),
+        loader=jinja2.FileSystemLoader([str(TEMPLATE_DIR), str(MONITORING_TEMPLATE_DIR)]),
         undefined=jinja2.StrictUndefined,
         keep_trailing_newline=True,
         trim_blocks=True,

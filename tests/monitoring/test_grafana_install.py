@@ -17,6 +17,7 @@ import yaml
 
 from cloud_init import HostRenderInputs, monitoring
 from cloud_init.base import decoded_write_files
+from cloud_init.render import render
 
 from .support import tool, variant
 
@@ -102,7 +103,8 @@ class Rig:
         self.log = tmp / "log"
         self.log.write_text("")
         source = f"deb [signed-by={self.key}] https://apt.grafana.com stable main"
-        text = monitoring._jinja().get_template("qp-install-grafana.sh.j2").render(
+        text = render(
+            "qp-install-grafana.sh.j2",
             key_path=str(self.key), fingerprint=monitoring.GRAFANA_APT_KEY_FINGERPRINT, list_path=str(self.list),
             source=source, lab_marker=str(self.marker))
         self.script = tmp / "qp-install-grafana"

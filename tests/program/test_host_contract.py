@@ -51,3 +51,17 @@ def test_written_once_in_cloud_init(name: str) -> None:
     holders = _literals().get(CONTRACT[name], set())
     assert len(holders) <= 1, f"{name} ({CONTRACT[name]}) is written out in {sorted(holders)}: import it"
     assert all(h.startswith("cloud_init/") for h in holders), f"{name} is defined outside cloud_init: {holders}"
+
+
+def test_one_jinja_environment_renders_every_host_file() -> None:
+    """Only cloud_init/render.py builds a Jinja environment (strict undefined, one set of filters)."""
+    users = sorted(p.relative_to(REPO).as_posix() for p in (REPO / "cloud_init").rglob("*.py")
+                   if not p.relative_to(REPO).as_posix().startswith(SHIPPED_ALONE) and "jinja2" in p.read_text())
+    assert users == ["cloud_init/render.py"]
+
+
+def test_template_names_are_unique_across_the_template_folders() -> None:
+    from cloud_init.render import MONITORING_TEMPLATE_DIR, TEMPLATE_DIR
+
+    shared = {p.name for p in TEMPLATE_DIR.iterdir()} & {p.name for p in MONITORING_TEMPLATE_DIR.iterdir()}
+    assert not shared, f"the first folder would shadow {sorted(shared)}"

@@ -1,0 +1,96 @@
+"""The monitoring server's user-data: firewall, shared bootstrap scripts, packages and first start."""
+
+from __future__ import annotations
+
+import ipaddress
+from typing import Any
+
+from cloud_init import HostFile, HostRenderInputs
+from cloud_init.monitoring.files import monitoring_files
+from cloud_init.monitoring.grafana import grafana_install_script
+from cloud_init.monitoring.layout import (
+    ALERTMANAGER_STORAGE,
+    DATA_MOUNT,
+    GRAFANA_APT_KEY,
+    GRAFANA_APT_KEY_SRC,
+    GRAFANA_INSTALL_SCRIPT,
+    MONITORING_PACKAGES,
+    PROMETHEUS_CONFIG,
+    TSDB_PATH,
+)
+from core import ports
+
+
+def firewall_rules(inputs: HostRenderInputs) -> list[str]:
+    """Host firewall (input chain) of the monitoring server: Grafana from the trusted CIDRs only.
+
+    Prometheus and Alertmanager listen on loopback, the contract exporter and node exporter are scraped
+    from this host itself (loopback traffic is accepted by the shared skeleton), so nothing else is open.
+    """
+    cidrs = inputs.config.network.grafana_allowed_cidrs
+    v4 = ", ".join(c for c in cidrs if ipaddress.ip_network(c).version == 4)
+    v6 = ", ".join(c for c in cidrs if ipaddress.ip_network(c).version == 6)
+    rules = ["# Grafana (HTTPS): trusted operator addresses only"]
+    if v4:
+        rules.append(f"ip saddr {{ {v4} }} tcp dport {ports.GRAFANA} accept")
+    if v6:
+        rules.append(f"ip6 saddr {{ {v6} }} tcp dport {ports.GRAFANA} accept")
+    return rules
+
+
+def _shared_scripts() -> list[HostFile]:
+    """The bootstrap's host scripts that every role has (same templates as the key hosts)."""
+    from cloud_init.key_host import CLOUD_INIT_LOG, HOST_ENV, INSTALL_SECRET, SET_HOST_ENV, WAIT_READY
+    from cloud_init.render import render
+    from cloud_init.secrets_table import install_secret_script
+
+    return [
+        HostFile(WAIT_READY, render("qp-wait-ready.sh.j2", cloud_init_log=CLOUD_INIT_LOG), "0755"),
+        HostFile(SET_HOST_ENV, render("qp-set-host-env.sh.j2", host_env=HOST_ENV), "0755"),
+        HostFile(INSTALL_SECRET, install_secret_script("monitoring"), "0755"),
+    ]
+
+
+def monitoring_cloud_config(inputs: HostRenderInputs) -> dict[str, Any]:
+    from cloud_init.base import base_cloud_config
+    from cloud_init.key_host import ETC
+    from cloud_init.nftables import ruleset
+    from cloud_init.secrets_table import SECRETS_DIR
+
+    cfg = inputs.config
+    if inputs.host.role != "monitoring":
+        raise ValueError(f"{inputs.host.name} is a {inputs.host.role} host, not the monitoring server")
+    doc = base_cloud_config(
+        inputs,
+        packages=list(MONITORING_PACKAGES),
+        nft_rules=ruleset(inputs, firewall_rules(inputs)),
+        files=[*_shared_scripts(), *monitoring_files(cfg), *_grafana_install_files()],
+        runcmd=[
+            ["install", "-d", "-m", "0755", "-o", "root", "-g", "root", ETC],
+            ["install", "-d", "-m", "0711", "-o", "root", "-g", "root", SECRETS_DIR],
+            ["install", "-d", "-m", "0755", "-o", "prometheus", "-g", "prometheus", DATA_MOUNT, TSDB_PATH,
+             ALERTMANAGER_STORAGE],
+            # Grafana's package after Debian's (its dependencies come from there); keeps our grafana.ini
+            [GRAFANA_INSTALL_SCRIPT, cfg.monitoring.grafana_version],
+            ["promtool", "check", "config", PROMETHEUS_CONFIG],
+            ["systemctl", "daemon-reload"],
+            # Alerting runs from the first minute (receivers join once their secrets are installed and
+            # qp-start-monitoring restarts it). Grafana waits for its TLS files: qp-start-monitoring.
+            ["systemctl", "enable", "prometheus.service", "prometheus-alertmanager.service"],
+            ["systemctl", "restart", "prometheus-alertmanager.service", "prometheus.service"],
+        ],
+        data_dir=DATA_MOUNT,
+    )
+    return doc
+
+
+def _grafana_install_files() -> list[HostFile]:
+    return [HostFile(GRAFANA_APT_KEY, GRAFANA_APT_KEY_SRC.read_text()),
+            HostFile(GRAFANA_INSTALL_SCRIPT, grafana_install_script(), "0755")]
+
+
+def render_monitoring_user_data(inputs: HostRenderInputs) -> str:
+    """The monitoring server's complete user-data (cloud-config)."""
+    from cloud_init.base import to_user_data
+
+    return to_user_data(monitoring_cloud_config(inputs))
