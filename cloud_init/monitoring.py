@@ -12,8 +12,9 @@ Secrets: Alertmanager 0.25 has `routing_key_file` for PagerDuty but no `*_file` 
 URL or the Telegram bot token (checked with `amtool check-config`). User-data therefore only carries a
 secret-free template (`alertmanager.yml.in`) whose secret values are `@@file:PATH@@` placeholders; on the host,
 `qp-alertmanager-config` (run as root before every start and reload of Alertmanager) resolves them from the
-secret files into `/etc/prometheus/alertmanager.yml` (0640 root:prometheus), drops any integration whose
-secret has not been installed yet, and validates the result with amtool before replacing the live file.
+secret files into `/etc/prometheus/alertmanager.yml` (0640 root:prometheus), fails when a configured
+receiver's secret is missing (except at first boot, see the script), and validates the result with amtool
+before replacing the live file.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ import yaml
 
 from cloud_init import HostFile, HostRenderInputs
 from components import ports
-from components.config import HostSpec, StackConfig
+from components.config import HEARTBEAT_SECRET, HostSpec, StackConfig
 
 DATA_DIR = Path(__file__).resolve().parent / "monitoring"
 RULES_SRC = DATA_DIR / "rules"
@@ -107,6 +108,7 @@ SECRET_NAME = {
     "discord": "alertmanager-discord-webhook",
     "telegram": "alertmanager-telegram-token",
     "pagerduty": "alertmanager-pagerduty-key",
+    "heartbeat": "alertmanager-heartbeat-url",
     "grafana_password": "grafana-admin-password",
     "grafana_tls_key": "grafana-tls-key",
     "grafana_tls_cert": "grafana-tls-cert",
@@ -133,7 +135,7 @@ BEACON_METRICS = frozenset({"beacon_head_slot", "beacon_clock_time_slot", "beaco
 VALIDATOR_METRICS = frozenset({"validator_statuses", "validator_balance", "validator_last_attested_slot",
                                "validator_successful_attestations", "validator_failed_attestations",
                                "validator_successful_proposals", "validator_failed_proposals",
-                               "validator_attestations_rejected_total", "validator_proposals_rejected_total"})
+                               "grpc_client_msg_received_total"})
 #: Written by the key hosts' textfile collector (the validator lock and the backup timer).
 TEXTFILE_METRICS = frozenset({"quantapool_validator_locked", "quantapool_slashing_protection_backup_timestamp_seconds"})
 NODE_METRICS = frozenset({"node_timex_sync_status", "node_timex_offset_seconds", "node_filesystem_avail_bytes",
@@ -146,11 +148,10 @@ SELF_METRICS = frozenset({"up", "alertmanager_notifications_failed_total", "aler
 
 
 def known_metrics() -> frozenset[str]:
-    """Every metric name a rule or dashboard may use."""
-    from exporter.metrics import METRIC_NAMES  # the contract exporter's own list
+    """Every metric name a rule or dashboard may use: the metric catalogue's usable entries."""
+    from cloud_init.metrics_catalogue import usable_metrics  # monitoring/metrics_catalogue.yml
 
-    return (EXECUTION_METRICS | BEACON_METRICS | VALIDATOR_METRICS | TEXTFILE_METRICS | NODE_METRICS
-            | SELF_METRICS | METRIC_NAMES)
+    return usable_metrics()
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -271,7 +272,23 @@ def alert_rule_groups(cfg: StackConfig) -> list[dict[str, Any]]:
                 rule["annotations"]["runbook_url"] = f"{base}/{rule['alert']}.md"
             group["rules"] = rules
             groups.append(group)
+    groups += expected_keys_groups(cfg)
     return groups
+
+
+# >>> issue #14 (monitoring): expected key counts as recording rules -----------------------------------
+EXPECTED_KEYS_METRIC = "quantapool_validator_expected_active_keys"
+
+
+def expected_keys_groups(cfg: StackConfig) -> list[dict[str, Any]]:
+    """alerting.expectedActiveKeys as one recording rule per pair, for ValidatorKeysNotActive to compare with."""
+    counts = cfg.alerting.expected_active_keys
+    if not counts:
+        return []
+    return [{"name": "quantapool-expected-keys", "rules": [
+        {"record": EXPECTED_KEYS_METRIC, "expr": f"vector({counts[pair.name]})", "labels": {"pair": pair.name}}
+        for pair in cfg.validator_pairs if pair.name in counts]}]
+# <<< issue #14 ------------------------------------------------------------------------------------------
 
 
 def alert_rule_files(cfg: StackConfig) -> dict[str, dict[str, Any]]:
@@ -280,8 +297,8 @@ def alert_rule_files(cfg: StackConfig) -> dict[str, dict[str, Any]]:
 
 
 def alert_rules(cfg: StackConfig) -> list[dict[str, Any]]:
-    """Every rendered alerting rule, flat."""
-    return [r for doc in alert_rule_files(cfg).values() for g in doc["groups"] for r in g["rules"]]
+    """Every rendered alerting rule, flat (recording rules left out)."""
+    return [r for doc in alert_rule_files(cfg).values() for g in doc["groups"] for r in g["rules"] if "alert" in r]
 
 
 def all_alert_names() -> list[str]:
@@ -333,8 +350,9 @@ def alertmanager_template(cfg: StackConfig, paths: dict[str, str] | None = None)
     """The routing tree and receivers, secrets as placeholders (see module docstring).
 
     Receivers exist only for the secrets the stack has; without any, every route ends in the `null` receiver
-    and the config stays valid. critical -> PagerDuty + chat, warning -> chat, heartbeat -> its own receiver
-    (null here: point it at an external dead-man's-switch service to be told when alerting itself dies).
+    and the config stays valid (mainnet refuses to deploy without PagerDuty and the heartbeat:
+    components.config.deployment_issues). critical -> PagerDuty + chat, warning -> chat, heartbeat -> a
+    webhook to the external dead-man's switch (heartbeatWebhookUrl), repeated every minute.
     """
     paths = paths or secret_paths()
     chat = _chat_integrations(cfg, paths)
@@ -345,7 +363,13 @@ def alertmanager_template(cfg: StackConfig, paths: dict[str, str] | None = None)
             "severity": "critical",
             "send_resolved": True,
         }]
-    receivers: list[dict[str, Any]] = [{"name": "null"}, {"name": "heartbeat"}]
+    # `null` is the one receiver without an integration, on purpose: routes with nowhere to go end there.
+    receivers: list[dict[str, Any]] = [{"name": "null"}]
+    heartbeat = HEARTBEAT_SECRET in cfg.secrets_present
+    if heartbeat:
+        # Alertmanager 0.25 has no url_file for webhooks: the URL is filled in on the host (module docstring).
+        receivers.append({"name": "heartbeat", "webhook_configs": [
+            {"url": placeholder(paths[SECRET_NAME["heartbeat"]]), "send_resolved": False}]})
     if critical:
         receivers.append({"name": "critical", **copy.deepcopy(critical)})
     if chat:
@@ -361,7 +385,7 @@ def alertmanager_template(cfg: StackConfig, paths: dict[str, str] | None = None)
             "group_by": GROUP_BY,
             **WARNING_ROUTE,
             "routes": [
-                route("heartbeat", "heartbeat", HEARTBEAT_ROUTE),
+                route("heartbeat", "heartbeat" if heartbeat else "null", HEARTBEAT_ROUTE),
                 route("critical", "critical" if critical else "null", CRITICAL_ROUTE),
                 route("warning", "warning" if chat else "null", WARNING_ROUTE),
             ],
@@ -420,14 +444,16 @@ def _alertmanager_dropin() -> str:
     """Rebuild alertmanager.yml before every start and reload.
 
     `+` runs the script as root (the service runs as prometheus); `-` lets Alertmanager start on its last
-    good config if the new one is rejected: a wrong webhook URL must not take alerting down.
-    qp-start-monitoring runs the script itself first, so the bootstrap does see such a failure.
+    good config if the new one is rejected (a wrong webhook URL or a missing secret must not take alerting
+    down). qp-start-monitoring runs the script itself first, strictly, so the bootstrap does see such a
+    failure. Only the start may fall back to `null` routes, and only before any config of ours exists (first
+    boot, secrets not yet installed).
     """
     return (
         "# Managed by quantapool-infra (cloud_init/monitoring.py): rebuild alertmanager.yml from its\n"
         "# secret-free template and the secret files before every start and reload.\n"
         "[Service]\n"
-        f"ExecStartPre=-+{ALERTMANAGER_RENDER_SCRIPT}\n"
+        f"ExecStartPre=-+{ALERTMANAGER_RENDER_SCRIPT} --first-boot-fallback\n"
         "ExecReload=\n"
         f"ExecReload=-+{ALERTMANAGER_RENDER_SCRIPT}\n"
         "ExecReload=/bin/kill -HUP $MAINPID\n"

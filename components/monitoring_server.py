@@ -27,6 +27,7 @@ RECEIVER_SECRETS = {
     "discordWebhookUrl": "alertmanager-discord-webhook",
     "telegramBotToken": "alertmanager-telegram-token",
     "pagerdutyRoutingKey": "alertmanager-pagerduty-key",
+    "heartbeatWebhookUrl": "alertmanager-heartbeat-url",
 }
 START_MONITORING = "/usr/local/sbin/qp-start-monitoring"
 #: pip downloads and installs the exporter's wheels on first install.
