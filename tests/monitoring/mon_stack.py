@@ -173,10 +173,9 @@ class StandIns:
             return _expo([("validator_statuses", key, 3), ("validator_balance", key, 40000.5),
                           ("validator_last_attested_slot", key, slot - 3),
                           ("validator_successful_attestations", key, slot // 128),
-                          ("validator_failed_attestations", key, 0),
-                          ("validator_successful_proposals", key, 2), ("validator_failed_proposals", key, 0),
-                          ("validator_attestations_rejected_total", key, 0),
-                          ("validator_proposals_rejected_total", key, 0)])
+                          ("validator_successful_proposals", key, 2),
+                          ("grpc_client_msg_received_total", {"grpc_type": "server_stream", "grpc_method":
+                           "StreamBlocksAltair", "grpc_service": "theqrl.zond.v1alpha1.BeaconNodeValidator"}, slot)])
         if job == monitoring.JOB_CONTRACT_EXPORTER:
             return _expo([
                 ("quantapool_exporter_up", {}, 1), ("quantapool_exporter_last_success_timestamp_seconds", {}, now),

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 import yaml
 from conftest import tool, variant, write_files
-from promtool_cases import ALWAYS_FIRING, CASES, promtool_test_doc
+from promtool_cases import ALWAYS_FIRING, CASES, EXPECTED_KEYS, promtool_test_doc
 
 from cloud_init import monitoring
 
@@ -47,8 +47,10 @@ def test_every_alert_has_firing_and_quiet_cases() -> None:
 
 @pytest.fixture(scope="module")
 def rendered_rules(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    root = write_files(variant(expect_paused=False), tmp_path_factory.mktemp("rules"))
-    rules = {r["alert"]: r for r in monitoring.alert_rules(variant(expect_paused=False))}
+    cfg = variant(expect_paused=False)
+    cfg = cfg.model_copy(update={"alerting": cfg.alerting.model_copy(update={"expected_active_keys": EXPECTED_KEYS})})
+    root = write_files(cfg, tmp_path_factory.mktemp("rules"))
+    rules = {r["alert"]: r for r in monitoring.alert_rules(cfg)}
     return root / "etc/prometheus/rules", rules
 
 
