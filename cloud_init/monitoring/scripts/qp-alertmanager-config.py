@@ -1,21 +1,10 @@
 #!/usr/bin/python3
-"""Build /etc/prometheus/alertmanager.yml from the secret-free template and the installed secret files.
+"""Build /etc/prometheus/alertmanager.yml from alertmanager.yml.in and the secret files.
 
-Why this exists: Alertmanager 0.25 (Debian 12) has no *_file field for the Discord webhook URL or the
-Telegram bot token, and a secret must never travel in user-data. The template carries `@@file:PATH@@`
-placeholders; this script (run as root by systemd before every start and reload of Alertmanager) puts the
-file contents in, writes the result 0640 root:prometheus, and validates it with amtool before it replaces the
-live config.
-
-A configured integration whose secret file is missing or empty is an error: the script exits 1 naming the
-file, keeps the live config, and qp-start-monitoring (the Pulumi bootstrap's start-monitoring step) fails
-loudly. A receiver without an integration drops alerts silently, so none is ever written: the only such
-receiver is the explicit `null` one. Exception, `--first-boot-fallback` (Alertmanager's ExecStartPre only):
-at first boot the secrets arrive over SSH after the packages start; when no config of ours exists yet, the
-receivers whose secrets are missing are left out and their routes go to `null` (printed to the journal), so
-alerting runs from the first minute, if only in the Alertmanager UI. The bootstrap's strict run follows.
-
-Only Python's standard library and PyYAML (a cloud-init dependency, so present on every cloud image).
+Fills `@@file:PATH@@` placeholders (Alertmanager 0.25 lacks *_file fields), validates with amtool, writes
+0640 root:prometheus. A configured receiver's missing secret fails (exit 1, live config kept); only
+--first-boot-fallback, before any config of ours exists, routes such receivers to `null` instead.
+Design: cloud_init/monitoring.py and docs/monitoring.md. Stdlib + PyYAML only.
 """
 
 from __future__ import annotations
@@ -48,7 +37,6 @@ def _read_secret(path: str, allowed_dir: Path) -> str | None:
 
 
 def _resolve(entry: dict, allowed_dir: Path) -> tuple[dict | None, list[str]]:
-    """The entry with placeholders filled, or None and the missing files if a secret is not installed."""
     missing: list[str] = []
     out = {}
     for key, value in entry.items():
@@ -68,15 +56,10 @@ def _resolve(entry: dict, allowed_dir: Path) -> tuple[dict | None, list[str]]:
 
 
 class MissingSecrets(Exception):
-    """Configured integrations whose secret file is missing or empty."""
+    pass
 
 
 def build(template: dict, allowed_dir: Path, allow_missing: bool = False) -> tuple[dict, list[str]]:
-    """The config with secrets filled in; raises MissingSecrets unless `allow_missing` (first boot).
-
-    With `allow_missing`, integrations whose secret is missing are left out, a receiver left without any
-    integration is removed, and every route that pointed at it goes to `null` instead.
-    """
     notes: list[str] = []
     for receiver in template.get("receivers", []):
         for key in [k for k in receiver if k.endswith("_configs")]:
@@ -84,8 +67,7 @@ def build(template: dict, allowed_dir: Path, allow_missing: bool = False) -> tup
             for entry in receiver[key]:
                 resolved, missing = _resolve(entry, allowed_dir)
                 if resolved is None:
-                    notes.append(f"receiver {receiver['name']}: {key} needs a secret that is not installed: "
-                                 + ", ".join(missing))
+                    notes.append(f"receiver {receiver['name']}: {key}: secret not installed: " + ", ".join(missing))
                 else:
                     kept.append(resolved)
             if kept:
@@ -99,8 +81,7 @@ def build(template: dict, allowed_dir: Path, allow_missing: bool = False) -> tup
     if empty:
         template["receivers"] = [r for r in template["receivers"] if r["name"] not in empty]
         _reroute(template.get("route", {}), empty)
-        notes.append("first boot: routes to " + ", ".join(sorted(empty)) + " go to the null receiver until the "
-                     "secrets are installed")
+        notes.append("first boot: " + ", ".join(sorted(empty)) + " routed to the null receiver")
     return template, notes
 
 
@@ -135,8 +116,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         doc, notes = build(template, Path(args.secrets_dir).resolve(), allow_missing=allow_missing)
     except MissingSecrets as exc:
-        print(f"qp-alertmanager-config: {exc}. Install it (sudo qp-install-secret NAME < file, or re-run the "
-              "Pulumi bootstrap) or remove the receiver from the stack config; keeping the current config",
+        print(f"qp-alertmanager-config: {exc}; install it (pulumi up, or qp-install-secret); config kept",
               file=sys.stderr)
         return 1
     for note in notes:
