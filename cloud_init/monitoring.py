@@ -120,7 +120,9 @@ PLACEHOLDER_RE = re.compile(r"^@@file:(/[A-Za-z0-9._/-]+)@@$")
 # Route timings. Critical: out within seconds of firing, repeated hourly while unresolved.
 CRITICAL_ROUTE = {"group_wait": "10s", "group_interval": "1m", "repeat_interval": "1h"}
 WARNING_ROUTE = {"group_wait": "30s", "group_interval": "5m", "repeat_interval": "4h"}
-HEARTBEAT_ROUTE = {"group_wait": "0s", "group_interval": "1m", "repeat_interval": "1m"}
+#: A notification is repeated at the first group_interval tick *after* repeat_interval: with both at 1m the
+#: heartbeat would go out every 2 minutes (measured), so the group is checked every 30s (pings every 60-90 s).
+HEARTBEAT_ROUTE = {"group_wait": "0s", "group_interval": "30s", "repeat_interval": "1m"}
 GROUP_BY = ["alertname", "host", "pair"]
 
 
