@@ -354,7 +354,7 @@ def alertmanager_template(cfg: StackConfig, paths: dict[str, str] | None = None)
     Receivers exist only for the secrets the stack has; without any, every route ends in the `null` receiver
     and the config stays valid (mainnet refuses to deploy without PagerDuty and the heartbeat:
     components.config.deployment_issues). critical -> PagerDuty + chat, warning -> chat, heartbeat -> a
-    webhook to the external dead-man's switch (heartbeatWebhookUrl), repeated every minute.
+    webhook to the external dead-man's switch (heartbeatWebhookUrl), repeated every 60-90 s.
     """
     paths = paths or secret_paths()
     chat = _chat_integrations(cfg, paths)
