@@ -4,8 +4,12 @@ Runs the real Prometheus and Alertmanager (Debian binaries) with the rendered co
 and evaluation intervals (15 s), rule `for` durations and route group_wait; only the target addresses are
 local stand-ins and the receivers a local webhook sink. Measures, per run:
 - validator-down: stop the active validator's metrics endpoint -> ValidatorDownOnActiveHost at the sink;
-- two-signers: start the standby's validator endpoint -> ValidatorRunningOnTwoHosts at the sink.
-Goals: <= 90 s and <= 60 s. Prints figures; asserts nothing.
+- two-signers: start the standby's validator endpoint -> ValidatorRunningOnTwoHosts at the sink;
+- slashing-refusal: the active validator's validator_failed_attestations series appears at 1 (what qrysm does
+  on its first slashing-protection refusal) -> SlashingProtectionRejected at the sink;
+- no-keys: the active validator keeps running but drops every per-key series and its block stream (qrysm
+  started without keys) -> ValidatorKeysNotActive at the sink (expected keys: 1 per pair).
+Goals: <= 90 s, <= 60 s, <= 120 s, <= 600 s. Prints figures; asserts nothing.
 
     /opt/qp-venv/bin/python bench/alert_latency.py [--runs N] [--stack testnet]
 """
@@ -26,8 +30,8 @@ sys.path.insert(0, str(REPO))
 from qpool.stacks import load_stack  # noqa: E402
 from tests.monitoring.mon_stack import MonitoringStack, active_and_standby  # noqa: E402
 
-GOALS = {"validator-down": 90.0, "two-signers": 60.0}
-TIMEOUT = 240.0
+GOALS = {"validator-down": 90.0, "two-signers": 60.0, "slashing-refusal": 120.0, "no-keys": 600.0}
+TIMEOUT = 720.0
 
 
 def measure(stack: MonitoringStack, kind: str) -> float | None:
@@ -36,10 +40,28 @@ def measure(stack: MonitoringStack, kind: str) -> float | None:
         endpoint, alert, match = stack.standins.validator(active.name), "ValidatorDownOnActiveHost", {
             "host": active.name}
         fault, repair = endpoint.stop, endpoint.start
-    else:
+    elif kind == "two-signers":
         endpoint, alert, match = stack.standins.validator(standby.name), "ValidatorRunningOnTwoHosts", {
             "pair": active.pair or ""}
         fault, repair = endpoint.start, endpoint.stop
+    elif kind == "slashing-refusal":
+        state = stack.standins.hosts[active.name]
+        alert, match = "SlashingProtectionRejected", {"host": active.name}
+
+        def fault() -> None:
+            state.failed_attestations += 1
+
+        def repair() -> None:  # a restarted validator starts without the series, as qrysm
+            state.failed_attestations = 0
+    else:
+        state = stack.standins.hosts[active.name]
+        alert, match = "ValidatorKeysNotActive", {"host": active.name}
+
+        def fault() -> None:
+            state.keys_loaded = False
+
+        def repair() -> None:
+            state.keys_loaded = True
     # a random phase against the 15 s scrape/evaluation ticks, so runs sample the whole latency range
     time.sleep(random.uniform(0, 15))
     t0 = time.time()
@@ -64,10 +86,13 @@ def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--stack", default="testnet")
+    ap.add_argument("--only", action="append", choices=sorted(GOALS), help="measure only these faults")
     args = ap.parse_args(argv)
     cfg = load_stack(args.stack).config
-    cfg = cfg.model_copy(update={"secrets_present": frozenset({"discordWebhookUrl", "pagerdutyRoutingKey"})})
-    results: dict[str, list[float | None]] = {k: [] for k in GOALS}
+    cfg = cfg.model_copy(update={
+        "secrets_present": frozenset({"discordWebhookUrl", "pagerdutyRoutingKey", "heartbeatWebhookUrl"}),
+        "alerting": cfg.alerting.model_copy(update={"expected_active_keys": {p.name: 1 for p in cfg.validator_pairs}})})
+    results: dict[str, list[float | None]] = {k: [] for k in (args.only or GOALS)}
     with tempfile.TemporaryDirectory(prefix="alert-latency-") as tmp, \
             MonitoringStack(cfg, Path(tmp), fast=False) as stack:
         print(f"prometheus :{stack.prom_port}  alertmanager :{stack.am_port}  (production intervals)", flush=True)
@@ -76,7 +101,7 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         time.sleep(20)  # a few evaluations of steady state
         for i in range(args.runs):
-            for kind in GOALS:
+            for kind in results:
                 latency = measure(stack, kind)
                 results[kind].append(latency)
                 shown = "no notification" if latency is None else f"{latency:.1f} s"

@@ -58,6 +58,9 @@ SECRET_FILES: dict[str, SecretFile] = {
     "alertmanager-pagerduty-key": SecretFile(
         f"{SECRETS_DIR}/alertmanager-pagerduty-key", "0640", "root:prometheus", MONITORING_ROLES,
         "PagerDuty routing key (Alertmanager routing_key_file)"),
+    "alertmanager-heartbeat-url": SecretFile(
+        f"{SECRETS_DIR}/alertmanager-heartbeat-url", "0640", "root:prometheus", MONITORING_ROLES,
+        "External dead-man's-switch URL (Alertmanager webhook url, filled in by qp-alertmanager-config)"),
     "grafana-admin-password": SecretFile(
         f"{SECRETS_DIR}/grafana-admin-password", "0640", "root:grafana", MONITORING_ROLES,
         "Grafana admin password (admin_password = $__file{...})"),

@@ -27,6 +27,7 @@ RECEIVER_SECRETS = {
     "discordWebhookUrl": "alertmanager-discord-webhook",
     "telegramBotToken": "alertmanager-telegram-token",
     "pagerdutyRoutingKey": "alertmanager-pagerduty-key",
+    "heartbeatWebhookUrl": "alertmanager-heartbeat-url",
 }
 #: pip downloads and installs the exporter's wheels on first install.
 EXPORTER_STEP_TIMEOUT = "20m"

@@ -16,7 +16,7 @@ from components.key_host import BackupNode, KeyHostArgs, ValidatorNode
 from components.monitoring_server import MonitoringServer, MonitoringServerArgs
 from components.network import Network, NetworkArgs
 from components.pulumi_config import StackSecrets, read_stack_config
-from core.config import APP_LABEL, ConfigError
+from core.config import APP_LABEL, ConfigError, StackConfig, deployment_issues
 
 #: (sealed bundle as base64, passphrase, pair names) -> pair -> base64 tar of the keys its hosts import.
 #: Injected by the program's entry point (qpool.keys.host_bundle.host_key_tars_b64): components never
@@ -34,6 +34,23 @@ def _validator_keys(secrets: StackSecrets, pairs: list[str],
     return {pair: pulumi.Output.secret(tars.apply(lambda t, p=pair: t[p])) for pair in pairs}
 
 
+def _refuse_unmonitored_deploy(cfg: StackConfig) -> None:
+    """A real mainnet deployment stops here, before any resource, when nobody would be paged.
+
+    `qpool plan/render` run this program under Pulumi's mocks (they create nothing): there the same issues
+    are printed as warnings by `warnings_for`, so a proposed config can still be reviewed.
+    """
+    from pulumi.runtime.mocks import MockMonitor
+    from pulumi.runtime.settings import get_monitor
+
+    issues = deployment_issues(cfg)
+    if not issues or isinstance(get_monitor(), MockMonitor):
+        return
+    for issue in issues:
+        pulumi.log.error(str(issue))
+    raise pulumi.RunError(f"mainnet alerting is incomplete ({len(issues)} problem(s)); nothing was changed")
+
+
 def build_stack(open_key_bundle: OpenKeyBundle) -> None:
     try:
         cfg, secrets = read_stack_config()
@@ -41,6 +58,7 @@ def build_stack(open_key_bundle: OpenKeyBundle) -> None:
         for issue in exc.issues:
             pulumi.log.error(str(issue))
         raise pulumi.RunError(f"stack config has {len(exc.issues)} problem(s); nothing was changed") from None
+    _refuse_unmonitored_deploy(cfg)
 
     env = cfg.environment
     network = Network("qp", NetworkArgs(config=cfg))

@@ -30,6 +30,7 @@ SECRET_KEYS: tuple[str, ...] = (
     "discordWebhookUrl",
     "telegramBotToken",
     "pagerdutyRoutingKey",
+    "heartbeatWebhookUrl",
     "validatorKeys",
     "validatorKeysPassphrase",
 )
@@ -213,8 +214,64 @@ class PoolContracts(_Model):
 
 
 class Alerting(_Model):
+    """Where alerts go and what they compare against. Receiver secrets are top-level secret keys.
+
+    The heartbeat (DeadMansSwitch) goes to the secret `heartbeatWebhookUrl`: an external dead-man's-switch
+    service (healthchecks-style ping URL, PagerDuty heartbeat, ...) that alerts when the pings stop, i.e.
+    when Prometheus, Alertmanager or the monitoring server dies. `expectedActiveKeys` is the number of keys
+    per pair that must be active on the pair's signing host (ValidatorKeysNotActive).
+    """
+
     telegram_chat_id: str | None = None
     runbook_base_url: str = "https://github.com/quantapool/quantapool-infra/blob/main/docs/runbooks"
+    expected_active_keys: dict[str, int] = Field(default_factory=dict)
+
+    @field_validator("expected_active_keys")
+    @classmethod
+    def _counts(cls, value: dict[str, int]) -> dict[str, int]:
+        for pair, count in value.items():
+            if count < 1:
+                raise ValueError(f"{pair}: {count} is not a key count; give the number of keys (>= 1) the pair "
+                                 "signs with, or leave the pair out")
+        return value
+
+
+#: Secret keys that hold an Alertmanager integration's credential or URL.
+RECEIVER_SECRETS = ("discordWebhookUrl", "telegramBotToken", "pagerdutyRoutingKey")
+HEARTBEAT_SECRET = "heartbeatWebhookUrl"  # noqa: S105 - a config key name
+
+
+def alerting_issues(cfg: StackConfig) -> list[ConfigIssue]:
+    """Alerting settings that contradict the topology (checked for every stack)."""
+    pairs = {p.name for p in cfg.validator_pairs}
+    return [ConfigIssue(path=f"alerting.expectedActiveKeys.{name}", message=f"no validator pair {name!r}; "
+                        f"use one of {', '.join(sorted(pairs))}")
+            for name in cfg.alerting.expected_active_keys if name not in pairs]
+
+
+def deployment_issues(cfg: StackConfig) -> list[ConfigIssue]:
+    """What a mainnet stack must have before `pulumi up` may create anything: someone must be paged.
+
+    Without PagerDuty critical alerts reach nobody at night; without the heartbeat nobody learns that the
+    monitoring server or Alertmanager died; without expected key counts a validator that runs but holds no
+    keys is noticed hours later. Testnet gets the same points as warnings (warnings_for).
+    """
+    if cfg.environment != "mainnet":
+        return []
+    issues = []
+    if "pagerdutyRoutingKey" not in cfg.secrets_present:
+        issues.append(ConfigIssue(path="pagerdutyRoutingKey", message="mainnet pages critical alerts through "
+                                  "PagerDuty; run `pulumi config set --secret pagerdutyRoutingKey KEY`"))
+    if HEARTBEAT_SECRET not in cfg.secrets_present:
+        issues.append(ConfigIssue(path=HEARTBEAT_SECRET, message="mainnet needs an external dead-man's switch; "
+                                  f"run `pulumi config set --secret {HEARTBEAT_SECRET} https://...` (docs/runbooks/"
+                                  "DeadMansSwitch.md)"))
+    for pair in cfg.validator_pairs:
+        if pair.name not in cfg.alerting.expected_active_keys:
+            issues.append(ConfigIssue(path=f"alerting.expectedActiveKeys.{pair.name}", message="mainnet needs the "
+                                      "number of keys this pair signs with (ValidatorKeysNotActive); "
+                                      f"pulumi config set --path 'alerting.expectedActiveKeys.{pair.name}' N"))
+    return issues
 
 
 class NetworkSettings(_Model):
@@ -399,6 +456,7 @@ def _semantic_issues(cfg: StackConfig) -> list[ConfigIssue]:
                     f"({cfg.clients.address_prefix} + 40 hex)")
 
     issues.extend(_client_issues(cfg))
+    issues.extend(alerting_issues(cfg))
     if cfg.environment == "mainnet":
         issues.extend(_mainnet_issues(cfg))
     return issues
@@ -440,9 +498,15 @@ def _mainnet_issues(cfg: StackConfig) -> list[ConfigIssue]:
 def warnings_for(cfg: StackConfig) -> list[str]:
     """Things that are allowed but that an operator should know before `pulumi up`."""
     out: list[str] = []
-    if not ({"discordWebhookUrl", "telegramBotToken", "pagerdutyRoutingKey"} & cfg.secrets_present):
+    if not (set(RECEIVER_SECRETS) & cfg.secrets_present):
         out.append("no alert receiver configured (discordWebhookUrl, telegramBotToken or pagerdutyRoutingKey): "
                    "alerts will only show in Alertmanager")
+    if HEARTBEAT_SECRET not in cfg.secrets_present:
+        out.append(f"{HEARTBEAT_SECRET} is not set: nobody learns when Alertmanager or the monitoring server dies")
+    if cfg.environment != "mainnet" and (missing := [p.name for p in cfg.validator_pairs
+                                                       if p.name not in cfg.alerting.expected_active_keys]):
+        out.append(f"alerting.expectedActiveKeys has no count for {', '.join(missing)}: ValidatorKeysNotActive "
+                   "stays quiet for those pairs")
     if "telegramBotToken" in cfg.secrets_present and not cfg.alerting.telegram_chat_id:
         out.append("telegramBotToken is set but alerting.telegramChatId is not: Telegram stays disabled")
     for name, pin in cfg.clients.pins().items():

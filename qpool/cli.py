@@ -16,7 +16,7 @@ from typing import Any, TypeVar
 
 import click
 
-from core.config import ConfigError, warnings_for
+from core.config import ConfigError, deployment_issues, warnings_for
 from qpool.errors import QpoolError
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -63,6 +63,8 @@ def validate(stack: str, config_file: Path | None) -> None:
     loaded = load_stack(stack, config_file)
     for warning in warnings_for(loaded.config):
         click.echo(f"warning: {warning}", err=True)
+    if issues := deployment_issues(loaded.config):  # mainnet: no page, no heartbeat -> no deploy
+        raise ConfigError(issues)
     click.echo(f"{loaded.path.name}: valid ({len(loaded.config.hosts())} hosts)")
 
 

@@ -12,8 +12,9 @@ Secrets: Alertmanager 0.25 has `routing_key_file` for PagerDuty but no `*_file` 
 URL or the Telegram bot token (checked with `amtool check-config`). User-data therefore only carries a
 secret-free template (`alertmanager.yml.in`) whose secret values are `@@file:PATH@@` placeholders; on the host,
 `qp-alertmanager-config` (run as root before every start and reload of Alertmanager) resolves them from the
-secret files into `/etc/prometheus/alertmanager.yml` (0640 root:prometheus), drops any integration whose
-secret has not been installed yet, and validates the result with amtool before replacing the live file.
+secret files into `/etc/prometheus/alertmanager.yml` (0640 root:prometheus), fails when a configured
+receiver's secret is missing (except at first boot, see the script), and validates the result with amtool
+before replacing the live file.
 """
 
 from __future__ import annotations

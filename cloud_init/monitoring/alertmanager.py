@@ -13,7 +13,7 @@ from cloud_init.monitoring.layout import (
     SECRET_NAME,
 )
 from core import ports
-from core.config import StackConfig
+from core.config import HEARTBEAT_SECRET, StackConfig
 
 #: Placeholder the host-side script replaces with a secret file's content (see the package docstring).
 PLACEHOLDER_RE = re.compile(r"^@@file:(/[A-Za-z0-9._/-]+)@@$")
@@ -21,7 +21,9 @@ PLACEHOLDER_RE = re.compile(r"^@@file:(/[A-Za-z0-9._/-]+)@@$")
 # Route timings. Critical: out within seconds of firing, repeated hourly while unresolved.
 CRITICAL_ROUTE = {"group_wait": "10s", "group_interval": "1m", "repeat_interval": "1h"}
 WARNING_ROUTE = {"group_wait": "30s", "group_interval": "5m", "repeat_interval": "4h"}
-HEARTBEAT_ROUTE = {"group_wait": "0s", "group_interval": "1m", "repeat_interval": "1m"}
+#: A notification is repeated at the first group_interval tick *after* repeat_interval: with both at 1m the
+#: heartbeat would go out every 2 minutes (measured), so the group is checked every 30s (pings every 60-90 s).
+HEARTBEAT_ROUTE = {"group_wait": "0s", "group_interval": "30s", "repeat_interval": "1m"}
 GROUP_BY = ["alertname", "host", "pair"]
 
 
@@ -75,8 +77,9 @@ def alertmanager_template(cfg: StackConfig, paths: dict[str, str] | None = None)
     """The routing tree and receivers, secrets as placeholders (see the package docstring).
 
     Receivers exist only for the secrets the stack has; without any, every route ends in the `null` receiver
-    and the config stays valid. critical -> PagerDuty + chat, warning -> chat, heartbeat -> its own receiver
-    (null here: point it at an external dead-man's-switch service to be told when alerting itself dies).
+    and the config stays valid (mainnet refuses to deploy without PagerDuty and the heartbeat:
+    core.config.deployment_issues). critical -> PagerDuty + chat, warning -> chat, heartbeat -> a
+    webhook to the external dead-man's switch (heartbeatWebhookUrl), repeated every 60-90 s.
     """
     paths = paths or secret_paths()
     chat = _chat_integrations(cfg, paths)
@@ -87,7 +90,13 @@ def alertmanager_template(cfg: StackConfig, paths: dict[str, str] | None = None)
             "severity": "critical",
             "send_resolved": True,
         }]
-    receivers: list[dict[str, Any]] = [{"name": "null"}, {"name": "heartbeat"}]
+    # `null` is the one receiver without an integration, on purpose: routes with nowhere to go end there.
+    receivers: list[dict[str, Any]] = [{"name": "null"}]
+    heartbeat = HEARTBEAT_SECRET in cfg.secrets_present
+    if heartbeat:
+        # Alertmanager 0.25 has no url_file for webhooks: the URL is filled in on the host (package docstring).
+        receivers.append({"name": "heartbeat", "webhook_configs": [
+            {"url": placeholder(paths[SECRET_NAME["heartbeat"]]), "send_resolved": False}]})
     if critical:
         receivers.append({"name": "critical", **copy.deepcopy(critical)})
     if chat:
@@ -103,7 +112,7 @@ def alertmanager_template(cfg: StackConfig, paths: dict[str, str] | None = None)
             "group_by": GROUP_BY,
             **WARNING_ROUTE,
             "routes": [
-                route("heartbeat", "heartbeat", HEARTBEAT_ROUTE),
+                route("heartbeat", "heartbeat" if heartbeat else "null", HEARTBEAT_ROUTE),
                 route("critical", "critical" if critical else "null", CRITICAL_ROUTE),
                 route("warning", "warning" if chat else "null", WARNING_ROUTE),
             ],
@@ -121,14 +130,16 @@ def _alertmanager_dropin() -> str:
     """Rebuild alertmanager.yml before every start and reload.
 
     `+` runs the script as root (the service runs as prometheus); `-` lets Alertmanager start on its last
-    good config if the new one is rejected: a wrong webhook URL must not take alerting down.
-    qp-start-monitoring runs the script itself first, so the bootstrap does see such a failure.
+    good config if the new one is rejected (a wrong webhook URL or a missing secret must not take alerting
+    down). qp-start-monitoring runs the script itself first, strictly, so the bootstrap does see such a
+    failure. Only the start may fall back to `null` routes, and only before any config of ours exists (first
+    boot, secrets not yet installed).
     """
     return (
         "# Managed by quantapool-infra (cloud_init/monitoring.py): rebuild alertmanager.yml from its\n"
         "# secret-free template and the secret files before every start and reload.\n"
         "[Service]\n"
-        f"ExecStartPre=-+{ALERTMANAGER_RENDER_SCRIPT}\n"
+        f"ExecStartPre=-+{ALERTMANAGER_RENDER_SCRIPT} --first-boot-fallback\n"
         "ExecReload=\n"
         f"ExecReload=-+{ALERTMANAGER_RENDER_SCRIPT}\n"
         "ExecReload=/bin/kill -HUP $MAINPID\n"

@@ -77,6 +77,7 @@ SECRET_NAME = {
     "discord": "alertmanager-discord-webhook",
     "telegram": "alertmanager-telegram-token",
     "pagerduty": "alertmanager-pagerduty-key",
+    "heartbeat": "alertmanager-heartbeat-url",
     "grafana_password": "grafana-admin-password",
     "grafana_tls_key": "grafana-tls-key",
     "grafana_tls_cert": "grafana-tls-cert",

@@ -9,7 +9,7 @@ BEACON_METRICS = frozenset({"beacon_head_slot", "beacon_clock_time_slot", "beaco
 VALIDATOR_METRICS = frozenset({"validator_statuses", "validator_balance", "validator_last_attested_slot",
                                "validator_successful_attestations", "validator_failed_attestations",
                                "validator_successful_proposals", "validator_failed_proposals",
-                               "validator_attestations_rejected_total", "validator_proposals_rejected_total"})
+                               "grpc_client_msg_received_total"})
 #: Written by the key hosts' textfile collector (the validator lock and the backup timer).
 TEXTFILE_METRICS = frozenset({"quantapool_validator_locked", "quantapool_slashing_protection_backup_timestamp_seconds"})
 NODE_METRICS = frozenset({"node_timex_sync_status", "node_timex_offset_seconds", "node_filesystem_avail_bytes",
@@ -22,8 +22,7 @@ SELF_METRICS = frozenset({"up", "alertmanager_notifications_failed_total", "aler
 
 
 def known_metrics() -> frozenset[str]:
-    """Every metric name a rule or dashboard may use."""
-    from exporter.metrics import METRIC_NAMES  # the contract exporter's own list
+    """Every metric name a rule or dashboard may use: the metric catalogue's usable entries."""
+    from cloud_init.metrics_catalogue import usable_metrics  # monitoring/metrics_catalogue.yml
 
-    return (EXECUTION_METRICS | BEACON_METRICS | VALIDATOR_METRICS | TEXTFILE_METRICS | NODE_METRICS
-            | SELF_METRICS | METRIC_NAMES)
+    return usable_metrics()

@@ -38,7 +38,22 @@ def alert_rule_groups(cfg: StackConfig) -> list[dict[str, Any]]:
                 rule["annotations"]["runbook_url"] = f"{base}/{rule['alert']}.md"
             group["rules"] = rules
             groups.append(group)
+    groups += expected_keys_groups(cfg)
     return groups
+
+
+#: Recorded per pair from alerting.expectedActiveKeys; ValidatorKeysNotActive compares the signer with it.
+EXPECTED_KEYS_METRIC = "quantapool_validator_expected_active_keys"
+
+
+def expected_keys_groups(cfg: StackConfig) -> list[dict[str, Any]]:
+    """alerting.expectedActiveKeys as one recording rule per pair, for ValidatorKeysNotActive to compare with."""
+    counts = cfg.alerting.expected_active_keys
+    if not counts:
+        return []
+    return [{"name": "quantapool-expected-keys", "rules": [
+        {"record": EXPECTED_KEYS_METRIC, "expr": f"vector({counts[pair.name]})", "labels": {"pair": pair.name}}
+        for pair in cfg.validator_pairs if pair.name in counts]}]
 
 
 def alert_rule_files(cfg: StackConfig) -> dict[str, dict[str, Any]]:
@@ -47,8 +62,8 @@ def alert_rule_files(cfg: StackConfig) -> dict[str, dict[str, Any]]:
 
 
 def alert_rules(cfg: StackConfig) -> list[dict[str, Any]]:
-    """Every rendered alerting rule, flat."""
-    return [r for doc in alert_rule_files(cfg).values() for g in doc["groups"] for r in g["rules"]]
+    """Every rendered alerting rule, flat (recording rules left out)."""
+    return [r for doc in alert_rule_files(cfg).values() for g in doc["groups"] for r in g["rules"] if "alert" in r]
 
 
 def all_alert_names() -> list[str]:

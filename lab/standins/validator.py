@@ -38,47 +38,68 @@ def signing_root(gvr: str, pubkey: str, slot: int, source: int, target: int) -> 
     return "0x" + hashlib.sha256(msg).hexdigest()
 
 
+#: go-grpc-prometheus labels of qrysm's block stream from its beacon node (validator.go ReceiveBlocks)
+BLOCK_STREAM = {"grpc_type": "server_stream", "grpc_service": "theqrl.zond.v1alpha1.BeaconNodeValidator",
+                "grpc_method": "StreamBlocksAltair"}
+
+
 @dataclass
 class Metrics:
-    """Per-key metric values; rendered with label ``pubkey`` (0x + full key) as qrysm does."""
+    """Per-key metric values, exported as qrysm does (cloud_init/monitoring/metrics_catalogue.yml).
+
+    Label ``pubkey`` = 0x + full key. Like qrysm's CounterVecs/GaugeVecs, a per-key series exists only once it
+    was first set or incremented: no counter is pre-initialised, and validator_statuses appears only once the
+    beacon node answered. qrysm's validator_*_rejected_total counters are never incremented, so they are not
+    exported here either; a slashing-protection refusal counts in validator_failed_attestations.
+    """
 
     keys: list[str]
     per_key: bool
     balance: dict[str, float] = field(default_factory=dict)
     last_slot: dict[str, int] = field(default_factory=dict)
+    statuses: dict[str, int] = field(default_factory=dict)
     counters: dict[str, dict[str, int]] = field(default_factory=dict)
+    #: grpc_client_msg_received_total of the block stream (not per key: exported even without account metrics)
+    blocks_received: int | None = None
 
     COUNTERS = ("validator_successful_attestations", "validator_failed_attestations",
-                "validator_successful_proposals", "validator_failed_proposals",
-                "validator_attestations_rejected_total", "validator_proposals_rejected_total")
+                "validator_successful_proposals", "validator_failed_proposals")
 
     def __post_init__(self) -> None:
         for name in self.COUNTERS:
-            self.counters[name] = dict.fromkeys(self.keys, 0)
-        self.balance = dict.fromkeys(self.keys, START_BALANCE)
+            self.counters[name] = {}
 
     def inc(self, name: str, pubkey: str) -> None:
-        self.counters[name][pubkey] += 1
+        self.counters[name][pubkey] = self.counters[name].get(pubkey, 0) + 1
+
+    def beacon_reached(self) -> None:
+        """qrysm sets every loaded key's status once its beacon node answers (checkAndLogValidatorStatus)."""
+        for k in self.keys:
+            self.statuses.setdefault(k, STATUS_ACTIVE)
+            self.balance.setdefault(k, START_BALANCE)
+
+    def block_received(self) -> None:
+        self.blocks_received = (self.blocks_received or 0) + 1
 
     def render(self) -> netio.Response:
-        if not self.per_key:
-            return netio.render_metrics([])
-        fams = [
-            netio.Metric("validator_statuses", "gauge", "validator statuses: 0 UNKNOWN, 1 DEPOSITED, 2 PENDING, "
-                         "3 ACTIVE, 4 EXITING, 5 SLASHING, 6 EXITED",
-                         [({"pubkey": k}, STATUS_ACTIVE) for k in self.keys]),
-            netio.Metric("validator_balance", "gauge", "current validator balance.",
-                         [({"pubkey": k}, v) for k, v in self.balance.items()]),
-            netio.Metric("validator_last_attested_slot", "gauge", "Last attested slot.",
-                         [({"pubkey": k}, v) for k, v in self.last_slot.items()]),
-        ]
-        helps = {
-            "validator_attestations_rejected_total": "Count the attestations rejected by slashing protection.",
-            "validator_proposals_rejected_total": "Count the block proposals rejected by slashing protection.",
-        }
-        for name in self.COUNTERS:
-            fams.append(netio.Metric(name, "counter", helps.get(name, name),
-                                     [({"pubkey": k}, v) for k, v in self.counters[name].items()]))
+        fams = []
+        if self.blocks_received is not None:
+            fams.append(netio.Metric("grpc_client_msg_received_total", "counter",
+                                     "Total number of RPC stream messages received by the client.",
+                                     [(dict(BLOCK_STREAM), self.blocks_received)]))
+        if self.per_key:
+            fams += [
+                netio.Metric("validator_statuses", "gauge", "validator statuses: 0 UNKNOWN, 1 DEPOSITED, 2 PENDING, "
+                             "3 ACTIVE, 4 EXITING, 5 SLASHING, 6 EXITED",
+                             [({"pubkey": k}, v) for k, v in self.statuses.items()]),
+                netio.Metric("validator_balance", "gauge", "current validator balance.",
+                             [({"pubkey": k}, v) for k, v in self.balance.items()]),
+                netio.Metric("validator_last_attested_slot", "gauge", "Last attested slot.",
+                             [({"pubkey": k}, v) for k, v in self.last_slot.items()]),
+            ]
+            for name in self.COUNTERS:
+                fams.append(netio.Metric(name, "counter", name,
+                                         [({"pubkey": k}, v) for k, v in self.counters[name].items()]))
         return netio.render_metrics([f for f in fams if f.samples])
 
 
@@ -121,10 +142,15 @@ class Validator:
     def on_slot(self, slot: int) -> None:
         spe = self.clock.slots_per_epoch
         duties = [a for a in self.accounts if a.index % spe == slot % spe]
+        if not self.accounts:
+            return  # qrysm waits for keystores before it talks to the beacon node (wait_for_activation.go)
         ok, reason = self.ready()
         if ok and not self.ready_once:
             self.ready_once = True
+            self.metrics.beacon_reached()
             runtime.log(NAME, "info", "Beacon node is synced, starting validator duties", slot=slot)
+        if ok:
+            self.metrics.block_received()  # the beacon streams the slot's block (StreamBlocksAltair)
         if not duties:
             if not ok and not self.ready_once:
                 runtime.log(NAME, "info", "Waiting for beacon node to sync", reason=reason)
@@ -149,7 +175,10 @@ class Validator:
             runtime.log(NAME, "error", "Could not record attestation in slashing protection DB", error=repr(exc))
             return
         if refusal is not None:
-            self.metrics.inc("validator_attestations_rejected_total", account.pubkey)
+            # qrysm (attest_protect.go) counts a double or surround vote in validator_failed_attestations;
+            # its earlier "below the lowest signed source/target epoch" refusals return without counting.
+            if refusal.startswith(("double vote", "surround vote")):
+                self.metrics.inc("validator_failed_attestations", account.pubkey)
             runtime.log(NAME, "error", "Attempted to make slashable attestation, rejected by local slashing "
                         "protection", slot=slot, source_epoch=source, target_epoch=target,
                         pubkey=account.pubkey[:14], reason=refusal)
@@ -262,7 +291,10 @@ def _run(args: cli.Parsed) -> int:
     password = read_password_file(Path(_need(args, "wallet-password-file")), "wallet-password-file")
     accounts = open_wallet(wallet_dir.expanduser(), password)
     if not accounts:
-        raise WalletError(f"wallet at {wallet_dir} holds no keys: run 'validator accounts import'")
+        # qrysm keeps running (metrics served, no duties) and polls for keys; the stand-in reads keys at
+        # start only, so it waits until stopped.
+        runtime.log(NAME, "warn", "No validating keys fetched. Waiting for keystores to be imported",
+                    wallet_dir=str(wallet_dir))
     datadir = Path(args.get("datadir") or str(wallet_dir / "direct")).expanduser()
     grpc = netio.split_hostport(args.get("beacon-rpc-provider", "127.0.0.1:4000") or "127.0.0.1:4000", 4000)
     rest_url = (args.get("beacon-rest-api-provider") or f"http://{grpc[0]}:3500").rstrip("/")

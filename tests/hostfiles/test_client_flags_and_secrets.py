@@ -49,6 +49,7 @@ def test_secrets_table_entries() -> None:
     assert (jwt.path, jwt.mode, jwt.owner) == ("/etc/quantapool/secrets/jwt.hex", "0640", "root:qp-jwt")
     assert set(SECRET_FILES) == {"jwt", "backup-ship-key", "alertmanager-discord-webhook",
                                  "alertmanager-telegram-token", "alertmanager-pagerduty-key",
+                                 "alertmanager-heartbeat-url",
                                  "grafana-admin-password", "grafana-tls-key", "grafana-tls-cert"}
     for name, s in SECRET_FILES.items():
         assert re.fullmatch(r"[a-z0-9-]+", name) and s.path.startswith("/etc/quantapool/secrets/")

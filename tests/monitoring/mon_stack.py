@@ -119,6 +119,10 @@ def _expo(samples: list[tuple[str, dict[str, str], float]]) -> bytes:
 class HostState:
     locked: bool
     validator_running: bool
+    #: False: the validator runs without keys (qrysm: no per-key series, no block stream)
+    keys_loaded: bool = True
+    #: qrysm's validator_failed_attestations for the key; the series exists only once > 0
+    failed_attestations: int = 0
 
 
 @dataclass
@@ -170,13 +174,18 @@ class StandIns:
                           ("p2p_peer_count", {"state": "Disconnected"}, 0), ("connected_libp2p_peers", {}, 50)])
         if job == monitoring.JOB_VALIDATOR:
             key = {"pubkey": "0x" + "ab" * 8}
-            return _expo([("validator_statuses", key, 3), ("validator_balance", key, 40000.5),
-                          ("validator_last_attested_slot", key, slot - 3),
-                          ("validator_successful_attestations", key, slot // 128),
-                          ("validator_failed_attestations", key, 0),
-                          ("validator_successful_proposals", key, 2), ("validator_failed_proposals", key, 0),
-                          ("validator_attestations_rejected_total", key, 0),
-                          ("validator_proposals_rejected_total", key, 0)])
+            vstate = self.hosts.get(host.name)
+            if vstate is not None and not vstate.keys_loaded:
+                return _expo([])
+            samples = [("validator_statuses", key, 3), ("validator_balance", key, 40000.5),
+                       ("validator_last_attested_slot", key, slot - 3),
+                       ("validator_successful_attestations", key, slot // 128),
+                       ("validator_successful_proposals", key, 2),
+                       ("grpc_client_msg_received_total", {"grpc_type": "server_stream", "grpc_method":
+                        "StreamBlocksAltair", "grpc_service": "theqrl.zond.v1alpha1.BeaconNodeValidator"}, slot)]
+            if vstate is not None and vstate.failed_attestations:
+                samples.append(("validator_failed_attestations", key, vstate.failed_attestations))
+            return _expo(samples)
         if job == monitoring.JOB_CONTRACT_EXPORTER:
             return _expo([
                 ("quantapool_exporter_up", {}, 1), ("quantapool_exporter_last_success_timestamp_seconds", {}, now),

@@ -110,6 +110,11 @@ def _no_name(job: str, host: str, **extra: str) -> dict[str, str]:
 
 
 KEY = {"pubkey": "0xaa"}
+#: go-grpc-prometheus labels of qrysm's block stream from the beacon node (validator/client/validator.go)
+GRPC = {"grpc_method": "StreamBlocksAltair", "grpc_service": "theqrl.zond.v1alpha1.BeaconNodeValidator",
+        "grpc_type": "server_stream"}
+#: alerting.expectedActiveKeys the promtool cases render with (tests/monitoring/test_rules_promtool.py)
+EXPECTED_KEYS = {PAIR: 2}
 FS = {"device": "/dev/sdb", "fstype": "ext4", "mountpoint": "/var/lib/prometheus"}
 
 CASES: list[Case] = [
@@ -155,16 +160,58 @@ CASES: list[Case] = [
     Case("one validator running", "NoValidatorRunningInPair",
          dict([_up("validator", P, "1x40"), _up("validator", B, "0x40")]), "6m"),
     # -- slashing protection ----------------------------------------------------------------------------
-    Case("attestation refused (counter increases)", "SlashingProtectionRejected",
-         {series("validator_attestations_rejected_total", "validator", P, **KEY): "0x10 1x30"}, "5m",
+    # qrysm creates a per-key failed_* series at its first increment (CounterVec child): it appears at 1.
+    Case("attestation refused: failed_attestations appears at 1", "SlashingProtectionRejected",
+         {series("validator_failed_attestations", "validator", P, **KEY): "_x10 1x30"}, "3m",
          [Expect(labels("validator", P, **KEY))]),
-    Case("proposal refused right after start (new series at 1)", "SlashingProtectionRejected",
-         {series("validator_proposals_rejected_total", "validator", P, **KEY): "_x20 1x20"}, "5m30s",
+    Case("second refusal on an existing series", "SlashingProtectionRejected",
+         {series("validator_failed_attestations", "validator", P, **KEY): "1x80 2x20"}, "21m",
          [Expect(labels("validator", P, **KEY))]),
-    Case("no refusal", "SlashingProtectionRejected",
-         {series("validator_attestations_rejected_total", "validator", P, **KEY): "0x40"}, "5m"),
-    Case("old refusals, none recent", "SlashingProtectionRejected",
-         {series("validator_attestations_rejected_total", "validator", P, **KEY): "3x120"}, "25m"),
+    Case("proposal refused (propose_protect.go and propose.go each count it)", "SlashingProtectionRejected",
+         {series("validator_failed_proposals", "validator", P, **KEY): "_x20 2x20"}, "5m30s",
+         [Expect(labels("validator", P, **KEY))]),
+    Case("no failure: qrysm exports no failed_* series at all", "SlashingProtectionRejected",
+         {series("validator_successful_attestations", "validator", P, **KEY): "1+1x40"}, "5m"),
+    Case("old failures, none recent", "SlashingProtectionRejected",
+         {series("validator_failed_attestations", "validator", P, **KEY): "3x120"}, "25m"),
+    # -- per-key coverage (expected: 2 keys in p1, rendered from alerting.expectedActiveKeys) ------------
+    Case("signing host runs with one of two keys active", "ValidatorKeysNotActive",
+         dict([_lk(P, "0x60"), _up("validator", P, "1x60"),
+               (series("validator_statuses", "validator", P, pubkey="0xaa"), "3x60"),
+               (series("validator_statuses", "validator", P, pubkey="0xbb"), "2x60")]), "10m",
+         [Expect({"host": P, "pair": PAIR}, 1)]),
+    Case("signing host runs without keys (no validator_statuses at all)", "ValidatorKeysNotActive",
+         dict([_lk(P, "0x60"), _up("validator", P, "1x60")]), "10m", [Expect({"host": P, "pair": PAIR}, 2)]),
+    Case("both keys active or exiting", "ValidatorKeysNotActive",
+         dict([_lk(P, "0x60"), _up("validator", P, "1x60"),
+               (series("validator_statuses", "validator", P, pubkey="0xaa"), "3x60"),
+               (series("validator_statuses", "validator", P, pubkey="0xbb"), "4x60")]), "10m"),
+    Case("keys not yet reported in the first minutes after a start", "ValidatorKeysNotActive",
+         dict([_lk(P, "0x60"), _up("validator", P, "0x20 1x40")]), "7m"),
+    Case("locked standby without keys", "ValidatorKeysNotActive",
+         dict([_lk(P, "0x60"), _up("validator", P, "1x60"), _lk(B, "1x60"), _up("validator", B, "1x60"),
+               (series("validator_statuses", "validator", P, pubkey="0xaa"), "3x60"),
+               (series("validator_statuses", "validator", P, pubkey="0xbb"), "3x60")]), "10m"),
+    # -- beacon connection: blocks streamed to the validator (StreamBlocksAltair) -------------------------
+    Case("block stream stops", "ValidatorBeaconDisconnected",
+         dict([_lk(P, "0x30"), _up("validator", P, "1x30"), (series("validator_statuses", "validator", P, **KEY),
+                                                              "3x30"),
+               (series("grpc_client_msg_received_total", "validator", P, **GRPC), "100+1x10 110x20")]), "20m",
+         [Expect(labels("validator", P, **GRPC))], interval="1m"),
+    Case("keys loaded but no block ever received", "ValidatorBeaconDisconnected",
+         dict([_lk(P, "0x30"), _up("validator", P, "1x30"),
+               (series("validator_statuses", "validator", P, **KEY), "3x30")]), "10m",
+         [Expect(labels("validator", P))], interval="1m"),
+    Case("a block every slot", "ValidatorBeaconDisconnected",
+         dict([_lk(P, "0x30"), _up("validator", P, "1x30"), (series("validator_statuses", "validator", P, **KEY),
+                                                              "3x30"),
+               (series("grpc_client_msg_received_total", "validator", P, **GRPC), "100+1x30")]), "20m",
+         interval="1m"),
+    Case("stream stopped on the locked standby", "ValidatorBeaconDisconnected",
+         dict([_lk(B, "1x30"), _up("validator", B, "1x30"), (series("validator_statuses", "validator", B, **KEY),
+                                                              "3x30"),
+               (series("grpc_client_msg_received_total", "validator", B, **GRPC), "100x30")]), "20m",
+         interval="1m"),
     Case("key slashed", "ValidatorSlashing",
          {series("validator_statuses", "validator", P, **KEY): "3x4 5x6"}, "2m",
          [Expect(labels("validator", P, **KEY))]),

@@ -10,7 +10,7 @@ import yaml
 
 from cloud_init import monitoring
 
-from .promtool_cases import ALWAYS_FIRING, CASES, promtool_test_doc
+from .promtool_cases import ALWAYS_FIRING, CASES, EXPECTED_KEYS, promtool_test_doc
 from .support import tool, variant, write_files
 
 pytestmark = pytest.mark.realtools
@@ -48,8 +48,10 @@ def test_every_alert_has_firing_and_quiet_cases() -> None:
 
 @pytest.fixture(scope="module")
 def rendered_rules(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
-    root = write_files(variant(expect_paused=False), tmp_path_factory.mktemp("rules"))
-    rules = {r["alert"]: r for r in monitoring.alert_rules(variant(expect_paused=False))}
+    cfg = variant(expect_paused=False)
+    cfg = cfg.model_copy(update={"alerting": cfg.alerting.model_copy(update={"expected_active_keys": EXPECTED_KEYS})})
+    root = write_files(cfg, tmp_path_factory.mktemp("rules"))
+    rules = {r["alert"]: r for r in monitoring.alert_rules(cfg)}
     return root / "etc/prometheus/rules", rules
 
 
