@@ -15,6 +15,7 @@ hence the selectors written out) and the exporter test fixtures. tests/exporter/
 every selector with eth-hash and checks that every read the exporter makes is in this table.
 
 Rows: (selector hex, canonical signature, comma-separated output types; "" for none).
+Regenerate the hex columns with eth-hash (keccak) if a signature changes; the test says which row is wrong.
 """
 
 from __future__ import annotations
@@ -126,6 +127,47 @@ FUNCTIONS: dict[str, tuple[tuple[str, str, str], ...]] = {
         ("f2fde38b", "transferOwnership(address)", ""),
     ),
 }
+
+#: (contract key, topic 0 hex, canonical signature) of the events the contract exporter counts (the
+#: declarations with `indexed` are in exporter/views.py; the test checks both lists agree).
+EVENT_TOPICS: tuple[tuple[str, str, str], ...] = (
+    ("deposit_pool", "73a19dd210f1a7f902193214c0ee91dd35ee5b4d920cba8d519eca65a7b488ca",
+     "Deposited(address,uint256,uint256)"),
+    ("deposit_pool", "38e3d972947cfef94205163d483d6287ef27eb312e20cb8e0b13a49989db232e",
+     "WithdrawalRequested(address,uint256,uint256,uint256)"),
+    ("deposit_pool", "2d43eb174787155132b52ddb6b346e2dca99302eac3df4466dbeff953d3c84d1",
+     "WithdrawalClaimed(address,uint256,uint256)"),
+    ("deposit_pool", "609802616efe88a6b73a266ced98c5dfd07c25e64549e620527605107ea30e81",
+     "WithdrawalCancelled(address,uint256,uint256)"),
+    ("deposit_pool", "3016d6f902380510ca4e54761973b3f3c41b759fa3597f31194c53ca434c20ec",
+     "RewardsSynced(uint256,uint256,uint256)"),
+    ("deposit_pool", "16020e9e3579ff8d3db5ee9afbf379228a6dab315c8eb376a846e80c54514c1b",
+     "SlashingDetected(uint256,uint256,uint256)"),
+    ("deposit_pool", "6442a32a2699a9bbb5a0c67779293613f0d464dd5c68e14fd0443eb55257e8c8",
+     "ValidatorFunded(uint256,bytes,uint256)"),
+    ("deposit_pool", "a34d9660ad256abe6e9eb56cff61177d6bbb720fe92a8d0f400abe948de2d1d3",
+     "ValidatorExitRecorded(uint256,uint256)"),
+    ("deposit_pool", "0cf9471ac6b6f026ce05ece153d1c009a2ff33def9ed5e358dbbdef7e35f5912",
+     "WithdrawalReserveFunded(uint256)"),
+    ("deposit_pool", "025cac5e0066394938d85d3d73114eefd543e6c3e8e712a621cce89b8a1a9125",
+     "WithdrawalReserveReleased(uint256,uint256)"),
+    ("deposit_pool", "62e78cea01bee320cd4e420270b5ea74000d11b0c9f74754ebdbfc544b05a258",
+     "Paused(address)"),
+    ("deposit_pool", "5db9ee0a495bf2e6ff9c91a7834c1ba4fdd244a5e8aa4e537bd38aeae4b073aa",
+     "Unpaused(address)"),
+    ("deposit_pool", "23d6711a1d031134a36921253c75aa59e967d38e369ac625992824315e204f20",
+     "EmergencyWithdrawal(address,uint256)"),
+    ("validator_manager", "30dce8fde1a577d548477e19610f50f4a05ec72dfef357d0bd0799384470cc03",
+     "ValidatorRegistered(uint256,bytes,uint8)"),
+    ("validator_manager", "306f1a635effaa1bdfbd384cb60dbe340eb553e296b231a6fab0e3f469889332",
+     "ValidatorActivated(uint256,uint256)"),
+    ("validator_manager", "18e15cea98767d850b17933eb56c7f10756b6f3829168d64df869fb5123766a6",
+     "ValidatorExitRequested(uint256,uint256)"),
+    ("validator_manager", "a03a0e9962a5ae9a6e485dcf822e22ffda3006a763b642f43d99b30ca93c3b9e",
+     "ValidatorExited(uint256,uint256)"),
+    ("validator_manager", "a02a6867a836eacf96a3e61592877fcb86f2c21d1098409fe654e9a7236fde10",
+     "ValidatorSlashed(uint256,uint256)"),
+)
 
 
 def selectors(contract: str) -> dict[bytes, tuple[str, tuple[str, ...]]]:

@@ -66,3 +66,12 @@ def test_the_rpc_client_classifies_reverts(make_exporter, node, pool_values, fau
     node.fault_call("stqrl", "paused()", fault)
     with pytest.raises(RpcRevertError, match="execution reverted"):
         exporter.rpc.call(node.text(ADDR["stqrl"]), sel("paused()"), "latest")
+
+
+def test_event_topics_match_the_exporters_events():
+    from exporter.views import EVENTS
+
+    rows = [(c, t, sig) for c, t, sig in pool_abi.EVENT_TOPICS]
+    assert rows == [(e.contract, e.topic0.hex(), e.signature) for e in EVENTS]
+    for _contract, topic_hex, signature in rows:
+        assert keccak(signature.encode()).hex() == topic_hex, signature
