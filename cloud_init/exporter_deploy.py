@@ -15,8 +15,8 @@ On the host (`qp-install-exporter`, idempotent):
 3. validate the rendered config with the exporter itself (`--check-config`) as its service user;
 4. enable and restart `qp-contract-exporter.service` and wait until /metrics answers on 127.0.0.1:9101.
 
-The local lab has no route to PyPI: its overlay writes LAB_NO_EXPORTER_MARKER and the script stops after
-step 1 (files in place, no venv, service not started): a documented lab difference.
+The local lab has no route to PyPI: its overlay points pip at the same hash-locked wheels on the lab's
+mirror (`/etc/pip.conf`, lab/overlay.py), so this same script builds the venv and starts the service there.
 
 RPC endpoints: `monitoring.contractExporterRpcUrl` alone when set (`rpc_url`), else `rpc_urls`: the execution
 client of every key host (`http://<private ip>:8545`), pair by pair in stack order, the pair's configured
@@ -57,8 +57,6 @@ INSTALL_SCRIPT = "/usr/local/sbin/qp-install-exporter"
 SERVICE_USER = "qp-exporter"
 STATE_DIRECTORY = "quantapool-exporter"  # systemd StateDirectory= -> /var/lib/quantapool-exporter
 STATE_DIR = f"/var/lib/{STATE_DIRECTORY}"
-#: Written only by the lab overlay (lab/overlay.py): no PyPI there, so no venv and no service.
-LAB_NO_EXPORTER_MARKER = "/etc/quantapool/lab-no-exporter-install"
 #: Loopback only: Prometheus runs on the same host and scrapes 127.0.0.1 (cloud_init/monitoring.py).
 LISTEN_ADDRESS = "127.0.0.1"
 INTERVAL_SECONDS = 30

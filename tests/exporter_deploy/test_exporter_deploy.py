@@ -272,18 +272,15 @@ def _stub(bindir: Path, name: str, body: str) -> None:
 class Host:
     """A scratch root with the bundle unpacked, the installer re-rooted into it, and stubs on PATH."""
 
-    def __init__(self, tmp: Path, cfg: StackConfig, lab: bool) -> None:
+    def __init__(self, tmp: Path, cfg: StackConfig) -> None:
         self.root = tmp / "root"
         self.log = tmp / "stub.log"
         self.log.write_text("")
         with tarfile.open(fileobj=io.BytesIO(base64.b64decode(ed.bundle_b64(cfg)))) as tar:
             tar.extractall(self.root, filter="data")
         self.home = self.root / ed.EXPORTER_HOME.lstrip("/")
-        marker = self.root / ed.LAB_NO_EXPORTER_MARKER.lstrip("/")
-        if lab:
-            marker.write_text("lab\n")
         script = ed.install_script()
-        for path in (ed.EXPORTER_HOME, ed.CONFIG_PATH, ed.LAB_NO_EXPORTER_MARKER):
+        for path in (ed.EXPORTER_HOME, ed.CONFIG_PATH):
             script = script.replace(path, str(self.root / path.lstrip("/")))
         self.script = tmp / "qp-install-exporter"
         self.script.write_text(script)
@@ -315,27 +312,24 @@ def need_root() -> None:
         pytest.skip("the installer refuses to run as non-root")
 
 
-def test_installer_in_the_lab_installs_files_only(tmp_path: Path, need_root: None) -> None:
-    host = Host(tmp_path, stack("gqrl"), lab=True)
+def test_installer_removes_files_an_older_release_left(tmp_path: Path, need_root: None) -> None:
+    host = Host(tmp_path, stack("gqrl"))
     stale = host.home / "src/exporter/retired.py"
     stale.write_text("# from an older release\n")
     res = host.run()
     assert res.returncode == 0, res.stderr
-    assert "files installed, venv and qp-contract-exporter.service skipped" in res.stdout
     assert not stale.exists() and (host.home / "src/exporter/collector.py").exists()
-    assert host.calls() == []  # no user, no venv, no pip, no systemctl
-    assert not (host.home / "venv").exists()
 
 
 def test_installer_refuses_files_that_do_not_match_the_manifest(tmp_path: Path, need_root: None) -> None:
-    host = Host(tmp_path, stack("gqrl"), lab=True)
+    host = Host(tmp_path, stack("gqrl"))
     (host.home / "src/exporter/rpc.py").write_text("import os; os.system('curl evil')\n")
     res = host.run()
     assert res.returncode != 0 and "do not match" in res.stderr
 
 
 def test_installer_builds_the_venv_from_the_lock_once_and_starts_the_unit(tmp_path: Path, need_root: None) -> None:
-    host = Host(tmp_path, stack("gqrl"), lab=False)
+    host = Host(tmp_path, stack("gqrl"))
     res = host.run()
     assert res.returncode == 0, res.stdout + res.stderr
     calls = host.calls()
