@@ -8,7 +8,7 @@ and any change to a file re-runs the step.
 
 On the host (`qp-install-exporter`, idempotent):
 1. check the unpacked source against its sha256 manifest and delete files a newer release no longer ships;
-2. (production only) build `/opt/quantapool/exporter/venv` with `python3 -m venv` and
+2. build `/opt/quantapool/exporter/venv` with `python3 -m venv` and
    `pip install --require-hashes --only-binary=:all:` from the hash-locked closure of
    exporter/requirements.txt (cloud_init/monitoring/exporter/requirements.lock), rebuilt only when the lock
    changes, into a new directory that replaces the old one only after it works;
