@@ -8,19 +8,23 @@ and any change to a file re-runs the step.
 
 On the host (`qp-install-exporter`, idempotent):
 1. check the unpacked source against its sha256 manifest and delete files a newer release no longer ships;
-2. (production only) build `/opt/quantapool/exporter/venv` with `python3 -m venv` and
+2. build `/opt/quantapool/exporter/venv` with `python3 -m venv` and
    `pip install --require-hashes --only-binary=:all:` from the hash-locked closure of
    exporter/requirements.txt (cloud_init/monitoring/exporter/requirements.lock), rebuilt only when the lock
    changes, into a new directory that replaces the old one only after it works;
 3. validate the rendered config with the exporter itself (`--check-config`) as its service user;
 4. enable and restart `qp-contract-exporter.service` and wait until /metrics answers on 127.0.0.1:9101.
 
-The local lab has no route to PyPI: its overlay writes LAB_NO_EXPORTER_MARKER and the script stops after
-step 1 (files in place, no venv, service not started): a documented lab difference.
+The local lab has no route to PyPI: its overlay points pip at the same hash-locked wheels on the lab's
+mirror (`/etc/pip.conf`, lab/overlay.py), so this same script builds the venv and starts the service there.
 
-RPC endpoint: `monitoring.contractExporterRpcUrl` when set, else the execution client of the FIRST pair's
-PRIMARY (`http://<private ip>:8545`; the key hosts' nftables accept 8545 from the monitoring IP). It does
-not follow a failover: the execution client keeps running on both hosts of a pair whichever one signs.
+RPC endpoints: `monitoring.contractExporterRpcUrl` alone when set (`rpc_url`), else `rpc_urls`: the execution
+client of every key host (`http://<private ip>:8545`), pair by pair in stack order, the pair's configured
+active host before its standby. The exporter tries them in that order each cycle and reads from the first
+with a current head (exporter/endpoints.py), so a fenced, stopped or lagging host is skipped and no host is
+a fixed single point. The execution client runs on both hosts of a pair whichever one signs, and every key
+host's nftables accepts 8545 from the monitoring server's private IP only (cloud_init/nftables.py
+`key_host_rules`); the client listens on 0.0.0.0 with the host's IP in `--http.vhosts` (key_host.py).
 """
 
 from __future__ import annotations
@@ -53,8 +57,6 @@ INSTALL_SCRIPT = "/usr/local/sbin/qp-install-exporter"
 SERVICE_USER = "qp-exporter"
 STATE_DIRECTORY = "quantapool-exporter"  # systemd StateDirectory= -> /var/lib/quantapool-exporter
 STATE_DIR = f"/var/lib/{STATE_DIRECTORY}"
-#: Written only by the lab overlay (lab/overlay.py): no PyPI there, so no venv and no service.
-LAB_NO_EXPORTER_MARKER = "/etc/quantapool/lab-no-exporter-install"
 #: Loopback only: Prometheus runs on the same host and scrapes 127.0.0.1 (cloud_init/monitoring/prometheus.py).
 LISTEN_ADDRESS = "127.0.0.1"
 INTERVAL_SECONDS = 30
@@ -66,11 +68,15 @@ INSTALL_COMMAND = f"base64 -d | sudo tar -x --no-same-owner -C / -f - && sudo {I
 _SHIPPED_SUFFIXES = (".py",)
 
 
-def rpc_url(cfg: StackConfig) -> str:
-    """The exporter's JSON-RPC endpoint (see the module docstring)."""
+def rpc_urls(cfg: StackConfig) -> list[str]:
+    """The exporter's JSON-RPC endpoints in the order to try them (see the module docstring)."""
     if cfg.monitoring.contract_exporter_rpc_url:
-        return cfg.monitoring.contract_exporter_rpc_url
-    return f"http://{cfg.validator_pairs[0].primary.private_ip}:{ports.EXECUTION_RPC}"
+        return [cfg.monitoring.contract_exporter_rpc_url]
+    urls: list[str] = []
+    for pair in cfg.validator_pairs:
+        active, standby = (pair.primary, pair.backup) if pair.active == "primary" else (pair.backup, pair.primary)
+        urls += [f"http://{host.private_ip}:{ports.EXECUTION_RPC}" for host in (active, standby)]
+    return urls
 
 
 def exporter_config(cfg: StackConfig) -> dict[str, Any]:
@@ -82,7 +88,7 @@ def exporter_config(cfg: StackConfig) -> dict[str, Any]:
     pc = cfg.pool_contracts
     data: dict[str, Any] = {
         "profile": cfg.clients.profile,
-        "rpc_url": rpc_url(cfg),
+        **({"rpc_url": rpc_urls(cfg)[0]} if cfg.monitoring.contract_exporter_rpc_url else {"rpc_urls": rpc_urls(cfg)}),
         "contracts": {"deposit_pool": pc.deposit_pool, "stqrl": pc.stqrl, "validator_manager": pc.validator_manager},
         "listen_address": LISTEN_ADDRESS,
         "listen_port": ports.CONTRACT_EXPORTER,

@@ -58,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     log.info(
         "serving metrics on %s:%d, profile %s, RPC %s",
-        config.listen_address, server.server_port, config.profile, config.rpc_url,
+        config.listen_address, server.server_port, config.profile, ", ".join(config.endpoints),
     )
 
     stop = threading.Event()

@@ -17,9 +17,10 @@ from prometheus_client import CollectorRegistry
 
 from exporter.addresses import format_address
 from exporter.config import CONTRACT_KEYS, ExporterConfig
+from exporter.endpoints import Endpoints, Selection, endpoint_label
 from exporter.events import EventScanner
 from exporter.metrics import ExporterMetrics
-from exporter.rpc import RpcClient, RpcError, RpcTransportError
+from exporter.rpc import RpcClient, RpcError, RpcRevertError, RpcTransportError
 from exporter.views import ADDRESS_LABEL, EVENTS, VIEWS, Kind, View, scale
 
 log = logging.getLogger(__name__)
@@ -34,6 +35,7 @@ class CycleResult:
     ok: bool = True
     block_height: int | None = None
     failed: list[str] = field(default_factory=list)  # "contract.call: reason"
+    absent: list[str] = field(default_factory=list)  # optional views that reverted (not failures)
     events_ok: bool | None = None
 
 
@@ -51,14 +53,21 @@ class Exporter:
         self._clock = clock
         self.addresses = {key: config.address_bytes(key) for key in CONTRACT_KEYS}
         self.address_text = {key: format_address(raw, self.profile) for key, raw in self.addresses.items()}
-        self.rpc = RpcClient(
-            url=config.rpc_url,
-            namespace=self.profile.namespace,
-            timeout=config.rpc_timeout_seconds,
-            retries=config.rpc_retries,
-            backoff=config.rpc_retry_backoff_seconds,
-            observer=self._observe_rpc,
+        self.endpoints = Endpoints(
+            config.endpoints,
+            lambda url: RpcClient(
+                url=url,
+                namespace=self.profile.namespace,
+                timeout=config.rpc_timeout_seconds,
+                retries=config.rpc_retries,
+                backoff=config.rpc_retry_backoff_seconds,
+                observer=self._observe_rpc,
+            ),
+            clock=clock,
+            stale_seconds=config.head_stale_seconds,
         )
+        # The client reads go to; each cycle points it (and the scanner) at the selected endpoint.
+        self.rpc = self.endpoints.clients[config.endpoints[0]]
         self.scanner = EventScanner(
             rpc=self.rpc,
             profile=self.profile,
@@ -98,13 +107,8 @@ class Exporter:
         gauges = self.metrics.gauges
         endpoint_down = False
 
-        try:
-            result.block_height = self.rpc.block_number()
-            gauges.set("quantapool_chain_block_height", result.block_height)
-        except RpcError as exc:
-            result.ok = False
-            result.failed.append(f"chain.blockNumber: {exc}")
-            endpoint_down = _unreachable(exc)
+        selection = self._select_endpoint(result)
+        endpoint_down = selection.client is None or selection.regressed_from is not None
         # Pin every read of this cycle to one block so the views form a consistent snapshot.
         block_tag = hex(result.block_height) if result.block_height is not None else "latest"
 
@@ -116,18 +120,24 @@ class Exporter:
             return endpoint_down or time.monotonic() > deadline
 
         for view in VIEWS:
-            ok = False
+            ok = ok_for_up = False
             if not skip():
                 try:
                     self._read_view(view, block_tag)
                     ok = True
+                except RpcRevertError as exc:
+                    if view.optional:  # a deployment without this function: no value, but not a failure
+                        ok_for_up = True
+                        result.absent.append(f"{view.contract}.{view.function}: {exc}")
+                    else:
+                        result.failed.append(f"{view.contract}.{view.function}: {exc}")
                 except (RpcError, DecodingError, ValueError, TypeError) as exc:
                     endpoint_down |= _unreachable(exc)
                     result.failed.append(f"{view.contract}.{view.function}: {exc}")
             else:
                 result.failed.append(f"{view.contract}.{view.function}: skipped")
             gauges.set("quantapool_exporter_call_success", int(ok), contract=view.contract, call=view.function)
-            result.ok &= ok
+            result.ok &= ok or ok_for_up
 
         ok = False
         if not skip():
@@ -162,6 +172,43 @@ class Exporter:
         self._log_result(result, endpoint_down)
         return result
 
+    def _select_endpoint(self, result: CycleResult) -> Selection:
+        """Pick this cycle's endpoint (exporter/endpoints.py) and publish head and endpoint health."""
+        gauges = self.metrics.gauges
+        selection = self.endpoints.select()
+        for url, head in selection.probed.items():
+            label = endpoint_label(url)
+            gauges.set("quantapool_exporter_rpc_endpoint_up", int(head is not None), endpoint=label)
+            if head is not None:
+                gauges.set("quantapool_exporter_rpc_endpoint_head", head, endpoint=label)
+        for url in self.endpoints.urls:
+            gauges.set("quantapool_exporter_rpc_endpoint_active", int(url == selection.url),
+                       endpoint=endpoint_label(url))
+        age = self.endpoints.head_age()
+        if age is not None:
+            gauges.set("quantapool_chain_head_age_seconds", age)
+        if selection.client is None:
+            result.ok = False
+            result.failed.append("chain.blockNumber: no endpoint answered: " + "; ".join(selection.errors))
+            return selection
+        self.rpc = selection.client
+        self.scanner.rpc = selection.client
+        if selection.regressed_from is not None:
+            # Reads at this head would publish older data than already published: skip them all.
+            self.metrics.head_regressions.inc()
+            result.ok = False
+            result.failed.append(f"chain.head: {selection.head} is below the highest head already read "
+                                 f"({selection.regressed_from}) on every answering endpoint")
+            return selection
+        result.block_height = selection.head
+        gauges.set("quantapool_chain_block_height", selection.head)
+        if selection.stale_seconds is not None:
+            # The values are read (they are the newest any endpoint has) but the cycle is not a success.
+            result.ok = False
+            result.failed.append(f"chain.head: block {selection.head} has not advanced for "
+                                 f"{selection.stale_seconds:.0f}s on any endpoint")
+        return selection
+
     def _read_view(self, view: View, block_tag: str) -> None:
         """Call, decode and only then set the view's gauges: a failure leaves every one untouched."""
         raw = self.rpc.call(self.address_text[view.contract], view.selector, block_tag)
@@ -193,13 +240,15 @@ class Exporter:
         return updates
 
     def _log_result(self, result: CycleResult, endpoint_down: bool) -> None:
+        for line in result.absent:
+            log.info("optional read absent (this deployment predates it): %s", line)
         if result.ok:
             log.info("cycle ok at block %s", result.block_height)
             return
         failed = [line for line in result.failed if not line.endswith(": skipped")]
         skipped = len(result.failed) - len(failed)
         if endpoint_down:
-            log.warning("RPC %s unreachable (%s); %d reads skipped", self.config.rpc_url, failed[0], skipped)
+            log.warning("RPC unreachable or behind (%s); %d reads skipped", failed[0], skipped)
             return
         for line in failed:
             log.warning("read failed: %s", line)

@@ -53,7 +53,10 @@ class ExporterConfig(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
     profile: Literal["gzond", "gqrl"]
-    rpc_url: str
+    # One endpoint (rpc_url) or an ordered fallback list (rpc_urls), exactly one of the two: each cycle
+    # uses the first endpoint that answers with a current head (exporter/endpoints.py).
+    rpc_url: str | None = None
+    rpc_urls: list[str] | None = Field(None, min_length=1, max_length=32)
     contracts: Contracts
     listen_address: str = "0.0.0.0"  # noqa: S104 - Prometheus scrapes over the private network
     listen_port: int = Field(9101, ge=0, le=65535)
@@ -66,13 +69,24 @@ class ExporterConfig(BaseModel):
     log_max_ranges_per_cycle: int = Field(20, ge=1, le=10_000)
     reorg_depth: int = Field(64, ge=0, le=100_000)
     start_block: int = Field(0, ge=0)
+    # A head that has not advanced for this long is stale: the next endpoint is tried for a newer one,
+    # and while every endpoint is stale the cycle does not count as a success (quantapool_exporter_up 0).
+    head_stale_seconds: float = Field(300.0, gt=0, le=86_400)
 
     @field_validator("rpc_url")
     @classmethod
-    def _check_rpc_url(cls, value: str) -> str:
-        parsed = urlparse(value)
-        if parsed.scheme not in ("http", "https") or not parsed.hostname:
-            raise ValueError(f"must be an http(s) URL like http://127.0.0.1:8545, got {value!r}")
+    def _check_rpc_url(cls, value: str | None) -> str | None:
+        return value if value is None else _check_url(value)
+
+    @field_validator("rpc_urls")
+    @classmethod
+    def _check_rpc_urls(cls, value: list[str] | None) -> list[str] | None:
+        if value is None:
+            return value
+        for url in value:
+            _check_url(url)
+        if len(set(value)) != len(value):
+            raise ValueError("lists an endpoint twice; keep each URL once, in the order to try them")
         return value
 
     @field_validator("listen_address")
@@ -87,6 +101,8 @@ class ExporterConfig(BaseModel):
     @model_validator(mode="after")
     def _check_profile_dependent(self) -> ExporterConfig:
         problems: list[str] = []
+        if (self.rpc_url is None) == (self.rpc_urls is None):
+            problems.append("rpc_url: set exactly one of rpc_url (one endpoint) or rpc_urls (a fallback list)")
         parsed: dict[str, bytes] = {}
         for key in CONTRACT_KEYS:
             try:
@@ -107,12 +123,24 @@ class ExporterConfig(BaseModel):
         return self
 
     @property
+    def endpoints(self) -> list[str]:
+        """The RPC endpoints in the order to try them."""
+        return list(self.rpc_urls) if self.rpc_urls is not None else [str(self.rpc_url)]
+
+    @property
     def profile_info(self) -> Profile:
         return PROFILES[self.profile]
 
     def address_bytes(self, key: str) -> bytes:
         """20-byte address of contract ``key`` (one of CONTRACT_KEYS)."""
         return parse_address(getattr(self.contracts, key), self.profile_info)
+
+
+def _check_url(value: str) -> str:
+    parsed = urlparse(value)
+    if parsed.scheme not in ("http", "https") or not parsed.hostname:
+        raise ValueError(f"must be an http(s) URL like http://127.0.0.1:8545, got {value!r}")
+    return value
 
 
 def _format_errors(exc: ValidationError) -> list[str]:

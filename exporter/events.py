@@ -113,7 +113,7 @@ class EventScanner:
         reorg_depth: int,
         start_block: int,
     ) -> None:
-        self._rpc = rpc
+        self.rpc = rpc  # the collector re-points it at each cycle's endpoint
         self._profile = profile
         self._specs = specs
         self._by_key: dict[tuple[bytes, bytes], EventSpec] = {
@@ -188,7 +188,7 @@ class EventScanner:
         while start <= head and ranges < self._max_ranges:
             end = min(head, start + self._max_range - 1)
             try:
-                logs = self._rpc.get_logs(self._addresses, self._topics, start, end)
+                logs = self.rpc.get_logs(self._addresses, self._topics, start, end)
                 parsed = [self._parse_log(entry, start, end) for entry in logs]
             except RpcError as exc:
                 log.warning("logs %d..%d not read, cursor stays at %s: %s", start, end, self.cursor, exc)

@@ -55,10 +55,30 @@ HEALTH_GAUGES: tuple[GaugeDef, ...] = (
         "quantapool_exporter_event_cursor_block",
         "Highest block whose logs have been read completely and counted.",
     ),
+    GaugeDef(
+        "quantapool_exporter_rpc_endpoint_up",
+        "1 if this RPC endpoint answered its last head probe, 0 if it failed; absent until first probed.",
+        ("endpoint",),
+    ),
+    GaugeDef(
+        "quantapool_exporter_rpc_endpoint_head",
+        "Head block number this RPC endpoint reported at its last successful probe.",
+        ("endpoint",),
+    ),
+    GaugeDef(
+        "quantapool_exporter_rpc_endpoint_active",
+        "1 for the RPC endpoint the last cycle read from, 0 for the others.",
+        ("endpoint",),
+    ),
 )
 
 CHAIN_GAUGES: tuple[GaugeDef, ...] = (
     GaugeDef("quantapool_chain_block_height", "Latest block number reported by the execution client."),
+    GaugeDef(
+        "quantapool_chain_head_age_seconds",
+        "Seconds since the exporter first read the highest head it has seen (grows while no endpoint's head "
+        "advances).",
+    ),
     GaugeDef(
         "quantapool_pool_balance_qrl",
         "Native balance of the deposit pool contract in QRL, a cross-check of its accounting.",
@@ -95,11 +115,12 @@ RPC_ERRORS = "quantapool_exporter_rpc_errors_total"
 RPC_LATENCY = "quantapool_exporter_rpc_latency_seconds"
 EVENTS_TOTAL = "quantapool_events_total"
 LOG_SHAPE_MISMATCH = "quantapool_exporter_log_shape_mismatch_total"
+HEAD_REGRESSIONS = "quantapool_chain_head_regressions_total"
 
 # Names as written in PromQL: counters with their _total suffix, histograms without
 # _bucket/_sum/_count. Alert rules and dashboards can be cross-checked against this set.
 METRIC_NAMES: frozenset[str] = frozenset(
-    {g.name for g in ALL_GAUGES} | {RPC_ERRORS, RPC_LATENCY, EVENTS_TOTAL, LOG_SHAPE_MISMATCH}
+    {g.name for g in ALL_GAUGES} | {RPC_ERRORS, RPC_LATENCY, EVENTS_TOTAL, LOG_SHAPE_MISMATCH, HEAD_REGRESSIONS}
 )
 
 LATENCY_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -202,6 +223,11 @@ class ExporterMetrics:
             "Duration of each JSON-RPC attempt, successful or not.",
             ["method"],
             buckets=LATENCY_BUCKETS,
+            registry=self.registry,
+        )
+        self.head_regressions = Counter(
+            HEAD_REGRESSIONS,
+            "Cycles whose best available head was lower than the highest head already read (reads skipped).",
             registry=self.registry,
         )
         self.registry.register(

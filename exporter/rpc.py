@@ -52,6 +52,18 @@ class RpcResponseError(RpcError):
     """The node answered, but with a JSON-RPC error or a result of the wrong shape."""
 
 
+class RpcRevertError(RpcResponseError):
+    """A ``<ns>_call`` executed and reverted: a definite answer from the contract, not a node problem.
+
+    go-zond (internal/zondapi/api.go ``Call``) reports a revert with revert data as code 3
+    ``execution reverted[: reason]`` and one without data (e.g. a selector the contract does not have,
+    no fallback) as the plain ZVM error: code -32000 ``execution reverted``.
+    """
+
+
+REVERT_CODES = (3, -32000)
+
+
 def _hex_quantity(value: Any, what: str) -> int:
     if not isinstance(value, str) or not value.startswith("0x") or len(value) < 3:
         raise RpcResponseError(f"{what}: expected a 0x hex quantity, got {value!r:.80}")
@@ -151,6 +163,9 @@ class RpcClient:
         if reply.get("error") is not None:
             error = reply["error"]
             if isinstance(error, dict):
+                message = str(error.get("message", ""))
+                if error.get("code") in REVERT_CODES and message.startswith("execution reverted"):
+                    raise RpcRevertError(f"{method}: {message} (JSON-RPC error {error.get('code')})")
                 raise RpcResponseError(f"{method}: JSON-RPC error {error.get('code')}: {error.get('message')}")
             raise RpcResponseError(f"{method}: JSON-RPC error {error!r:.200}")
         if reply.get("id") != request_id or "result" not in reply:

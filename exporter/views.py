@@ -54,6 +54,10 @@ class View:
     contract: str
     function: str
     outputs: tuple[Output, ...]
+    # Optional: added in v2.3, absent from the legacy v2.2 deployment. A revert of an optional view
+    # ("this contract has no such function") leaves its series absent and call_success 0 without
+    # lowering quantapool_exporter_up; any other failure of it (timeout, transport, bad answer) does.
+    optional: bool = False
 
     @property
     def selector(self) -> bytes:
@@ -64,8 +68,9 @@ class View:
         return [o.abi_type for o in self.outputs]
 
 
-def _one(contract: str, function: str, abi_type: str, metric: str, kind: Kind, /, **labels: str) -> View:
-    return View(contract, function, (Output(abi_type, metric, kind, tuple(labels.items())),))
+def _one(contract: str, function: str, abi_type: str, metric: str, kind: Kind, /, optional: bool = False,
+         **labels: str) -> View:
+    return View(contract, function, (Output(abi_type, metric, kind, tuple(labels.items())),), optional)
 
 
 def _u(field: str, metric: str, kind: Kind) -> Output:
@@ -77,18 +82,18 @@ _ST = "stqrl"
 _VM = "validator_manager"
 
 VIEWS: tuple[View, ...] = (
-    # DepositPoolV2
-    _one(_DP, "totalPooledQRL", "uint256", "quantapool_pool_total_pooled_qrl", Kind.QRL),
-    _one(_DP, "totalShares", "uint256", "quantapool_pool_total_shares", Kind.UNITS),
+    # DepositPoolV2 (it has no totalPooledQRL()/totalShares(): those are stQRLv2's, below, and
+    # getPoolStatus() forwards them; lab/standins/pool_abi.py lists what each contract has)
     _one(_DP, "bufferedQRL", "uint256", "quantapool_pool_buffered_qrl", Kind.QRL),
-    _one(_DP, "stakedQRL", "uint256", "quantapool_pool_staked_qrl", Kind.QRL),
+    _one(_DP, "stakedQRL", "uint256", "quantapool_pool_staked_qrl", Kind.QRL, optional=True),
     _one(_DP, "validatorCount", "uint256", "quantapool_pool_validators", Kind.COUNT),
     _one(_DP, "minDeposit", "uint256", "quantapool_pool_min_deposit_qrl", Kind.QRL),
     _one(_DP, "minDepositFloor", "uint256", "quantapool_pool_min_deposit_floor_qrl", Kind.QRL),
     _one(_DP, "paused", "bool", "quantapool_pool_paused", Kind.BOOL, contract=_DP),
     _one(_DP, "totalWithdrawalShares", "uint256", "quantapool_pool_withdrawal_shares", Kind.UNITS),
     _one(_DP, "withdrawalReserve", "uint256", "quantapool_pool_withdrawal_reserve_qrl", Kind.QRL),
-    _one(_DP, "bufferedQRLInReserve", "uint256", "quantapool_pool_buffered_in_reserve_qrl", Kind.QRL),
+    _one(_DP, "bufferedQRLInReserve", "uint256", "quantapool_pool_buffered_in_reserve_qrl", Kind.QRL,
+         optional=True),
     _one(_DP, "lastSyncBlock", "uint256", "quantapool_pool_last_sync_block", Kind.COUNT),
     _one(_DP, "totalRewardsReceived", "uint256", "quantapool_pool_total_rewards_qrl", Kind.QRL),
     _one(_DP, "totalSlashingLosses", "uint256", "quantapool_pool_total_slashing_losses_qrl", Kind.QRL),
@@ -119,7 +124,7 @@ VIEWS: tuple[View, ...] = (
     _one(_ST, "totalShares", "uint256", "quantapool_stqrl_total_shares", Kind.UNITS),
     _one(_ST, "totalPooledQRL", "uint256", "quantapool_stqrl_total_pooled_qrl", Kind.QRL),
     _one(_ST, "getExchangeRate", "uint256", "quantapool_pool_exchange_rate", Kind.RATIO),
-    _one(_ST, "minStakeBlocks", "uint256", "quantapool_stqrl_min_stake_blocks", Kind.COUNT),
+    _one(_ST, "minStakeBlocks", "uint256", "quantapool_stqrl_min_stake_blocks", Kind.COUNT, optional=True),
     _one(_ST, "paused", "bool", "quantapool_pool_paused", Kind.BOOL, contract=_ST),
     _one(_ST, "depositPool", "address", "quantapool_stqrl_deposit_pool_info", Kind.ADDRESS),
     # ValidatorManager

@@ -37,6 +37,7 @@ from lab.image import LAB_ROLE_PACKAGES, build_base_image
 from lab.net import LabError, LabNetwork
 from lab.standins.build import build as build_standins
 from lab.standins.keystore_fixture import make_keystore
+from lab.wheels import exporter_wheels, publish
 from qpool.keys.seal import seal_files
 from qpool.program import ProgramRun, run_program
 from qpool.review import host_of
@@ -246,6 +247,8 @@ def deploy(stack: str, *, config_file: Path | None = None, state_root: Path = LA
     mirror_root = state_dir / "mirror"
     artifacts = build_standins(mirror_root)
     network_files = overlay.standin_network_files(mirror_root / "network", cfg)
+    if cfg.pool_contracts is not None:  # the contract exporter installs from the mirror (lab/overlay.py, item 5)
+        publish(exporter_wheels(), mirror_root)
     deploy_key = Ed25519PrivateKey.generate()
     key_path = state_dir / "deploy_ed25519"
     key_path.write_text(_ed25519_openssh(deploy_key)[0])
@@ -267,7 +270,7 @@ def deploy(stack: str, *, config_file: Path | None = None, state_root: Path = LA
                                 config_source=loaded.path)
             user_data = _user_data_by_host(run)
             dropins = overlay.standin_dropins(lab_cfg.clients.profile, clock.slot_seconds, clock.slots_per_epoch,
-                                              clock.genesis_time)
+                                              clock.genesis_time, overlay.pool_contracts_env(lab_cfg))
             for spec in lab_cfg.hosts():
                 host_dir = state_dir / "hosts" / spec.name
                 host = LabHost(spec.name, spec.private_ip, network, image, host_dir)
@@ -277,7 +280,8 @@ def deploy(stack: str, *, config_file: Path | None = None, state_root: Path = LA
                     volume = state_dir / "volumes" / spec.name / str(i)
                     volume.mkdir(parents=True, exist_ok=True)
                     host.binds[volume] = mount_point
-                host.boot(lab_ud, extra_files=dropins if spec.is_key_host else overlay.monitoring_extra_files())
+                host.boot(lab_ud, extra_files=dropins if spec.is_key_host
+                          else overlay.monitoring_extra_files(mirror_url))
             log(f"{len(hosts)} hosts booting ({time.monotonic() - started:.1f}s)")
             for host in hosts.values():
                 host.wait_ready(ADMIN_USER, key_path, timeout=600)
@@ -341,8 +345,10 @@ def replace_host(dep: LabDeployment, name: str, log: Callable[[str], None] = pri
         shutil.rmtree(volume, ignore_errors=True)
         volume.mkdir(parents=True)
     lab_ud, _paths = overlay.lab_user_data(_user_data_by_host(dep.run)[name])
+    mirror_url = f"http://{dep.network.bridge_ip}:{MIRROR_PORT}"
     extra = (overlay.standin_dropins(dep.config.clients.profile, dep.clock.slot_seconds, dep.clock.slots_per_epoch,
-                                     dep.clock.genesis_time) if spec.is_key_host else overlay.monitoring_extra_files())
+                                     dep.clock.genesis_time, overlay.pool_contracts_env(dep.config))
+             if spec.is_key_host else overlay.monitoring_extra_files(mirror_url))
     with release_mirror(dep.state_dir / "mirror", dep.network.bridge_ip):
         host.boot(lab_ud, extra_files=extra)
         host.wait_ready(ADMIN_USER, dep.deploy_key, timeout=600)

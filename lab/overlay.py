@@ -9,8 +9,10 @@
 4. Systemd drop-ins give the stand-in clients a short, shared slot clock and the profile.
 5. Servers' "public" IPv4 is their private lab address. Grafana is not in Debian and the lab has no route to
    its apt repository: its apt source and package are dropped and `/etc/quantapool/lab-no-grafana` tells
-   `qp-start-monitoring` to skip it. Likewise the lab has no route to PyPI: `/etc/quantapool/lab-no-exporter-install`
-   makes `qp-install-exporter` install the contract exporter's files but skip its venv and service.
+   `qp-start-monitoring` to skip it. Likewise the lab has no route to PyPI: the monitoring host's `/etc/pip.conf`
+   points pip at the contract exporter's hash-locked wheels on the lab mirror (lab/wheels.py), so the unchanged
+   `qp-install-exporter` builds its venv and starts it; the key hosts' execution stand-ins serve the pool
+   contracts at the stack's `poolContracts` addresses (`QP_STANDIN_POOL_CONTRACTS`, lab/standins/pool.py).
 6. Validator keys are generated for the lab in the stand-in keystore format and sealed like real ones.
 """
 
@@ -23,7 +25,6 @@ from typing import Any
 
 import yaml
 
-from cloud_init.exporter_deploy import LAB_NO_EXPORTER_MARKER
 from cloud_init.key_host import BEACON_UNIT, EXECUTION_UNIT, UNIT_DIR, VALIDATOR_UNIT
 from cloud_init.monitoring import LAB_NO_GRAFANA_MARKER
 from core.config import StackConfig
@@ -59,13 +60,30 @@ ABSENT_PACKAGES = ("grafana",)
 NO_GRAFANA_MARKER = LAB_NO_GRAFANA_MARKER
 
 
-#: The lab has no route to PyPI: qp-install-exporter installs the exporter's files but no venv and no service.
-NO_EXPORTER_INSTALL_MARKER = LAB_NO_EXPORTER_MARKER
+#: The lab has no route to PyPI: pip on the monitoring host installs from the mirror's wheels (item 5).
+PIP_CONF = "/etc/pip.conf"
+WHEELS_PATH = "wheels"
 
 
-def monitoring_extra_files() -> dict[str, bytes]:
+def pip_conf(mirror_url: str) -> bytes:
+    """Site-wide pip config: only the mirror's wheel directory (its HTML listing is a find-links page)."""
+    host = mirror_url.split("://", 1)[1].split(":", 1)[0].split("/", 1)[0]
+    return (f"# lab difference (lab/overlay.py, item 5): no PyPI in the lab; the contract exporter's\n"
+            f"# hash-locked wheels come from the lab mirror and are hash-checked by pip as usual.\n"
+            f"[global]\nno-index = true\nfind-links = {mirror_url}/{WHEELS_PATH}/\ntrusted-host = {host}\n").encode()
+
+
+def monitoring_extra_files(mirror_url: str) -> dict[str, bytes]:
     return {NO_GRAFANA_MARKER: b"the local lab runs without Grafana (not packaged by Debian)\n",
-            NO_EXPORTER_INSTALL_MARKER: b"the local lab has no PyPI access: contract exporter venv skipped\n"}
+            PIP_CONF: pip_conf(mirror_url)}
+
+
+def pool_contracts_env(cfg: StackConfig) -> str:
+    """``QP_STANDIN_POOL_CONTRACTS`` for the execution stand-ins: the stack's pool addresses (item 5)."""
+    pc = cfg.pool_contracts
+    if pc is None:
+        return ""
+    return ",".join(f"{key}={getattr(pc, key)[1:].lower()}" for key in ("deposit_pool", "stqrl", "validator_manager"))
 
 
 def lab_user_data(user_data: str) -> tuple[str, list[str]]:
@@ -100,11 +118,13 @@ def lab_user_data(user_data: str) -> tuple[str, list[str]]:
 STANDIN_ENV_FILE = "/etc/quantapool/lab-standin.env"
 
 
-def standin_dropins(profile: str, slot_seconds: float, slots_per_epoch: int, genesis_time: int) -> dict[str, bytes]:
+def standin_dropins(profile: str, slot_seconds: float, slots_per_epoch: int, genesis_time: int,
+                    pool_contracts: str = "") -> dict[str, bytes]:
     """Item 4: the same clock and profile for every stand-in on every host, services and one-shot commands
     (export/import via runuser) alike: the stand-ins read the env file when their environment lacks a value."""
     env = (f"QP_STANDIN_PROFILE={profile}\nQP_STANDIN_SLOT_SECONDS={slot_seconds}\n"
-           f"QP_STANDIN_SLOTS_PER_EPOCH={slots_per_epoch}\nQP_STANDIN_GENESIS_TIME={genesis_time}\n").encode()
+           f"QP_STANDIN_SLOTS_PER_EPOCH={slots_per_epoch}\nQP_STANDIN_GENESIS_TIME={genesis_time}\n"
+           + (f"QP_STANDIN_POOL_CONTRACTS={pool_contracts}\n" if pool_contracts else "")).encode()
     dropin = f"[Service]\nEnvironmentFile={STANDIN_ENV_FILE}\n".encode()
     return {STANDIN_ENV_FILE: env,
             **{f"{UNIT_DIR}/{unit}.d/50-lab-standin.conf": dropin for unit in STANDIN_UNITS}}

@@ -2,7 +2,8 @@
 
 Emulates what the project's units, health checks and monitoring touch: the flag set, the datadir LOCK,
 ``init <genesis>``, JSON-RPC (``<ns>_blockNumber``, ``<ns>_syncing``, ``<ns>_chainId``, ``net_*``,
-``web3_clientVersion``) with vhost filtering, the JWT-authenticated Engine API port, P2P listeners and the
+``web3_clientVersion``, and ``<ns>_call``/``<ns>_getBalance``/``<ns>_getLogs`` for the pool contracts of
+pool.py) with vhost filtering, the JWT-authenticated Engine API port, P2P listeners and the
 metrics endpoint with the real metric names. It does not execute transactions or hold a real chain: the
 head is the chain clock's slot (one block per slot) once the node is "synced".
 """
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import chain, cli, jwtauth, netio, runtime
+from . import chain, cli, jwtauth, netio, pool, runtime
 from .flagsets import flags_for
 
 VERSIONS = {"gzond": "0.2.2", "gqrl": "0.3.0"}
@@ -26,6 +27,18 @@ NAMESPACE = {"gzond": "zond", "gqrl": "qrl"}
 HOME_DIR = {"gzond": ".zond", "gqrl": ".qrl"}
 TESTNET_CHAIN_ID = 32382
 DEV_CHAIN_ID = 1337
+ADDRESS_PREFIX = {"gzond": "Z", "gqrl": "Q"}
+
+
+class RpcFailure(Exception):
+    """A JSON-RPC error answer (code, message), as the real client would give it."""
+
+    def __init__(self, code: int, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
 ENGINE_METHODS = [
     "engine_exchangeCapabilities",
     "engine_forkchoiceUpdatedV1",
@@ -51,6 +64,7 @@ class Node:
     sync_seconds: float
     head: int = 0
     first_fcu: float | None = None
+    pool: pool.PoolContracts | None = None
     lock: threading.Lock = field(default_factory=threading.Lock)
     warn: runtime.RateLimitedLog = field(default_factory=runtime.RateLimitedLog)
 
@@ -97,6 +111,8 @@ class Node:
                 return False
             return {"startingBlock": hex(head), "currentBlock": hex(head),
                     "highestBlock": hex(max(head, self.clock.current_slot()))}
+        if method in (f"{self.ns}_call", f"{self.ns}_getBalance", f"{self.ns}_getLogs"):
+            return self._state_call(method.split("_", 1)[1], params, head)
         if method == "net_peerCount":
             return hex(self.peers)
         if method == "net_version":
@@ -116,6 +132,75 @@ class Node:
             return {"payloadStatus": {"status": status, "latestValidHash": latest, "validationError": None},
                     "payloadId": None}
         raise LookupError(method)
+
+    # ---- pool contracts (pool.py) ----------------------------------------------------------------
+    def _address(self, value: Any) -> bytes:
+        prefix = ADDRESS_PREFIX[self.client]
+        if not (isinstance(value, str) and value.startswith(prefix) and len(value) == 41):
+            raise RpcFailure(-32602, f"invalid argument: address must be {prefix} + 40 hex digits")
+        try:
+            return bytes.fromhex(value[1:])
+        except ValueError:
+            raise RpcFailure(-32602, "invalid argument: address must be hex") from None
+
+    @staticmethod
+    def _block(value: Any, head: int) -> int:
+        if value in (None, "latest", "safe", "finalized", "pending"):
+            return head
+        if value == "earliest":
+            return 0
+        if not (isinstance(value, str) and value.startswith("0x")):
+            raise RpcFailure(-32602, f"invalid argument: block {value!r}")
+        block = int(value, 16)
+        if block > head:
+            raise RpcFailure(-32000, "header not found")
+        return block
+
+    def _state_call(self, name: str, params: Any, head: int) -> Any:
+        if not isinstance(params, list) or not params:
+            raise RpcFailure(-32602, "missing value for required argument 0")
+        if name == "getBalance":
+            address = self._address(params[0])
+            block = self._block(params[1] if len(params) > 1 else "latest", head)
+            return hex(self.pool.balance(address, block) if self.pool else 0)
+        if name == "call":
+            tx = params[0] if isinstance(params[0], dict) else {}
+            to = self._address(tx.get("to"))
+            data_hex = tx.get("data") or tx.get("input") or "0x"
+            block = self._block(params[1] if len(params) > 1 else "latest", head)
+            try:
+                ret = self.pool.call(to, bytes.fromhex(str(data_hex)[2:]), block) if self.pool else None
+            except pool.Revert:
+                raise RpcFailure(-32000, "execution reverted") from None
+            except pool.NotModelled as exc:
+                raise RpcFailure(-32603, f"stand-in: {exc} is not modelled") from None
+            return "0x" + (ret or b"").hex()
+        flt = params[0] if isinstance(params[0], dict) else {}
+        lo = self._block(flt.get("fromBlock", "latest"), head)
+        hi = self._block(flt.get("toBlock", "latest"), head)
+        addresses = flt.get("address")
+        wanted = {self._address(a) for a in ([addresses] if isinstance(addresses, str) else addresses or [])}
+        topics = flt.get("topics") or []
+        first = topics[0] if topics else None
+        topic0 = {first} if isinstance(first, str) else set(first or [])
+        out = []
+        for entry in (self.pool.logs(lo, hi) if self.pool else []):
+            t0 = "0x" + entry["topics"][0].hex()
+            if (wanted and entry["address"] not in wanted) or (topic0 and t0 not in topic0):
+                continue
+            block, index = entry["block"], entry["index"]
+            out.append({
+                "address": ADDRESS_PREFIX[self.client] + entry["address"].hex(),
+                "topics": ["0x" + t.hex() for t in entry["topics"]],
+                "data": "0x" + entry["data"].hex(),
+                "blockNumber": hex(block),
+                "blockHash": "0x" + pool.hashlib.sha256(f"block-{block}".encode()).hexdigest(),
+                "transactionHash": "0x" + pool.hashlib.sha256(f"tx-{block}-{index}".encode()).hexdigest(),
+                "transactionIndex": hex(index),
+                "logIndex": hex(index),
+                "removed": False,
+            })
+        return out
 
     def rpc(self, body: bytes, allowed: set[str]) -> netio.Response:
         """JSON-RPC 2.0 over HTTP, single or batch."""
@@ -137,6 +222,8 @@ class Node:
         except LookupError:
             return {"jsonrpc": "2.0", "id": item.get("id"),
                     "error": {"code": -32601, "message": f"the method {method} does not exist/is not available"}}
+        except RpcFailure as exc:
+            return {"jsonrpc": "2.0", "id": item.get("id"), "error": {"code": exc.code, "message": exc.message}}
         return {"jsonrpc": "2.0", "id": item.get("id"), "result": result}
 
     # ---- metrics ----------------------------------------------------------------------------------
@@ -248,9 +335,10 @@ def _run(args: cli.Parsed, client: str) -> int:
     try:
         clock = chain.Clock.from_env()
         sync_seconds = chain.sync_seconds_from_env()
+        pool_contracts = pool.PoolContracts.from_env({pool.ENV: chain.env(pool.ENV)})
         maxpeers = args.get_int("maxpeers", 50)
         peers = 0 if args.flag("dev") else chain.peers_from_env(maxpeers)
-    except (chain.ConfigError, cli.UsageError) as exc:
+    except (chain.ConfigError, cli.UsageError, ValueError) as exc:
         return cli.usage_exit(str(exc))
 
     runtime.install_signal_handlers(client)
@@ -290,7 +378,7 @@ def _run(args: cli.Parsed, client: str) -> int:
         http_api=set(_split_list(args.get("http.api"), f"net,web3,{ns}")),
         http_vhosts=_split_list(args.get("http.vhosts"), "localhost"),
         auth_vhosts=_split_list(args.get("authrpc.vhosts"), "localhost"),
-        sync_seconds=sync_seconds, head=int(state.get("head", 0)),
+        sync_seconds=sync_seconds, head=int(state.get("head", 0)), pool=pool_contracts,
     )
     servers = []
     try:

@@ -4,6 +4,10 @@ The fake node speaks JSON-RPC like gzond/gqrl for the four methods the exporter 
 only in its own namespace and address prefix (so a profile mix-up fails loudly), decodes eth_call
 by selector and answers ABI-encoded values, and serves logs filtered like ``getLogs``. Faults are
 injected per method or per (contract, selector).
+
+Each pool contract answers only the functions the real one has (lab/standins/pool_abi.py, extracted from
+the Solidity sources): any other selector reverts the way go-zond reports a revert without revert data
+(none of the contracts has a fallback): JSON-RPC error -32000 "execution reverted".
 """
 
 from __future__ import annotations
@@ -25,6 +29,7 @@ from eth_hash.auto import keccak
 
 from exporter.collector import Exporter
 from exporter.config import ExporterConfig
+from lab.standins import pool_abi
 
 WEI = 10**18
 # Independent of exporter code: the test derives selectors/topics itself.
@@ -35,6 +40,8 @@ ADDR = {
     "validator_manager": bytes.fromhex("d84648a8f7314652b3e98d346645415ea03cce5f"),
 }
 OWNER = bytes.fromhex("11" * 20)
+# go-zond's answer to a call that reverts without revert data (internal/zondapi/api.go Call -> vm error)
+REVERT_NO_DATA = {"code": -32000, "message": "execution reverted"}
 FAULT_SLEEP = 0.6  # seconds a "timeout" fault sleeps; timeout tests use rpc_timeout_seconds=0.3
 
 
@@ -65,6 +72,10 @@ class FakeNode:
     log_faults: dict[int, str] = field(default_factory=dict)  # fromBlock -> fault
     requests: list[tuple[str, list[Any]]] = field(default_factory=list)
     owner: bytes = OWNER
+    # address -> selector -> signature: the functions each contract has (drop one to fake an older version)
+    functions: dict[bytes, dict[bytes, str]] = field(default_factory=lambda: {
+        ADDR[key]: {sel: sig for sel, (sig, _out) in pool_abi.selectors(key).items()} for key in ADDR
+    })
     lock: threading.Lock = field(default_factory=threading.Lock)
 
     # -- setup helpers --------------------------------------------------------------------------
@@ -72,7 +83,13 @@ class FakeNode:
         return self.prefix + raw.hex()
 
     def set_view(self, contract: str, signature: str, types: list[str], values: list[Any]) -> None:
+        if sel(signature) not in self.functions[ADDR[contract]]:
+            raise AssertionError(f"the real {contract} contract has no {signature}")
         self.views[(ADDR[contract], sel(signature))] = encode(types, values)
+
+    def remove_function(self, contract: str, signature: str) -> None:
+        """Fake a deployment that predates ``signature``: calls to it revert from now on."""
+        del self.functions[ADDR[contract]][sel(signature)]
 
     def fault_call(self, contract: str, signature: str, fault: str | None) -> None:
         key = (ADDR[contract], sel(signature))
@@ -123,7 +140,14 @@ class FakeNode:
             key = (self._addr(tx["to"]), bytes.fromhex(tx["data"][2:10]))
             if key in self.call_faults:
                 return self._fault(self.call_faults[key])
-            return "result", "0x" + self.views.get(key, b"").hex()  # unknown -> "0x" like a missing contract
+            table = self.functions.get(key[0])
+            if table is None:  # an account without code: the call succeeds and returns nothing
+                return "result", "0x"
+            if key[1] not in table:  # no such function and no fallback: the contract reverts
+                return "error", dict(REVERT_NO_DATA)
+            if key not in self.views:
+                return "error", {"code": -32603, "message": f"fake node: no value set for {table[key[1]]}"}
+            return "result", "0x" + self.views[key].hex()
         if suffix == "getLogs":
             (flt,) = params
             lo, hi = int(flt["fromBlock"], 16), int(flt["toBlock"], 16)
@@ -152,8 +176,11 @@ class FakeNode:
         if fault == "timeout":
             time.sleep(FAULT_SLEEP)
             return "result", "0x0"
-        if fault == "error":
-            return "error", {"code": 3, "message": "execution reverted"}
+        if fault == "error":  # a revert with revert data, e.g. require(..., "fake"): Error(string)
+            data = "0x08c379a0" + encode(["string"], ["fake"]).hex()
+            return "error", {"code": 3, "message": "execution reverted: fake", "data": data}
+        if fault == "revert":
+            return "error", dict(REVERT_NO_DATA)
         if fault == "empty":
             return "result", "0x"
         if fault == "malformed":
@@ -219,8 +246,6 @@ def populate_pool(node: FakeNode) -> dict[str, float]:
     """Answer every view with distinct values; return the expected sample values by metric name."""
     u = ["uint256"]
     dp, st, vm = "deposit_pool", "stqrl", "validator_manager"
-    node.set_view(dp, "totalPooledQRL()", u, [123_456 * WEI + WEI // 2])
-    node.set_view(dp, "totalShares()", u, [120_000 * WEI])
     node.set_view(dp, "bufferedQRL()", u, [3_456 * WEI])
     node.set_view(dp, "stakedQRL()", u, [120_000 * WEI])
     node.set_view(dp, "validatorCount()", u, [3])
@@ -244,7 +269,7 @@ def populate_pool(node: FakeNode) -> dict[str, float]:
     node.set_view(dp, "WITHDRAWAL_DELAY()", u, [128])
     node.set_view(st, "totalSupply()", u, [123_456 * WEI])
     node.set_view(st, "totalShares()", u, [120_000 * WEI])
-    node.set_view(st, "totalPooledQRL()", u, [123_456 * WEI])
+    node.set_view(st, "totalPooledQRL()", u, [123_456 * WEI + WEI // 2])
     node.set_view(st, "getExchangeRate()", u, [1_028_800_000_000_000_000])
     node.set_view(st, "minStakeBlocks()", u, [10])
     node.set_view(st, "paused()", ["bool"], [False])
@@ -255,8 +280,6 @@ def populate_pool(node: FakeNode) -> dict[str, float]:
     node.set_view(vm, "getStats()", ["uint256"] * 4, [4, 1, 3, 160_000 * WEI])
     node.balances[ADDR[dp]] = 3_460 * WEI + 25 * 10**16
     return {
-        "quantapool_pool_total_pooled_qrl": 123_456.5,
-        "quantapool_pool_total_shares": 120_000.0,
         "quantapool_pool_buffered_qrl": 3_456.0,
         "quantapool_pool_staked_qrl": 120_000.0,
         "quantapool_pool_validators": 3.0,
@@ -285,7 +308,7 @@ def populate_pool(node: FakeNode) -> dict[str, float]:
         "quantapool_pool_withdrawal_delay_blocks": 128.0,
         "quantapool_stqrl_total_supply": 123_456.0,
         "quantapool_stqrl_total_shares": 120_000.0,
-        "quantapool_stqrl_total_pooled_qrl": 123_456.0,
+        "quantapool_stqrl_total_pooled_qrl": 123_456.5,
         "quantapool_pool_exchange_rate": 1.0288,
         "quantapool_stqrl_min_stake_blocks": 10.0,
         "quantapool_validators_registered": 4.0,

@@ -105,7 +105,7 @@ def test_missing_contract_never_invents_values(make_exporter, node, pool_values,
         assert value(exporter, name) is None, name
     assert value(exporter, "quantapool_exporter_call_success", contract="validator_manager",
                  call="activeValidatorCount") == 0.0
-    assert value(exporter, "quantapool_pool_total_pooled_qrl") == pytest.approx(123_456.5)
+    assert value(exporter, "quantapool_stqrl_total_pooled_qrl") == pytest.approx(123_456.5)
     assert value(exporter, "quantapool_exporter_up") == 0.0
     assert value(exporter, "quantapool_exporter_last_success_timestamp_seconds") == 0.0
 
@@ -172,7 +172,7 @@ def test_unreachable_rpc_is_not_fatal_and_recovers(
     assert not result.ok
     assert value(exporter, "quantapool_exporter_up") == 0.0
     assert value(exporter, "quantapool_exporter_last_success_timestamp_seconds") == 0.0
-    assert value(exporter, "quantapool_pool_total_pooled_qrl") is None
+    assert value(exporter, "quantapool_stqrl_total_pooled_qrl") is None
     assert value(exporter, "quantapool_chain_block_height") is None
     for contract, call in ALL_CALLS:
         assert value(exporter, "quantapool_exporter_call_success", contract=contract, call=call) == 0.0
@@ -186,7 +186,7 @@ def test_unreachable_rpc_is_not_fatal_and_recovers(
     clock.now += 30
     assert exporter.collect_once().ok
     assert value(exporter, "quantapool_exporter_up") == 1.0
-    assert value(exporter, "quantapool_pool_total_pooled_qrl") == pytest.approx(123_456.5)
+    assert value(exporter, "quantapool_stqrl_total_pooled_qrl") == pytest.approx(123_456.5)
 
 
 def test_node_of_the_other_profile_yields_no_values(make_exporter, node, pool_values, value, profile):

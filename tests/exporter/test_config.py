@@ -74,7 +74,11 @@ def test_gzond_profile_takes_z_addresses():
      "must exceed reorg_depth"),
     ({"start_block": -1}, "start_block", "greater than or equal to 0"),
     ({"intervall_seconds": 5}, "intervall_seconds", "unknown key"),
-    ({"rpc_url": None}, "rpc_url", "required key is missing"),
+    ({"rpc_url": None}, "rpc_url", "set exactly one of rpc_url"),
+    ({"rpc_urls": ["http://127.0.0.1:8545"]}, "rpc_url", "set exactly one of rpc_url"),
+    ({"rpc_url": None, "rpc_urls": ["http://a:1", "http://a:1"]}, "rpc_urls", "twice"),
+    ({"rpc_url": None, "rpc_urls": ["http://a:1", "a:2"]}, "rpc_urls", "http(s) URL"),
+    ({"rpc_url": None, "rpc_urls": []}, "rpc_urls", "at least 1"),
 ])
 def test_bad_config_names_the_key(changes, key, words):
     lines = errors_of(with_(**changes))

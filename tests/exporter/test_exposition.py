@@ -75,7 +75,7 @@ def test_required_names_exist():
         "quantapool_exporter_up", "quantapool_exporter_last_success_timestamp_seconds",
         "quantapool_exporter_call_success", "quantapool_exporter_rpc_errors_total",
         "quantapool_exporter_rpc_latency_seconds", "quantapool_chain_block_height", "quantapool_pool_paused",
-        "quantapool_pool_total_pooled_qrl", "quantapool_pool_exchange_rate", "quantapool_pool_balance_qrl",
+        "quantapool_stqrl_total_pooled_qrl", "quantapool_pool_exchange_rate", "quantapool_pool_balance_qrl",
         "quantapool_validators_active", "quantapool_events_total", "quantapool_exporter_event_cursor_block",
     }
     assert required <= METRIC_NAMES
@@ -123,10 +123,10 @@ def test_process_serves_health_while_rpc_is_down_and_stops_on_sigterm(
     url = f"http://127.0.0.1:{listen_port}/metrics"
     try:
         body = wait_for(url, "quantapool_exporter_up 0.0")
-        assert "quantapool_pool_total_pooled_qrl" not in body
+        assert "quantapool_stqrl_total_pooled_qrl" not in body
         start_node(port=free_port, node=node)
         body = wait_for(url, "quantapool_exporter_up 1.0")
-        assert "quantapool_pool_total_pooled_qrl 123456.5" in body
+        assert "quantapool_stqrl_total_pooled_qrl 123456.5" in body
         proc.send_signal(signal.SIGTERM)
         assert proc.wait(timeout=15) == 0
     finally:

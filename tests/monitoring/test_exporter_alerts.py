@@ -56,6 +56,7 @@ class RealExporter:
 
 def start_exporter(cfg: StackConfig, rpc_url: str, state_dir: Path) -> RealExporter:
     data = exporter_deploy.exporter_config(cfg)  # the rendered config...
+    data.pop("rpc_urls", None)
     data.update(rpc_url=rpc_url, listen_port=0, state_dir=str(state_dir),  # ...re-pointed at loopback
                 interval_seconds=1, rpc_timeout_seconds=1, rpc_retries=0)
     config = parse_config(data)

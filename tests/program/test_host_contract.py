@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from cloud_init import exporter_deploy, host_tools, key_host, monitoring
+from cloud_init import host_tools, key_host, monitoring
 from cloud_init.base import ADMIN_USER
 
 REPO = Path(__file__).resolve().parents[2]
@@ -28,7 +28,6 @@ CONTRACT = {
     "execution unit": key_host.EXECUTION_UNIT, "beacon unit": key_host.BEACON_UNIT,
     "validator unit": key_host.VALIDATOR_UNIT,
     "lab grafana marker": monitoring.LAB_NO_GRAFANA_MARKER,
-    "lab exporter marker": exporter_deploy.LAB_NO_EXPORTER_MARKER,
 }
 
 

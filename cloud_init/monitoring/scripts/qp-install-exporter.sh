@@ -14,7 +14,6 @@ CONFIG=/etc/quantapool/contract-exporter.yaml
 UNIT=qp-contract-exporter.service
 USER_NAME=qp-exporter
 METRICS_URL=http://127.0.0.1:9101/metrics
-LAB_MARKER=/etc/quantapool/lab-no-exporter-install
 
 die() { echo "qp-install-exporter: $*" >&2; exit 1; }
 say() { echo "qp-install-exporter: $*"; }
@@ -33,11 +32,6 @@ while IFS= read -r -d '' present; do
 done < <(find ./src -type f -print0)
 find ./src -mindepth 1 -type d -empty -delete
 chmod -R u=rwX,go=rX "$SRC"
-
-if [ -e "$LAB_MARKER" ]; then
-	say "lab host without PyPI access ($LAB_MARKER): files installed, venv and $UNIT skipped"
-	exit 0
-fi
 
 # 2. Service user (no login, no home).
 if ! getent passwd "$USER_NAME" >/dev/null; then
