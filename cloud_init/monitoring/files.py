@@ -44,7 +44,7 @@ def _defaults_file(args: list[str], why: str) -> str:
     for arg in args:
         if any(ch in arg for ch in " \"'\\$`"):
             raise ValueError(f"{arg!r} cannot go into an EnvironmentFile ARGS line unquoted")
-    return f"# Managed by quantapool-infra (cloud_init/monitoring.py). {why}\nARGS=\"{' '.join(args)}\"\n"
+    return render("prometheus-defaults.j2", why=why, args=args)
 
 
 def _script(name: str) -> str:

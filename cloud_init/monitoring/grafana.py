@@ -42,29 +42,9 @@ def grafana_ini() -> str:
     referenced by path. The admin password only applies when Grafana first creates its database.
     """
     paths = {key: secret_paths()[name] for key, name in SECRET_NAME.items()}
-    return (
-        "; Managed by quantapool-infra (cloud_init/monitoring.py)\n"
-        "[paths]\n"
-        f"provisioning = {GRAFANA_PROVISIONING}\n\n"
-        "[server]\n"
-        "protocol = https\n"
-        f"http_port = {ports.GRAFANA}\n"
-        f"cert_file = {paths['grafana_tls_cert']}\n"
-        f"cert_key = {paths['grafana_tls_key']}\n\n"
-        "[security]\n"
-        "admin_user = admin\n"
-        f"admin_password = $__file{{{paths['grafana_password']}}}\n"
-        "cookie_secure = true\n"
-        "disable_gravatar = true\n\n"
-        "[users]\n"
-        "allow_sign_up = false\n\n"
-        "[auth.anonymous]\n"
-        "enabled = false\n\n"
-        "[analytics]\n"
-        "reporting_enabled = false\n"
-        "check_for_updates = false\n"
-        "check_for_plugin_updates = false\n"
-    )
+    return render("grafana.ini.j2", provisioning=GRAFANA_PROVISIONING, port=ports.GRAFANA,
+                  tls_cert=paths["grafana_tls_cert"], tls_key=paths["grafana_tls_key"],
+                  password_file=paths["grafana_password"])
 
 
 def grafana_datasource() -> dict[str, Any]:
