@@ -22,6 +22,8 @@ from qpool import interchange
 from qpool.errors import QpoolError
 from qpool.inventory import HostRecord, Inventory
 from qpool.journal import Journal, exclusive, journal_path, open_journal, state_dir
+from qpool.next_action import format_next_actions, open_failover
+from qpool.progress import progress_of
 from qpool.remote import Ssh, Unreachable
 from qpool.stackfile import read_active, write_active
 
@@ -127,7 +129,7 @@ def pair_status(ctx: Context, pair: str) -> dict[str, Any]:
             "reachable": view.status is not None, "error": view.error, "fenced": view.fenced,
             "signing": running(st) if st else None,
             "may_sign": may_sign(st) if st else None,
-            "locked": st.get("locked"), "unit": st.get("unit", {}).get("active"),
+            "locked": st.get("locked"), "db_present": st.get("db_present"), "unit": st.get("unit", {}).get("active"),
             "processes": st.get("processes"), "metrics_port_open": st.get("metrics_port_open"),
             "beacon": st.get("beacon"), "execution": st.get("execution"),
             "slashing_backup": {"path": backup.get("path"), "age_seconds": backup.get("age_seconds")} if backup
@@ -137,7 +139,8 @@ def pair_status(ctx: Context, pair: str) -> dict[str, Any]:
     signers = [h["host"] for h in hosts if h["signing"]]
     live = [h["host"] for h in hosts if h["may_sign"]]
     return {"pair": pair, "configured_active": active_role, "signers": signers, "hosts": hosts,
-            "double_signer_risk": len(live) > 1}
+            "double_signer_risk": len(live) > 1,
+            "open_failover": open_failover(journal_path(ctx.inventory.stack, pair, ctx.journal_dir or state_dir()))}
 
 
 def _sync_word(client: dict[str, Any]) -> str:
@@ -167,7 +170,7 @@ def format_status(doc: dict[str, Any]) -> str:
                 f"beacon={_sync_word(beacon)}"
                 f"@{beacon.get('head_slot')} "
                 f"execution={_sync_word(execution)}@{execution.get('block')} slashing-backup={age}")
-    return "\n".join(lines)
+    return "\n".join([*lines, format_next_actions(doc)])
 
 
 # -- shared guards --------------------------------------------------------------------------------------
@@ -497,12 +500,17 @@ def _run_failover(ctx: Context, j: Journal, source: HostRecord, target: HostReco
             if wait > 0 and accept_slashing_risk:
                 say(f"      WARNING: epoch gate (epoch {gate_epoch}, {wait:.0f}s away) skipped by "
                     "--i-accept-slashing-risk")
+            gate_progress = progress_of(say)
             while wait > 0 and not accept_slashing_risk:
-                say(f"[5/7] epoch gate: waiting {wait:.0f}s for epoch {gate_epoch} (fence + {EPOCH_GATE_OFFSET})")
-                ctx.sleep(min(wait, 30))
+                gate_progress.update("epoch-gate", f"[5/7] epoch gate: waiting for epoch {gate_epoch} (fence + "
+                                     f"{EPOCH_GATE_OFFSET})", remaining=wait, text=f"[5/7] epoch gate: waiting "
+                                     f"{wait:.0f}s for epoch {gate_epoch} (fence + {EPOCH_GATE_OFFSET})")
+                ctx.sleep(min(wait, 1 if gate_progress.live else 30))
                 wait = gate_time - ctx.clock()
         gate = j.data("epoch-gate").get("gate_epoch")
         j.mark("epoch-gate", overridden=accept_slashing_risk, gate_epoch=gate)
+        progress_of(say).done("epoch-gate", "[5/7] epoch gate: " + ("overridden" if accept_slashing_risk else
+                                                                    f"epoch {gate} reached"))
     elif j.mode == "clean":
         say("[5/7] epoch gate: not needed (history moved from a verified-stopped validator)")
 
