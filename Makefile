@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 .PHONY: setup system-deps lint test test-fast bench clean
 
 setup: $(BIN)/qpool
+	@echo "qpool is ready: run bin/qpool, or put it on PATH with: export PATH=\"$(CURDIR)/bin:\$$PATH\""
 
 $(BIN)/qpool: requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,12 +21,16 @@ system-deps:
 lint: setup
 	$(BIN)/ruff check .
 
+# Two workers: lab modules wait on their hosts most of the time, so two labs side by side nearly halve the
+# wall time even on 2 cores; tests/xdist_groups.py keeps each lab module (and each folder's fixtures) on one worker.
+PYTEST_WORKERS ?= 2
+
 test: setup system-deps lint
-	$(BIN)/pytest
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup
 
 # Unit and rendered-config tests only (no lab hosts): quick feedback while editing.
 test-fast: setup
-	$(BIN)/pytest -m "not lab"
+	$(BIN)/pytest -m "not lab" -n $(PYTEST_WORKERS) --dist loadgroup
 
 bench: setup
 	$(BIN)/python bench/plan_scaling.py

@@ -120,3 +120,4 @@ def test_progress_of_a_plain_callback_passes_text_only() -> None:
     assert lines == ["a line", "waiting 5s", "done"] and progress.live is False
     real = Progress("plain", io.StringIO())
     assert progress_of(real) is real
+
