@@ -37,7 +37,7 @@ from qpool.remote import Refused, RemoteResult, Unreachable
 from qpool.stackfile import read_active, write_active
 
 _SKIP = lab_unavailable_reason()
-pytestmark = [pytest.mark.lab, pytest.mark.skipif(_SKIP is not None, reason=_SKIP or "")]
+pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.skipif(_SKIP is not None, reason=_SKIP or "")]
 
 STACK = "fmfault"
 OCTET = 33

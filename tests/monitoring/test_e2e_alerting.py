@@ -17,7 +17,7 @@ from mon_stack import MonitoringStack, active_and_standby
 
 from cloud_init import monitoring
 
-pytestmark = pytest.mark.realtools
+pytestmark = [pytest.mark.realtools, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -30,7 +30,7 @@ from exporter.collector import Exporter
 from exporter.config import parse_config
 from exporter.server import run_loop, serve_metrics
 
-pytestmark = pytest.mark.realtools
+pytestmark = [pytest.mark.realtools, pytest.mark.slow]
 
 FAST_FOR = {"ContractExporterFailing": "3s", "ContractExporterStale": "3s", "PoolPaused": "3s"}
 EXPORTER_ALERTS = 'ALERTS{alertname=~"ContractExporterFailing|ContractExporterStale"}'
