@@ -94,8 +94,7 @@ def up(stack: str, slot_seconds: float, slots_per_epoch: int, detach: bool, conf
         while time.monotonic() < deadline:
             state = _state(stack)
             if state and state.get("pid") == proc.pid and state.get("ready"):
-                time.sleep(0.5)  # the banner is written right after the state file
-                follow.poll()
+                follow.poll()  # the banner was written before the state said ready
                 return
             follow.poll()
             if proc.poll() is not None:
@@ -129,15 +128,16 @@ def up(stack: str, slot_seconds: float, slots_per_epoch: int, detach: bool, conf
 
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)
+    hosts = [(spec.name, spec.role, spec.private_ip) for spec in dep.config.hosts()]
+    mon = dep.config.monitoring_host()
+    # The banner first: `lab up --detach` prints the owner's log up to the moment the state says ready.
+    for line in ready_banner(stack, hosts, dep.network.bridge, str(dep.network.subnet), (mon.name, mon.private_ip),
+                             detached=detached_owner, qpool=qpool_command()):
+        progress.log(line)
     state_path = dep.state_dir / "lab.json"
     doc = json.loads(state_path.read_text())
     doc.update({"pid": os.getpid(), "ready": True, "inventory": str(session.inventory_path)})
     state_path.write_text(json.dumps(doc, indent=2) + "\n")
-    hosts = [(spec.name, spec.role, spec.private_ip) for spec in dep.config.hosts()]
-    mon = dep.config.monitoring_host()
-    for line in ready_banner(stack, hosts, dep.network.bridge, str(dep.network.subnet), (mon.name, mon.private_ip),
-                             detached=detached_owner, qpool=qpool_command()):
-        progress.log(line)
     try:
         while not stop["now"]:
             time.sleep(0.5)
