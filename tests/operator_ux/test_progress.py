@@ -121,3 +121,18 @@ def test_progress_of_a_plain_callback_passes_text_only() -> None:
     real = Progress("plain", io.StringIO())
     assert progress_of(real) is real
 
+
+
+def test_image_build_counts_packages_from_the_rootfs_being_built(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The image build's progress: packages dpkg reports installed, out of the .debs apt has downloaded."""
+    from lab.image import _package_counts
+
+    assert _package_counts(tmp_path / "missing") == (0, 0)
+    (tmp_path / "var/lib/dpkg").mkdir(parents=True)
+    (tmp_path / "var/cache/apt/archives").mkdir(parents=True)
+    (tmp_path / "var/lib/dpkg/status").write_text(
+        "Package: a\nStatus: install ok installed\n\nPackage: b\nStatus: install ok unpacked\n\n"
+        "Package: c\nStatus: install ok installed\n")
+    for name in ("a_1_amd64.deb", "b_1_amd64.deb", "c_1_amd64.deb", "d_1_amd64.deb", "partial"):
+        (tmp_path / "var/cache/apt/archives" / name).write_bytes(b"")
+    assert _package_counts(tmp_path) == (2, 4)
