@@ -21,9 +21,9 @@ system-deps:
 lint: setup
 	$(BIN)/ruff check .
 
-# Two workers: lab modules wait on their hosts most of the time, so two labs side by side nearly halve the
-# wall time even on 2 cores; tests/xdist_groups.py keeps each lab module (and each folder's fixtures) on one worker.
-PYTEST_WORKERS ?= 2
+# Three workers even on 2 cores: lab modules wait on their hosts most of the time, so two labs run side by side
+# while the third worker takes the rest; tests/xdist_groups.py keeps each module on one worker, longest first.
+PYTEST_WORKERS ?= 3
 
 test: setup system-deps lint
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup
