@@ -45,7 +45,7 @@ def is_long(scope: str, rootpath: Path) -> bool:
     return scope == SHARED_LAB_GROUP or any(m in _source(rootpath / scope) for m in _LONG_MARKERS)
 
 
-@pytest.hookimpl(tryfirst=True)
+@pytest.hookimpl(tryfirst=True, optionalhook=True)  # a no-op without pytest-xdist
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     if config.getvalue("dist") != "loadgroup":
         return None
