@@ -6,6 +6,7 @@ BIN := $(VENV)/bin
 .PHONY: setup system-deps lint test test-fast bench clean
 
 setup: $(BIN)/qpool
+	@echo "qpool is ready: run bin/qpool, or put it on PATH with: export PATH=\"$(CURDIR)/bin:\$$PATH\""
 
 $(BIN)/qpool: requirements.txt requirements-dev.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -20,12 +21,17 @@ system-deps:
 lint: setup
 	$(BIN)/ruff check .
 
-test: setup system-deps lint
-	$(BIN)/pytest
+# Three workers even on 2 cores: lab modules wait on their hosts most of the time, so two labs run side by side
+# while the third worker takes the rest; tests/xdist_groups.py keeps each module on one worker, longest first.
+PYTEST_WORKERS ?= 3
 
-# Unit and rendered-config tests only (no lab hosts): quick feedback while editing.
+test: setup system-deps lint
+	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup
+
+# No lab hosts and none of the tests marked slow (production-timing alert waits, drills; `make test` runs
+# them): quick feedback while editing. Four workers: most of these tests wait on subprocesses, not the CPU.
 test-fast: setup
-	$(BIN)/pytest -m "not lab"
+	$(BIN)/pytest -m "not lab and not slow" -n 4 --dist loadgroup
 
 bench: setup
 	$(BIN)/python bench/plan_scaling.py

@@ -10,12 +10,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import click
 
 from qpool.errors import QpoolError
 
 LAB_ROOT = Path("/var/lib/quantapool-lab")
+REPO = Path(__file__).resolve().parent.parent
 
 
 def _require_lab_host() -> None:
@@ -65,30 +67,42 @@ def lab() -> None:
 @click.option("--detach", is_flag=True, help="Run the lab in the background; stop it with `qpool lab down`.")
 @click.option("--config-file", type=click.Path(exists=True, dir_okay=False, path_type=Path), default=None,
               help="Stack config to deploy instead of Pulumi.<stack>.yaml (e.g. a copy on another subnet).")
+@click.option("--json", "as_json", is_flag=True, help="Progress as one JSON object per line (for programs).")
+@click.option("--detached-owner", is_flag=True, hidden=True, help="Internal: the background process of --detach.")
 @_errors
-def up(stack: str, slot_seconds: float, slots_per_epoch: int, detach: bool, config_file: Path | None) -> None:
+def up(stack: str, slot_seconds: float, slots_per_epoch: int, detach: bool, config_file: Path | None,
+       as_json: bool, detached_owner: bool) -> None:
     """Boot every host of the stack locally, run the bootstrap, keep the lab up until Ctrl-C / `lab down`."""
+    from qpool.progress import make_progress
+
     _require_lab_host()
     state = _state(stack)
     if state and _alive(state.get("pid")):
         raise QpoolError(f"lab {stack} is already up (pid {state['pid']}); `qpool lab down --stack {stack}` first")
+    progress = make_progress("json" if as_json or detached_owner else "auto")
     if detach:
         log = Path(f"/var/log/quantapool-lab-{stack}.log")
         with open(log, "ab") as fh:
+            offset = fh.tell()
             proc = subprocess.Popen(
                 [sys.executable, "-m", "qpool_cli.main", "lab", "up", "--stack", stack, "--slot-seconds",
-                 str(slot_seconds), "--slots-per-epoch", str(slots_per_epoch),
+                 str(slot_seconds), "--slots-per-epoch", str(slots_per_epoch), "--detached-owner",
                  *(["--config-file", str(config_file.resolve())] if config_file else [])],
                 stdout=fh, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True)
+        follow = LogFollower(log, offset, progress)
         deadline = time.monotonic() + 1800
         while time.monotonic() < deadline:
             state = _state(stack)
             if state and state.get("pid") == proc.pid and state.get("ready"):
-                click.echo(log.read_text().split("----\n")[-1])
+                follow.poll()  # the banner was written before the state said ready
                 return
+            follow.poll()
             if proc.poll() is not None:
+                follow.poll()
+                progress.close()
                 raise QpoolError(f"lab up failed (exit {proc.returncode}); see {log}")
-            time.sleep(2)
+            time.sleep(1)
+        progress.close()
         raise QpoolError(f"lab up did not finish within 30 min; see {log}")
 
     from lab.deploy import LabClock, deploy
@@ -104,7 +118,7 @@ def up(stack: str, slot_seconds: float, slots_per_epoch: int, detach: bool, conf
         raise KeyboardInterrupt  # deploy() tears down what it built
 
     signal.signal(signal.SIGTERM, interrupt)
-    dep = deploy(stack, config_file=config_file, state_root=LAB_ROOT, log=click.echo,
+    dep = deploy(stack, config_file=config_file, state_root=LAB_ROOT, log=progress,
                  clock=LabClock(slot_seconds=slot_seconds, slots_per_epoch=slots_per_epoch))
     session = LabSession(dep).start()
     stop = {"now": False}
@@ -114,27 +128,104 @@ def up(stack: str, slot_seconds: float, slots_per_epoch: int, detach: bool, conf
 
     signal.signal(signal.SIGTERM, handle)
     signal.signal(signal.SIGINT, handle)
+    hosts = [(spec.name, spec.role, spec.private_ip) for spec in dep.config.hosts()]
+    mon = dep.config.monitoring_host()
+    # The banner first: `lab up --detach` prints the owner's log up to the moment the state says ready.
+    for line in ready_banner(stack, hosts, dep.network.bridge, str(dep.network.subnet), (mon.name, mon.private_ip),
+                             detached=detached_owner, qpool=qpool_command()):
+        progress.log(line)
     state_path = dep.state_dir / "lab.json"
     doc = json.loads(state_path.read_text())
     doc.update({"pid": os.getpid(), "ready": True, "inventory": str(session.inventory_path)})
     state_path.write_text(json.dumps(doc, indent=2) + "\n")
-    mon = dep.config.monitoring_host()
-    click.echo("----")
-    click.echo(f"lab {stack} is up: {len(dep.hosts)} hosts on bridge {dep.network.bridge} ({dep.network.subnet})")
-    for spec in dep.config.hosts():
-        click.echo(f"  {spec.name:<32} {spec.role:<10} {spec.private_ip}")
-    click.echo(f"Prometheus:   {mon.private_ip}:9090 on the monitoring host; from here: "
-               f"qpool lab ssh {mon.name} -L 9090 -L 9093, then http://127.0.0.1:9090")
-    click.echo(f"Alertmanager: {mon.private_ip}:9093 (same tunnel: http://127.0.0.1:9093)")
-    click.echo(f"Operate it:   export HCLOUD_TOKEN=$(cat {dep.state_dir / 'hcloud_token'}); "
-               f"qpool status --stack {stack}; qpool activate --stack {stack} --pair <pair> --first-start")
-    click.echo("Stop it:      Ctrl-C here, or `qpool lab down --stack " + stack + "`")
     try:
         while not stop["now"]:
             time.sleep(0.5)
     finally:
-        click.echo("lab: tearing down")
+        progress.log("lab: tearing down")
         session.close(destroy=True)
+
+
+BANNER_SEPARATOR = "----"
+
+
+def qpool_command(repo: Path = REPO) -> str:
+    """How the user can run this qpool from where they are: `qpool` when PATH finds this install (the venv's
+    entry point or the repo's bin/qpool wrapper), else the wrapper by a path that works from the cwd."""
+    venv_qpool = Path(sys.executable).parent / "qpool"
+    wrapper = repo / "bin" / "qpool"
+    on_path = shutil.which("qpool")
+    if on_path and any(_same_file(on_path, candidate) for candidate in (venv_qpool, wrapper)):
+        return "qpool"
+    if wrapper.exists():
+        return "bin/qpool" if Path.cwd().resolve() == repo.resolve() else str(wrapper)
+    return str(venv_qpool) if venv_qpool.exists() else f"{sys.executable} -m qpool.cli"
+
+
+def _same_file(a: str | Path, b: Path) -> bool:
+    try:
+        return Path(a).resolve() == b.resolve() or os.path.samefile(a, b)
+    except OSError:
+        return False
+
+
+def ready_banner(stack: str, hosts: list[tuple[str, str, str]], bridge: str, subnet: str,
+                 monitoring: tuple[str, str], *, detached: bool, qpool: str = "qpool") -> list[str]:
+    """What `qpool lab up` prints once the lab is ready: hosts, how to reach monitoring, how to operate and
+    stop it. `detached`: the lab runs in a background process, so there is no Ctrl-C to offer. The lab's own
+    fake Hetzner API token is found through the lab inventory, so no credentials are mentioned."""
+    mon_name, mon_ip = monitoring
+    lines = [BANNER_SEPARATOR, f"lab {stack} is up: {len(hosts)} hosts on bridge {bridge} ({subnet})"]
+    lines += [f"  {name:<32} {role:<10} {ip}" for name, role, ip in hosts]
+    lines += [
+        f"Prometheus:   {mon_ip}:9090 on the monitoring host; from here: "
+        f"{qpool} lab ssh {mon_name} -L 9090 -L 9093, then http://127.0.0.1:9090",
+        f"Alertmanager: {mon_ip}:9093 (same tunnel: http://127.0.0.1:9093)",
+        f"Operate it:   {qpool} status --stack {stack}   (it ends with the next safe action for each pair)",
+    ]
+    if detached:
+        lines.append(f"Stop it:      {qpool} lab down --stack {stack}   (the lab runs in the background)")
+    else:
+        lines.append(f"Stop it:      Ctrl-C here, or `{qpool} lab down --stack {stack}` from another terminal")
+    return lines
+
+
+class LogFollower:
+    """Replays what the detached lab owner writes to its log (JSON progress events and plain lines) onto this
+    terminal's progress renderer, so `lab up --detach` shows the same progress as a foreground run."""
+
+    def __init__(self, path: Path, offset: int, progress: Any) -> None:
+        self.path = path
+        self.offset = offset
+        self.progress = progress
+        self._partial = b""
+
+    def poll(self) -> None:
+        try:
+            with open(self.path, "rb") as fh:
+                fh.seek(self.offset)
+                data = fh.read()
+        except OSError:
+            return
+        self.offset += len(data)
+        *lines, self._partial = (self._partial + data).split(b"\n")
+        for raw in lines:
+            self.replay(raw.decode(errors="replace"))
+
+    def replay(self, line: str) -> None:
+        try:
+            event = json.loads(line)
+        except ValueError:
+            event = None
+        if not isinstance(event, dict) or "event" not in event:
+            self.progress.log(line)
+        elif event["event"] == "update":
+            self.progress.update(event.get("step", ""), event.get("message", ""), current=event.get("current"),
+                                 total=event.get("total"), remaining=event.get("remaining"))
+        elif event["event"] == "done":
+            self.progress.done(event.get("step", ""), event.get("message", ""))
+        else:
+            self.progress.log(event.get("message", ""))
 
 
 @lab.command()

@@ -40,6 +40,7 @@ from lab.standins.keystore_fixture import make_keystore
 from lab.wheels import exporter_wheels, publish
 from qpool.keys.seal import seal_files
 from qpool.program import ProgramRun, run_program
+from qpool.progress import progress_of
 from qpool.review import host_of
 from qpool.stacks import load_stack
 
@@ -210,12 +211,17 @@ def _scrub(text: str, values: list[str]) -> str:
 LAB_SKIPPED_STEPS = ("-secret-grafana-",)
 
 
-def run_bootstrap(dep: LabDeployment, host: str, commands: list[Any], log: Callable[[str], None]) -> None:
-    """Run one host's recorded Commands in order, as pulumi-command would (fail on the first error)."""
+def run_bootstrap(dep: LabDeployment, host: str, commands: list[Any], log: Callable[[str], None],
+                  on_step: Callable[[], None] | None = None) -> None:
+    """Run one host's recorded Commands in order, as pulumi-command would (fail on the first error).
+
+    ``on_step`` is called after every step (finished or skipped), for progress across hosts."""
     secret_values = [v for v in dep.secrets.values()]
     for cmd in commands:
         if any(marker in cmd.name for marker in LAB_SKIPPED_STEPS):
             log(f"{host}: {cmd.name.removeprefix(host + '-')} skipped in the lab")
+            if on_step is not None:
+                on_step()
             continue
         inputs = cmd.plain_inputs()
         stdin = inputs.get("stdin")
@@ -226,6 +232,8 @@ def run_bootstrap(dep: LabDeployment, host: str, commands: list[Any], log: Calla
             err = proc.stderr.decode(errors="replace") if isinstance(proc.stderr, bytes) else str(proc.stderr)
             raise LabError(f"{host}: bootstrap step {cmd.name} failed (rc {proc.returncode}): "
                            f"{_scrub(err.strip()[-2000:], secret_values)}")
+        if on_step is not None:
+            on_step()
 
 
 def deploy(stack: str, *, config_file: Path | None = None, state_root: Path = LAB_ROOT,
@@ -233,6 +241,7 @@ def deploy(stack: str, *, config_file: Path | None = None, state_root: Path = LA
            base_image: Path | None = None) -> LabDeployment:
     """Build, boot and bootstrap the whole stack locally; returns a handle for tests and the CLI."""
     clock = clock or LabClock()
+    progress = progress_of(log)
     loaded = load_stack(stack, config_file)
     cfg = loaded.config
     state_dir = state_root / stack
@@ -241,10 +250,11 @@ def deploy(stack: str, *, config_file: Path | None = None, state_root: Path = LA
     state_dir.mkdir(parents=True)
     network = LabNetwork(lab_name(stack), cfg.network.subnet, bridge_ip(cfg))
     started = time.monotonic()
-    image = base_image or build_base_image(extra_packages=LAB_ROLE_PACKAGES)
-    log(f"base image ready ({time.monotonic() - started:.1f}s): {image}")
+    image = base_image or build_base_image(extra_packages=LAB_ROLE_PACKAGES, log=log)
+    progress.done("image", f"base image ready ({time.monotonic() - started:.1f}s): {image}")
 
     mirror_root = state_dir / "mirror"
+    progress.update("prepare", "building the stand-in clients and running the program under mocks")
     artifacts = build_standins(mirror_root)
     network_files = overlay.standin_network_files(mirror_root / "network", cfg)
     if cfg.pool_contracts is not None:  # the contract exporter installs from the mirror (lab/overlay.py, item 5)
@@ -271,7 +281,8 @@ def deploy(stack: str, *, config_file: Path | None = None, state_root: Path = LA
             user_data = _user_data_by_host(run)
             dropins = overlay.standin_dropins(lab_cfg.clients.profile, clock.slot_seconds, clock.slots_per_epoch,
                                               clock.genesis_time, overlay.pool_contracts_env(lab_cfg))
-            for spec in lab_cfg.hosts():
+            for i, spec in enumerate(lab_cfg.hosts()):
+                progress.update("boot", f"booting {spec.name}", current=i, total=len(lab_cfg.hosts()))
                 host_dir = state_dir / "hosts" / spec.name
                 host = LabHost(spec.name, spec.private_ip, network, image, host_dir)
                 hosts[spec.name] = host
@@ -282,19 +293,35 @@ def deploy(stack: str, *, config_file: Path | None = None, state_root: Path = LA
                     host.binds[volume] = mount_point
                 host.boot(lab_ud, extra_files=dropins if spec.is_key_host
                           else overlay.monitoring_extra_files(mirror_url))
-            log(f"{len(hosts)} hosts booting ({time.monotonic() - started:.1f}s)")
-            for host in hosts.values():
+            progress.done("boot", f"{len(hosts)} hosts booting ({time.monotonic() - started:.1f}s)")
+            for ready, host in enumerate(hosts.values()):
+                progress.update("cloud-init", f"waiting for cloud-init (sshd, users, packages) on {host.name}",
+                                current=ready, total=len(hosts))
                 host.wait_ready(ADMIN_USER, key_path, timeout=600)
-            log(f"cloud-init done on all hosts ({time.monotonic() - started:.1f}s)")
+            progress.done("cloud-init", f"cloud-init done on all hosts ({time.monotonic() - started:.1f}s)")
             commands = _commands_by_host(run)
+            total_steps = sum(len(commands.get(name, [])) for name in hosts)
+            finished = [0]
+            counter = threading.Lock()
+
+            def step_done() -> None:
+                with counter:
+                    finished[0] += 1
+                    progress.update("bootstrap", "bootstrap steps over SSH (the recorded pulumi-command steps)",
+                                    current=finished[0], total=total_steps)
+
             with ThreadPoolExecutor(max_workers=len(hosts)) as pool:
-                futures = [pool.submit(run_bootstrap, dep, name, commands.get(name, []), log) for name in hosts]
+                futures = [pool.submit(run_bootstrap, dep, name, commands.get(name, []), log, step_done)
+                           for name in hosts]
                 for fut in futures:
                     fut.result()
+            progress.done("bootstrap", f"bootstrap done: {total_steps} steps on {len(hosts)} hosts "
+                                       f"({time.monotonic() - started:.1f}s)")
         log(f"lab {stack} up in {time.monotonic() - started:.1f}s")
         _write_state(dep)
         return dep
     except BaseException:
+        progress.close()
         for host in hosts.values():
             with contextlib.suppress(Exception):
                 host.destroy()

@@ -17,9 +17,10 @@ import json
 import os
 import re
 import shutil
+import subprocess
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from lab.net import LabError, run
@@ -56,8 +57,15 @@ def image_key(extra_packages: Sequence[str] = ()) -> str:
     return hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def build_base_image(cache_dir: Path = DEFAULT_CACHE_DIR, extra_packages: Sequence[str] = ()) -> Path:
-    """Return the path of a ready rootfs with ``extra_packages`` installed, building it if needed."""
+def build_base_image(cache_dir: Path = DEFAULT_CACHE_DIR, extra_packages: Sequence[str] = (),
+                     log: Callable[[str], None] | None = None) -> Path:
+    """Return the path of a ready rootfs with ``extra_packages`` installed, building it if needed.
+
+    ``log`` (optional) receives progress while building: package counts every second (see qpool.progress).
+    """
+    from qpool.progress import progress_of
+
+    progress = progress_of(log or (lambda _msg: None))
     for pkg in extra_packages:
         if not _PACKAGE_RE.fullmatch(pkg):
             raise LabError(f"build_base_image: {pkg!r} is not a Debian package name")
@@ -76,7 +84,12 @@ def build_base_image(cache_dir: Path = DEFAULT_CACHE_DIR, extra_packages: Sequen
         work = Path(tempfile.mkdtemp(prefix=f".tmp-{SUITE}-{key}-", dir=cache_dir))
         try:
             rootfs = work / "rootfs"
-            _mmdebstrap(rootfs, work, sorted(set(extra_packages) - set(BASE_PACKAGES)))
+            def tick(installed: int, downloaded: int) -> None:
+                progress.update("image", f"building the Debian {SUITE} base image (mmdebstrap, cached afterwards): "
+                                "packages installed", current=installed, total=max(installed, downloaded) or None)
+
+            _mmdebstrap(rootfs, work, sorted(set(extra_packages) - set(BASE_PACKAGES)), tick)
+            progress.update("image", "preparing the image (pristine cloud-image state)")
             _prepare(rootfs, work)
             (cache_dir / f"{SUITE}-{key}.json").write_text(json.dumps({
                 "suite": SUITE, "base": BASE_PACKAGES, "extra": list(extra_packages),
@@ -108,7 +121,22 @@ def _locked(path: Path):
         os.close(fd)
 
 
-def _mmdebstrap(rootfs: Path, work: Path, extra: list[str]) -> None:
+def _package_counts(rootfs: Path) -> tuple[int, int]:
+    """(installed, downloaded) packages in a rootfs being bootstrapped: dpkg's status file and apt's cache."""
+    try:
+        installed = (rootfs / "var/lib/dpkg/status").read_text(errors="replace").count(
+            "Status: install ok installed")
+    except OSError:
+        installed = 0
+    try:
+        downloaded = sum(1 for _ in (rootfs / "var/cache/apt/archives").glob("*.deb"))
+    except OSError:
+        downloaded = 0
+    return installed, downloaded
+
+
+def _mmdebstrap(rootfs: Path, work: Path, extra: list[str],
+                tick: Callable[[int, int], None] | None = None) -> None:
     """Bootstrap minbase, then install the extra packages in a second step.
 
     The second step sits between two snapshots of the enabled units, so _prepare() can disable
@@ -126,9 +154,23 @@ def _mmdebstrap(rootfs: Path, work: Path, extra: list[str]) -> None:
     argv = ["mmdebstrap", "--quiet", "--mode=root", "--variant=minbase",
             "--include=" + ",".join(BASE_PACKAGES), "--skip=cleanup/apt/lists",
             f"--customize-hook={hook}", SUITE, str(rootfs), *MIRRORS]
-    proc = run(argv, timeout=BUILD_TIMEOUT, check=False)
+    stderr_path = work / "mmdebstrap.stderr"
+    with open(stderr_path, "wb") as stderr:
+        try:
+            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=stderr, stderr=stderr)
+        except FileNotFoundError as exc:
+            raise LabError("build_base_image: mmdebstrap not installed; apt-get install mmdebstrap") from exc
+        deadline = time.monotonic() + BUILD_TIMEOUT
+        while proc.poll() is None:
+            if time.monotonic() > deadline:
+                proc.kill()
+                proc.wait()
+                raise LabError(f"build_base_image: mmdebstrap timed out after {BUILD_TIMEOUT:g}s")
+            if tick is not None:
+                tick(*_package_counts(rootfs))
+            time.sleep(1.0)
     if proc.returncode != 0:
-        tail = proc.stderr.decode(errors="replace").strip().splitlines()[-5:]
+        tail = stderr_path.read_text(errors="replace").strip().splitlines()[-5:]
         raise LabError(f"build_base_image: mmdebstrap failed (exit {proc.returncode}); is deb.debian.org "
                        f"reachable and the package list valid? {' | '.join(tail)}")
 

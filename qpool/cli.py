@@ -111,11 +111,12 @@ inventory_option = click.option(
 pair_option = click.option("--pair", "-p", "pairs", multiple=True, help="Validator pair (default: every pair).")
 
 
-def _context(stack: str, inventory: Path | None, yes: bool = True) -> Any:
+def _context(stack: str, inventory: Path | None, yes: bool = True, progress: str = "auto") -> Any:
     import os
 
     from qpool.inventory import resolve_inventory
     from qpool.operations import Context
+    from qpool.progress import make_progress
     from qpool.stacks import stack_file
 
     inv = resolve_inventory(stack, inventory)
@@ -132,7 +133,7 @@ def _context(stack: str, inventory: Path | None, yes: bool = True) -> Any:
         return yes or click.confirm(message, default=False)
 
     journal_dir = Path(inv.extra["journal_dir"]) if inv.extra.get("journal_dir") else None
-    return Context(inventory=inv, config_file=inv.config_file or stack_file(stack), report=click.echo,
+    return Context(inventory=inv, config_file=inv.config_file or stack_file(stack), report=make_progress(progress),
                    confirm=confirm, hcloud=client, journal_dir=journal_dir)
 
 
@@ -182,14 +183,15 @@ def activate(stack: str, inventory: Path | None, pair: str, first_start: bool, y
               help="Skip the epoch gate / missing-backup refusals of the fenced path (logged).")
 @click.option("--abandon", is_flag=True,
               help="Close an unfinished failover run of this pair that never started its target (no resume).")
+@click.option("--json", "as_json", is_flag=True, help="Progress as one JSON object per line (for programs).")
 @operator_errors
 def failover(stack: str, inventory: Path | None, pair: str, to_role: str, yes: bool, accept_risk: bool,
-             abandon: bool) -> None:
+             abandon: bool, as_json: bool) -> None:
     """Fenced, verified switch of signing to the other host of a pair (resumable; a re-run is a no-op)."""
     from qpool.operations import abandon_failover, alertmanager_alert
     from qpool.operations import failover as do_failover
 
-    ctx = _context(stack, inventory, yes)
+    ctx = _context(stack, inventory, yes, progress="json" if as_json else "auto")
     if abandon:
         click.echo(abandon_failover(ctx, pair))
         return

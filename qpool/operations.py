@@ -23,6 +23,7 @@ from qpool.context import Context
 from qpool.errors import QpoolError
 from qpool.inventory import HostRecord
 from qpool.journal import Journal, exclusive, journal_path, open_journal, state_dir
+from qpool.progress import progress_of
 from qpool.remote import Unreachable
 from qpool.signing import running, stopped_reasons
 from qpool.stackfile import read_active, write_active
@@ -399,12 +400,17 @@ def _epoch_gate_step(run: _Failover) -> None:
             if wait > 0 and accept_slashing_risk:
                 say(f"      WARNING: epoch gate (epoch {gate_epoch}, {wait:.0f}s away) skipped by "
                     "--i-accept-slashing-risk")
+            gate_progress = progress_of(say)
             while wait > 0 and not accept_slashing_risk:
-                say(f"[5/7] epoch gate: waiting {wait:.0f}s for epoch {gate_epoch} (fence + {EPOCH_GATE_OFFSET})")
-                ctx.sleep(min(wait, 30))
+                gate_progress.update("epoch-gate", f"[5/7] epoch gate: waiting for epoch {gate_epoch} (fence + "
+                                     f"{EPOCH_GATE_OFFSET})", remaining=wait, text=f"[5/7] epoch gate: waiting "
+                                     f"{wait:.0f}s for epoch {gate_epoch} (fence + {EPOCH_GATE_OFFSET})")
+                ctx.sleep(min(wait, 1 if gate_progress.live else 30))
                 wait = gate_time - ctx.clock()
         gate = j.data("epoch-gate").get("gate_epoch")
         j.mark("epoch-gate", overridden=accept_slashing_risk, gate_epoch=gate)
+        progress_of(say).done("epoch-gate", "[5/7] epoch gate: " + ("overridden" if accept_slashing_risk else
+                                                                    f"epoch {gate} reached"))
     elif j.mode == "clean":
         say("[5/7] epoch gate: not needed (history moved from a verified-stopped validator)")
 

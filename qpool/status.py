@@ -12,6 +12,8 @@ from typing import Any
 from qpool.context import Context
 from qpool.errors import QpoolError
 from qpool.inventory import HostRecord
+from qpool.journal import journal_path, state_dir
+from qpool.next_action import format_next_actions, open_failover
 from qpool.remote import Unreachable
 from qpool.signing import may_sign, running
 from qpool.stackfile import read_active
@@ -66,7 +68,7 @@ def pair_status(ctx: Context, pair: str) -> dict[str, Any]:
             "reachable": view.status is not None, "error": view.error, "fenced": view.fenced,
             "signing": running(st) if st else None,
             "may_sign": may_sign(st) if st else None,
-            "locked": st.get("locked"), "unit": st.get("unit", {}).get("active"),
+            "locked": st.get("locked"), "db_present": st.get("db_present"), "unit": st.get("unit", {}).get("active"),
             "processes": st.get("processes"), "metrics_port_open": st.get("metrics_port_open"),
             "beacon": st.get("beacon"), "execution": st.get("execution"),
             "slashing_backup": {"path": backup.get("path"), "age_seconds": backup.get("age_seconds")} if backup
@@ -76,7 +78,8 @@ def pair_status(ctx: Context, pair: str) -> dict[str, Any]:
     signers = [h["host"] for h in hosts if h["signing"]]
     live = [h["host"] for h in hosts if h["may_sign"]]
     return {"pair": pair, "configured_active": active_role, "signers": signers, "hosts": hosts,
-            "double_signer_risk": len(live) > 1}
+            "double_signer_risk": len(live) > 1,
+            "open_failover": open_failover(journal_path(ctx.inventory.stack, pair, ctx.journal_dir or state_dir()))}
 
 
 def _sync_word(client: dict[str, Any]) -> str:
@@ -106,4 +109,4 @@ def format_status(doc: dict[str, Any]) -> str:
                 f"beacon={_sync_word(beacon)}"
                 f"@{beacon.get('head_slot')} "
                 f"execution={_sync_word(execution)}@{execution.get('block')} slashing-backup={age}")
-    return "\n".join(lines)
+    return "\n".join([*lines, format_next_actions(doc)])

@@ -8,6 +8,7 @@ only, but not needed on lab hosts); never shipped inside the executables. Every 
 from __future__ import annotations
 
 import json
+import os
 import re
 import secrets
 import signal
@@ -28,8 +29,38 @@ _SAMPLE_RE = re.compile(r'^(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)
 _LABEL_RE = re.compile(r'([a-zA-Z_][a-zA-Z0-9_]*)="((?:[^"\\]|\\.)*)"')
 
 
+#: Under pytest-xdist, worker gwN takes ports from its own range below Linux's ephemeral range (32768-60999),
+#: so no other worker (nor the kernel's bind-to-0) gets a port that a test stopped listening on for a while
+#: (e.g. a stand-in being restarted on its port): parallel workers never race for a loopback port.
+WORKER_PORT_BASE = 20000
+WORKER_PORT_SPAN = 1500
+_worker_next = [0]
+
+
+def _worker_index() -> int | None:
+    worker = os.environ.get("PYTEST_XDIST_WORKER", "")
+    index = int(worker[2:]) if worker.startswith("gw") and worker[2:].isdigit() else None
+    return index if index is not None and WORKER_PORT_BASE + (index + 1) * WORKER_PORT_SPAN <= 32768 else None
+
+
 def free_port(kind: int = socket.SOCK_STREAM) -> int:
-    """A currently unused loopback port, never handed out twice in this session."""
+    """A currently unused loopback port, never handed out twice in this session (see WORKER_PORT_BASE)."""
+    worker = _worker_index()
+    if worker is not None:
+        for _ in range(WORKER_PORT_SPAN):
+            port = WORKER_PORT_BASE + worker * WORKER_PORT_SPAN + _worker_next[0] % WORKER_PORT_SPAN
+            _worker_next[0] += 1
+            if port in _used_ports:
+                continue
+            with socket.socket(socket.AF_INET, kind) as sock:
+                try:
+                    sock.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+            _used_ports.add(port)
+            return port
+        first = WORKER_PORT_BASE + worker * WORKER_PORT_SPAN
+        raise RuntimeError(f"no free loopback port in this worker's range {first}-{first + WORKER_PORT_SPAN - 1}")
     for _ in range(100):
         with socket.socket(socket.AF_INET, kind) as sock:
             sock.bind(("127.0.0.1", 0))

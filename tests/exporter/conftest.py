@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import contextlib
 import json
-import socket
 import threading
 import time
 from collections.abc import Callable, Iterator
@@ -407,10 +406,10 @@ def config_factory() -> Callable[..., ExporterConfig]:
 
 @pytest.fixture
 def free_port() -> int:
-    """A loopback port that nothing listens on (bound once, then released)."""
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
+    """A loopback port that nothing listens on (bound once, then released; per-worker range under xdist)."""
+    from lab.standins.harness import free_port as harness_free_port
+
+    return harness_free_port()
 
 
 @pytest.fixture

@@ -37,7 +37,7 @@ from . import detector, matrix
 from .faults import Hang, operator_pid
 
 _SKIP = lab_unavailable_reason()
-pytestmark = [pytest.mark.lab, pytest.mark.skipif(_SKIP is not None, reason=_SKIP or "")]
+pytestmark = [pytest.mark.lab, pytest.mark.slow, pytest.mark.skipif(_SKIP is not None, reason=_SKIP or "")]
 
 STACK = "fmfault"
 OCTET = 33

@@ -39,6 +39,14 @@ def module_lab(stack: str, octet: int, state_root: Path, clock: LabClock | None 
         yield lab
 
 
+@pytest.fixture(scope="session")
+def shared_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """One lab for the modules that only observe it (test_bootstrap, test_ports): a lab deploy is the slowest
+    part of these tests, and those modules leave the lab as they found it. Under pytest-xdist every test that
+    uses this fixture runs on one worker (tests/conftest.py groups them), so it is deployed once."""
+    yield from module_lab("e2eshared", 21, tmp_path_factory.mktemp("e2eshared"))
+
+
 def role_hosts(dep: LabDeployment, role: str) -> list[str]:
     """Names of the hosts with this role (primary, backup, monitoring), in config order."""
     return [spec.name for spec in dep.config.hosts() if spec.role == role]

@@ -15,7 +15,6 @@ import json
 import shlex
 import subprocess
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -28,7 +27,7 @@ from lab.deploy import ADMIN_USER
 from lab.standins.wallet import open_wallet, wallet_file
 from qpool.keys.seal import unseal_bytes
 
-from .conftest import LAB_MARKS, Lab, key_hosts, module_lab, one_host, out, sh, wait_for
+from .conftest import LAB_MARKS, Lab, key_hosts, one_host, out, sh, wait_for
 
 pytestmark = LAB_MARKS
 
@@ -36,8 +35,8 @@ KEY_HOST_TIMERS = ("qp-validator-state.timer", "qp-slashing-backup.timer")
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    yield from module_lab("e2eboot", 21, tmp_path_factory.mktemp("e2eboot"))
+def lab(shared_lab: Lab) -> Lab:
+    return shared_lab  # read-only module: the session's shared lab (conftest.shared_lab)
 
 
 def _all_hosts(lab: Lab) -> list[str]:

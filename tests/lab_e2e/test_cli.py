@@ -73,7 +73,10 @@ def test_lab_up_status_down(config_file: Path) -> None:
     status = qpool("status", "--stack", STACK, timeout=300)
     assert status.returncode == 0, _explain(status)
     assert "signing: nobody" in status.stdout and "MORE THAN ONE SIGNER" not in status.stdout, _explain(status)
-    key_lines = [ln for ln in status.stdout.splitlines() if "-p1-" in ln]
+    key_lines = [ln for ln in status.stdout.splitlines() if "-p1-" in ln and not ln.startswith("pair ")]
+    # it ends with the next safe action: nobody signs yet, so start the configured active host
+    assert status.stdout.splitlines()[-1].startswith("pair p1: next: ") and \
+        f"qpool activate --stack {STACK} --pair p1" in status.stdout.splitlines()[-1], _explain(status)
     assert len(key_lines) == 2, _explain(status)
     for line in key_lines:
         assert "stopped" in line and "lock=on" in line and "UNREACHABLE" not in line, _explain(status)

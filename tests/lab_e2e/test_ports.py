@@ -35,7 +35,6 @@ from .conftest import (
     LAB_MARKS,
     Lab,
     key_hosts,
-    module_lab,
     one_host,
     sh,
     tcp_from_host,
@@ -84,8 +83,8 @@ def _add_outside_client(dep: LabDeployment, name: str, ip: str) -> OutsideClient
 
 
 @pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    yield from module_lab("e2eports", 22, tmp_path_factory.mktemp("e2eports"))
+def lab(shared_lab: Lab) -> Lab:
+    return shared_lab  # read-only module: the session's shared lab (conftest.shared_lab)
 
 
 @pytest.fixture(scope="module")

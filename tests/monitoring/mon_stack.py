@@ -22,7 +22,6 @@ import json
 import os
 import shlex
 import signal
-import socket
 import subprocess
 import threading
 import time
@@ -38,6 +37,7 @@ import yaml
 
 from cloud_init import monitoring
 from core.config import HostSpec, StackConfig
+from lab.standins.harness import free_port as harness_free_port
 
 PROMETHEUS_BIN = "/usr/bin/prometheus"
 ALERTMANAGER_BIN = "/usr/bin/prometheus-alertmanager"
@@ -45,9 +45,7 @@ GENESIS = time.time() - 3600 * 24  # stand-in chain genesis: slots are 60 s like
 
 
 def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+    return harness_free_port()  # per-worker port ranges under pytest-xdist (lab/standins/harness.py)
 
 
 class _Server(ThreadingHTTPServer):

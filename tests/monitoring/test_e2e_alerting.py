@@ -18,7 +18,7 @@ from cloud_init import monitoring
 from .mon_stack import MonitoringStack, active_and_standby
 from .support import ALL_SECRETS, tool, variant
 
-pytestmark = pytest.mark.realtools
+pytestmark = [pytest.mark.realtools, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

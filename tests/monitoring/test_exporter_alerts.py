@@ -29,7 +29,7 @@ from ..exporter import conftest as fake_node  # the fake JSON-RPC node (one modu
 from .mon_stack import MonitoringStack
 from .support import tool, variant
 
-pytestmark = pytest.mark.realtools
+pytestmark = [pytest.mark.realtools, pytest.mark.slow]
 
 FAST_FOR = {"ContractExporterFailing": "3s", "ContractExporterStale": "3s", "PoolPaused": "3s"}
 EXPORTER_ALERTS = 'ALERTS{alertname=~"ContractExporterFailing|ContractExporterStale"}'
