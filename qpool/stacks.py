@@ -9,8 +9,8 @@ from typing import Any
 import yaml
 
 from components.config import SECRET_KEYS, ConfigError, StackConfig, load_stack_config, raw_config_from_stack_file
+from components.pulumi_config import other_stacks_operator_keys, stack_dir
 from qpool.errors import QpoolError
-from qpool.program import PROJECT_DIR
 
 
 @dataclass(frozen=True)
@@ -22,7 +22,7 @@ class LoadedStack:
 
 
 def stack_file(name: str, config_file: Path | None = None) -> Path:
-    path = config_file or PROJECT_DIR / f"Pulumi.{name}.yaml"
+    path = config_file or stack_dir() / f"Pulumi.{name}.yaml"
     if not path.is_file():
         raise QpoolError(f"stack config {path} not found; create it or pass --config-file")
     return path
@@ -39,7 +39,8 @@ def load_stack(name: str, config_file: Path | None = None) -> LoadedStack:
         raise QpoolError(f"{path}: expected a mapping with a `config:` section")
     raw = raw_config_from_stack_file(doc)
     present = {k for k in raw if k in SECRET_KEYS}
-    config = load_stack_config(raw, secrets_present=present)
+    config = load_stack_config(raw, secrets_present=present, stack=name,
+                               other_stacks_keys=other_stacks_operator_keys(name, exclude=path))
     return LoadedStack(name=name, path=path, raw=raw, config=config)
 
 

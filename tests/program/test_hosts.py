@@ -42,15 +42,9 @@ def secrets(pairs: tuple[str, ...] = ("p1",)) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def runs() -> dict[str, ProgramRun]:
-    import yaml
+    from tests.conftest import stack_raw
 
-    from components.config import raw_config_from_stack_file
     from qpool.program import run_program
-
-    repo = Path(__file__).resolve().parents[2]
-
-    def stack_raw(name: str) -> dict:
-        return raw_config_from_stack_file(yaml.safe_load((repo / f"Pulumi.{name}.yaml").read_text()))
 
     return {"testnet": run_program("testnet", stack_raw("testnet"), secrets()),
             "mainnet": run_program("mainnet", stack_raw("mainnet"), secrets(("p1", "p2")))}
