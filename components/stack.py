@@ -1,21 +1,63 @@
 """Wires validated config into components and exports what operators and `qpool` need.
 
 Validation runs first and stops the program before any resource is registered, so bad config never
-leaves a half-applied stack.
+leaves a half-applied stack: the config model's checks, then `preflight_issues` (what Hetzner would refuse
+mid-`up`), all synchronously, never inside an `apply` that waits for an output `pulumi preview` does not know.
 """
 
 from __future__ import annotations
+
+import base64
 
 import pulumi
 import pulumi_hcloud as hcloud
 import pulumi_tls as tls
 
-from components.config import APP_LABEL, ConfigError
+from cloud_init import HostRenderInputs
+from cloud_init.base import USER_DATA_LIMIT_BYTES
+from cloud_init.key_host import render_key_host_user_data
+from cloud_init.monitoring import render_monitoring_user_data
+from components.config import APP_LABEL, ConfigError, ConfigIssue, StackConfig
+from components.host_server import volume_device
 from components.key_host import BackupNode, KeyHostArgs, ValidatorNode
 from components.monitoring_server import MonitoringServer, MonitoringServerArgs
 from components.network import Network, NetworkArgs
 from components.pulumi_config import StackSecrets, read_stack_config
 from components.validator_keys import host_key_tars_b64
+
+#: The longest volume id Hetzner can hand out (ids are 64-bit integers): the device path in the fstab entry
+#: is then as long as it can get, so a user-data that fits with it fits with any real id.
+PLACEHOLDER_VOLUME_ID = str(2**63 - 1)
+#: An ED25519 OpenSSH public key line as the tls provider writes the deploy key (fixed length, trailing newline);
+#: all-0xff key bytes, no private half exists. Used only to size user-data before the real key is known.
+PLACEHOLDER_DEPLOY_KEY = "ssh-ed25519 " + base64.b64encode(
+    b"\x00\x00\x00\x0bssh-ed25519\x00\x00\x00\x20" + b"\xff" * 32).decode() + "\n"
+
+
+def _placement_path(cfg: StackConfig, role: str, pair: str | None) -> str:
+    if role == "monitoring":
+        return "monitoring"
+    index = next(i for i, p in enumerate(cfg.validator_pairs) if p.name == pair)
+    return f"validatorPairs[{index}].{role}"
+
+
+def preflight_issues(cfg: StackConfig) -> list[ConfigIssue]:
+    """What `pulumi up` would otherwise learn from Hetzner after resources exist, checked now.
+
+    User-data size: every host's user-data is rendered with the placeholder deploy key and the longest
+    possible volume id, outside any `apply`, so `pulumi preview` and `qpool validate` run the check too.
+    """
+    issues: list[ConfigIssue] = []
+    for host in cfg.hosts():
+        render = render_monitoring_user_data if host.role == "monitoring" else render_key_host_user_data
+        try:
+            render(HostRenderInputs(config=cfg, host=host, deploy_public_key=PLACEHOLDER_DEPLOY_KEY,
+                                    volume_device=volume_device(PLACEHOLDER_VOLUME_ID)))
+        except ValueError as exc:
+            issues.append(ConfigIssue(path=_placement_path(cfg, host.role, host.pair), message=(
+                f"{host.name}: {exc} (limit {USER_DATA_LIMIT_BYTES}); shorten what lands in user-data "
+                "(fewer networkFiles or beaconBootstrapNodes) before `pulumi up`")))
+    return issues
 
 
 def _validator_keys(secrets: StackSecrets, pairs: list[str]) -> dict[str, pulumi.Output[str]]:
@@ -30,6 +72,9 @@ def _validator_keys(secrets: StackSecrets, pairs: list[str]) -> dict[str, pulumi
 def build_stack() -> None:
     try:
         cfg, secrets = read_stack_config()
+        issues = preflight_issues(cfg)
+        if issues:
+            raise ConfigError(issues)
     except ConfigError as exc:
         for issue in exc.issues:
             pulumi.log.error(str(issue))

@@ -28,8 +28,12 @@ def stack_file(name: str, config_file: Path | None = None) -> Path:
     return path
 
 
-def load_stack(name: str, config_file: Path | None = None) -> LoadedStack:
-    """Parse and validate; ConfigError carries one line per bad key."""
+def load_stack(name: str, config_file: Path | None = None, *, preflight: bool = False) -> LoadedStack:
+    """Parse and validate; ConfigError carries one line per bad key.
+
+    `preflight`: also run the program's pre-`up` checks (components.stack.preflight_issues: renders every
+    host's user-data to size it), as `qpool validate` does; `qpool plan` gets them from the program itself.
+    """
     path = stack_file(name, config_file)
     try:
         doc = yaml.safe_load(path.read_text()) or {}
@@ -41,6 +45,12 @@ def load_stack(name: str, config_file: Path | None = None) -> LoadedStack:
     present = {k for k in raw if k in SECRET_KEYS}
     config = load_stack_config(raw, secrets_present=present, stack=name,
                                other_stacks_keys=other_stacks_operator_keys(name, exclude=path))
+    if preflight:
+        from components.stack import preflight_issues
+
+        issues = preflight_issues(config)
+        if issues:
+            raise ConfigError(issues)
     return LoadedStack(name=name, path=path, raw=raw, config=config)
 
 
