@@ -8,6 +8,7 @@ mid-`up`), all synchronously, never inside an `apply` that waits for an output `
 from __future__ import annotations
 
 import base64
+import re
 
 import pulumi
 import pulumi_hcloud as hcloud
@@ -34,30 +35,26 @@ PLACEHOLDER_DEPLOY_KEY = "ssh-ed25519 " + base64.b64encode(
     b"\x00\x00\x00\x0bssh-ed25519\x00\x00\x00\x20" + b"\xff" * 32).decode() + "\n"
 
 
-def _placement_path(cfg: StackConfig, role: str, pair: str | None) -> str:
-    if role == "monitoring":
-        return "monitoring"
-    index = next(i for i, p in enumerate(cfg.validator_pairs) if p.name == pair)
-    return f"validatorPairs[{index}].{role}"
-
-
 def preflight_issues(cfg: StackConfig) -> list[ConfigIssue]:
     """What `pulumi up` would otherwise learn from Hetzner after resources exist, checked now.
 
     User-data size: every host's user-data is rendered with the placeholder deploy key and the longest
     possible volume id, outside any `apply`, so `pulumi preview` and `qpool validate` run the check too.
     """
-    issues: list[ConfigIssue] = []
+    too_big: dict[str, list[str]] = {}  # config section -> "host (N bytes)"
     for host in cfg.hosts():
         render = render_monitoring_user_data if host.role == "monitoring" else render_key_host_user_data
         try:
             render(HostRenderInputs(config=cfg, host=host, deploy_public_key=PLACEHOLDER_DEPLOY_KEY,
                                     volume_device=volume_device(PLACEHOLDER_VOLUME_ID)))
         except ValueError as exc:
-            issues.append(ConfigIssue(path=_placement_path(cfg, host.role, host.pair), message=(
-                f"{host.name}: {exc} (limit {USER_DATA_LIMIT_BYTES}); shorten what lands in user-data "
-                "(fewer networkFiles or beaconBootstrapNodes) before `pulumi up`")))
-    return issues
+            size = re.search(r"(\d+) bytes", str(exc))
+            section = "monitoring" if host.role == "monitoring" else "validatorPairs"
+            too_big.setdefault(section, []).append(f"{host.name} ({size.group(1) if size else '?'} bytes)")
+    return [ConfigIssue(path=section, message=f"user-data of {', '.join(hosts)} is over Hetzner's "
+                        f"{USER_DATA_LIMIT_BYTES}-byte limit; shorten what lands in it (e.g. fewer or shorter "
+                        "clients.beaconBootstrapNodes or networkFiles)")
+            for section, hosts in too_big.items()]
 
 
 def _validator_keys(secrets: StackSecrets, pairs: list[str]) -> dict[str, pulumi.Output[str]]:
