@@ -22,6 +22,7 @@ class LoadedStack:
 
 
 def stack_file(name: str, config_file: Path | None = None) -> Path:
+    """`--config-file`, else `Pulumi.<name>.yaml` in the stack directory ($QPOOL_STACK_DIR or the project)."""
     path = config_file or stack_dir() / f"Pulumi.{name}.yaml"
     if not path.is_file():
         raise QpoolError(f"stack config {path} not found; create it or pass --config-file")
@@ -32,7 +33,7 @@ def load_stack(name: str, config_file: Path | None = None, *, preflight: bool = 
     """Parse and validate; ConfigError carries one line per bad key.
 
     `preflight`: also run the program's pre-`up` checks (components.stack.preflight_issues: renders every
-    host's user-data to size it), as `qpool validate` does; `qpool plan` gets them from the program itself.
+    host's user-data to size it), as `qpool validate` and `qpool plan` do; the program runs them itself too.
     """
     path = stack_file(name, config_file)
     try:
