@@ -51,7 +51,10 @@ def create_host_server(parent: pulumi.ComponentResource, name: str, cfg: StackCo
         image=cfg.hetzner.image, labels=labels, user_data=user_data, ssh_keys=ssh_key_ids,
         placement_group_id=pulumi.Output.from_input(placement_group_id).apply(int) if placement_group_id else None,
         firewall_ids=[pulumi.Output.from_input(firewall_id).apply(int)],
-        networks=[hcloud.ServerNetworkArgs(network_id=network.id.apply(int), ip=host.private_ip)],
+        # subnet_id pins the attachment to our subnet: with network_id alone the provider attaches to the
+        # network's last subnet by ip_range, which is unpredictable once a network has more than one.
+        networks=[hcloud.ServerNetworkArgs(network_id=network.id.apply(int), subnet_id=subnet.id,
+                                           ip=host.private_ip)],
         public_nets=[hcloud.ServerPublicNetArgs(ipv4_enabled=True, ipv6_enabled=True)],
         backups=cfg.hetzner.backups, delete_protection=cfg.hetzner.protection,
         rebuild_protection=cfg.hetzner.protection,

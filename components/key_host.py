@@ -55,7 +55,7 @@ class _KeyHost(pulumi.ComponentResource):
             render_user_data=render_key_host_user_data, firewall_id=args.network.validator_firewall.id,
             network=args.network.network, subnet=args.network.subnet, ssh_key_ids=args.ssh_key_ids,
             deploy_public_key=args.deploy_public_key, protect_server=cfg.hetzner.protection,
-            placement_group_id=args.network.placement_groups[pair.name].id)
+            placement_group_id=args.network.placement_group_id(pair.name))
         self.volume, self.server, attachment = hs.volume, hs.server, hs.attachment
 
         # Engine API secret shared by this host's execution client and beacon node.

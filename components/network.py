@@ -1,4 +1,4 @@
-"""`Network`: the private network, the Hetzner firewalls and one spread placement group per pair."""
+"""`Network`: the private network, the Hetzner firewalls and a spread placement group per same-location pair."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import pulumi
 import pulumi_hcloud as hcloud
 
 from components.firewall_rules import FirewallRule, monitoring_rules, validator_rules
-from core.config import APP_LABEL, StackConfig
+from core.config import APP_LABEL, StackConfig, ValidatorPair
 
 
 @dataclass(frozen=True)
@@ -24,6 +24,11 @@ def _rule_args(rules: list[FirewallRule]) -> list[hcloud.FirewallRuleArgs]:
     ]
 
 
+def needs_placement_group(pair: ValidatorPair) -> bool:
+    """A spread group is only useful (and only placeable) when both hosts of the pair share a location."""
+    return pair.primary.location == pair.backup.location
+
+
 class Network(pulumi.ComponentResource):
     """Everything the servers attach to; created before any server so the subnet exists at boot."""
 
@@ -31,7 +36,7 @@ class Network(pulumi.ComponentResource):
     subnet: hcloud.NetworkSubnet
     validator_firewall: hcloud.Firewall
     monitoring_firewall: hcloud.Firewall
-    placement_groups: dict[str, hcloud.PlacementGroup]
+    placement_groups: dict[str, hcloud.PlacementGroup]  # only pairs that need one (needs_placement_group)
 
     def __init__(self, name: str, args: NetworkArgs, opts: pulumi.ResourceOptions | None = None) -> None:
         super().__init__("quantapool:infra:Network", name, None, opts)
@@ -58,13 +63,18 @@ class Network(pulumi.ComponentResource):
         self.monitoring_firewall = hcloud.Firewall(
             f"{name}-fw-monitoring", name=f"qp-{env}-monitoring", labels=labels("monitoring"),
             rules=_rule_args(monitoring_rules(cfg)), opts=child)
-        # A spread group puts the pair's primary and backup on different physical machines, so one
-        # hardware fault cannot take out both the signer and its standby.
+        # A spread group only guarantees that its servers run on different physical hosts (Hetzner docs,
+        # "Placement Groups"). That matters for a pair whose primary and backup share a location: without it
+        # one hardware fault could take out both the signer and its standby. A pair split across locations
+        # (fsn1 + nbg1) is on different hosts by construction, so a group adds nothing there, and group
+        # members are placed within one location (third-party Hetzner guides state it; unverified in
+        # Hetzner's own docs), which would make the second server's creation fail. So: a group only for
+        # same-location pairs (see needs_placement_group; docs/operations.md, "Placement").
         self.placement_groups = {
             pair.name: hcloud.PlacementGroup(
                 f"{name}-pg-{pair.name}", name=f"qp-{env}-{pair.name}", type="spread",
                 labels={**labels("placement"), "pair": pair.name}, opts=child)
-            for pair in cfg.validator_pairs
+            for pair in cfg.validator_pairs if needs_placement_group(pair)
         }
         self.register_outputs({
             "network_id": self.network.id,
@@ -72,3 +82,8 @@ class Network(pulumi.ComponentResource):
             "validator_firewall_id": self.validator_firewall.id,
             "monitoring_firewall_id": self.monitoring_firewall.id,
         })
+
+    def placement_group_id(self, pair: str) -> pulumi.Output[str] | None:
+        """The pair's spread group id, or None when its hosts are in different locations (no group)."""
+        group = self.placement_groups.get(pair)
+        return group.id if group is not None else None

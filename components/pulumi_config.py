@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
 
 import pulumi
+import yaml
 from pulumi.runtime import config as runtime_config
 
 from core.config import (
@@ -14,7 +18,35 @@ from core.config import (
     ConfigIssue,
     StackConfig,
     load_stack_config,
+    raw_config_from_stack_file,
 )
+
+#: Where the `Pulumi.<stack>.yaml` files live when not next to `Pulumi.yaml` (tests point it at fixture copies).
+STACK_DIR_ENV = "QPOOL_STACK_DIR"
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+
+
+def stack_dir() -> Path:
+    """The directory holding the project's stack files: $QPOOL_STACK_DIR, else the project directory."""
+    return Path(os.environ[STACK_DIR_ENV]) if os.environ.get(STACK_DIR_ENV) else PROJECT_DIR
+
+
+def other_stacks_operator_keys(stack: str, directory: Path | None = None,
+                               exclude: Path | None = None) -> dict[str, tuple[Any, Any]]:
+    """name -> (environment, operatorSshKeys) of every other `Pulumi.<name>.yaml` in the stack directory
+    (unreadable files are skipped: their own `qpool validate` reports them)."""
+    out: dict[str, tuple[Any, Any]] = {}
+    for path in sorted((directory or stack_dir()).glob("Pulumi.*.yaml")):
+        name = path.name[len("Pulumi."):-len(".yaml")]
+        if name == stack or (exclude is not None and path.resolve() == exclude.resolve()):
+            continue
+        try:
+            doc = yaml.safe_load(path.read_text()) or {}
+            raw = raw_config_from_stack_file(doc)
+        except (OSError, yaml.YAMLError, AttributeError):
+            continue
+        out[name] = (raw.get("environment"), raw.get("operatorSshKeys"))
+    return out
 
 #: Top-level (camelCase) keys the model accepts, derived from the model so the two never drift apart.
 TOP_LEVEL_KEYS: tuple[str, ...] = tuple(
@@ -38,7 +70,19 @@ def _all_config_keys() -> set[str]:
     return keys
 
 
+def plaintext_secret_issues(present: set[str]) -> list[ConfigIssue]:
+    """Secret keys the engine did not hand over as secrets: they sit in plain text in the stack file.
+
+    `qpool validate` sees `{secure: ...}` in the file; the program only sees decrypted values, so it asks the
+    engine which keys were secret. A plain value here would otherwise be accepted and reach the state file.
+    """
+    return [ConfigIssue(path=key, message="is a secret but stored in plain text; remove it and run "
+                        f"`pulumi config set --secret {key} ...`")
+            for key in sorted(present) if not runtime_config.is_config_secret(f"{NAMESPACE}:{key}")]
+
+
 def read_stack_config() -> tuple[StackConfig, StackSecrets]:
+    """The validated config of the running stack (its name keys the mainnet guardrails) and its secrets."""
     cfg = pulumi.Config(NAMESPACE)
     raw = {}
     for key in TOP_LEVEL_KEYS:
@@ -55,10 +99,16 @@ def read_stack_config() -> tuple[StackConfig, StackSecrets]:
         k.partition(":")[2] for k in _all_config_keys()
         if k.startswith(f"{NAMESPACE}:") and k.partition(":")[2] not in known
     )
+    plaintext = plaintext_secret_issues(present)
     try:
-        stack_config = load_stack_config(raw, secrets_present=present)
+        stack = pulumi.get_stack()
+        stack_config = load_stack_config(raw, secrets_present=present, stack=stack,
+                                         other_stacks_keys=other_stacks_operator_keys(stack))
     except ConfigError as exc:
-        raise ConfigError([ConfigIssue(path=k, message="unknown key") for k in unknown] + exc.issues) from None
+        raise ConfigError([ConfigIssue(path=k, message="unknown key") for k in unknown] + exc.issues
+                          + plaintext) from None
+    if plaintext:
+        raise ConfigError(plaintext)
     if unknown:
         raise ConfigError([ConfigIssue(path=k, message="unknown key; check the spelling against the README's "
                                        "config reference") for k in unknown])

@@ -1,27 +1,65 @@
 """Wires validated config into components and exports what operators and `qpool` need.
 
 Validation runs first and stops the program before any resource is registered, so bad config never
-leaves a half-applied stack.
+leaves a half-applied stack: the config model's checks, then `preflight_issues` (what Hetzner would refuse
+mid-`up`), all synchronously, never inside an `apply` that waits for an output `pulumi preview` does not know.
 """
 
 from __future__ import annotations
 
+import base64
+import re
 from collections.abc import Callable
 
 import pulumi
 import pulumi_hcloud as hcloud
 import pulumi_tls as tls
 
+from cloud_init import HostRenderInputs
+from cloud_init.base import USER_DATA_LIMIT_BYTES
+from cloud_init.key_host import render_key_host_user_data
+from cloud_init.monitoring import render_monitoring_user_data
+from components.host_server import volume_device
 from components.key_host import BackupNode, KeyHostArgs, ValidatorNode
 from components.monitoring_server import MonitoringServer, MonitoringServerArgs
 from components.network import Network, NetworkArgs
 from components.pulumi_config import StackSecrets, read_stack_config
-from core.config import APP_LABEL, ConfigError, StackConfig, deployment_issues
+from core.config import APP_LABEL, ConfigError, ConfigIssue, StackConfig, deployment_issues
 
 #: (sealed bundle as base64, passphrase, pair names) -> pair -> base64 tar of the keys its hosts import.
 #: Injected by the program's entry point (qpool.keys.host_bundle.host_key_tars_b64): components never
 #: import the operator package that owns the sealing.
 OpenKeyBundle = Callable[[str, str, list[str]], dict[str, str]]
+
+#: The longest volume id Hetzner can hand out (ids are 64-bit integers): the device path in the fstab entry
+#: is then as long as it can get, so a user-data that fits with it fits with any real id.
+PLACEHOLDER_VOLUME_ID = str(2**63 - 1)
+#: An ED25519 OpenSSH public key line as the tls provider writes the deploy key (fixed length, trailing newline);
+#: all-0xff key bytes, no private half exists. Used only to size user-data before the real key is known.
+PLACEHOLDER_DEPLOY_KEY = "ssh-ed25519 " + base64.b64encode(
+    b"\x00\x00\x00\x0bssh-ed25519\x00\x00\x00\x20" + b"\xff" * 32).decode() + "\n"
+
+
+def preflight_issues(cfg: StackConfig) -> list[ConfigIssue]:
+    """What `pulumi up` would otherwise learn from Hetzner after resources exist, checked now.
+
+    User-data size: every host's user-data is rendered with the placeholder deploy key and the longest
+    possible volume id, outside any `apply`, so `pulumi preview` and `qpool validate` run the check too.
+    """
+    too_big: dict[str, list[str]] = {}  # config section -> "host (N bytes)"
+    for host in cfg.hosts():
+        render = render_monitoring_user_data if host.role == "monitoring" else render_key_host_user_data
+        try:
+            render(HostRenderInputs(config=cfg, host=host, deploy_public_key=PLACEHOLDER_DEPLOY_KEY,
+                                    volume_device=volume_device(PLACEHOLDER_VOLUME_ID)))
+        except ValueError as exc:
+            size = re.search(r"(\d+) bytes", str(exc))
+            section = "monitoring" if host.role == "monitoring" else "validatorPairs"
+            too_big.setdefault(section, []).append(f"{host.name} ({size.group(1) if size else '?'} bytes)")
+    return [ConfigIssue(path=section, message=f"user-data of {', '.join(hosts)} is over Hetzner's "
+                        f"{USER_DATA_LIMIT_BYTES}-byte limit; shorten what lands in it (e.g. fewer or shorter "
+                        "clients.beaconBootstrapNodes or networkFiles)")
+            for section, hosts in too_big.items()]
 
 
 def _validator_keys(secrets: StackSecrets, pairs: list[str],
@@ -54,6 +92,9 @@ def _refuse_unmonitored_deploy(cfg: StackConfig) -> None:
 def build_stack(open_key_bundle: OpenKeyBundle) -> None:
     try:
         cfg, secrets = read_stack_config()
+        issues = preflight_issues(cfg)
+        if issues:
+            raise ConfigError(issues)
     except ConfigError as exc:
         for issue in exc.issues:
             pulumi.log.error(str(issue))

@@ -21,17 +21,27 @@ def _types(arch: str, *rows: tuple[str, int, int]) -> dict[str, ServerType]:
     return {name: ServerType(name, cpu, mem, arch) for name, cpu, mem in rows}
 
 
-#: Hetzner Cloud server types (shared and dedicated vCPU, both current generations).
+#: Hetzner Cloud server types currently offered (shared and dedicated vCPU, x86 and Arm), one table.
+#: Source: Hetzner's server-type catalogue (docs.hetzner.com/cloud/servers/overview, the API's
+#: `GET /server_types`) and the hcloud provider docs, which use cx23 as their example type (pulumi-hcloud
+#: v1.32, February 2026). Checked 2026-12-02. The cpx second generation (cpx12..cpx62) and cx gen3
+#: (cx23..cx53) replaced the types in RETIRED_SERVER_TYPES below.
 SERVER_TYPES: dict[str, ServerType] = {
-    **_types("amd64", ("cx22", 2, 4), ("cx32", 4, 8), ("cx42", 8, 16), ("cx52", 16, 32)),
     **_types("amd64", ("cx23", 2, 4), ("cx33", 4, 8), ("cx43", 8, 16), ("cx53", 16, 32)),
-    **_types("amd64", ("cpx11", 2, 2), ("cpx21", 3, 4), ("cpx31", 4, 8), ("cpx41", 8, 16), ("cpx51", 16, 32)),
     **_types("amd64", ("cpx12", 1, 2), ("cpx22", 2, 4), ("cpx32", 4, 8), ("cpx42", 8, 16), ("cpx52", 12, 24),
              ("cpx62", 16, 32)),
     **_types("amd64", ("ccx13", 2, 8), ("ccx23", 4, 16), ("ccx33", 8, 32), ("ccx43", 16, 64),
              ("ccx53", 32, 128), ("ccx63", 48, 192)),
     **_types("arm64", ("cax11", 2, 4), ("cax21", 4, 8), ("cax31", 8, 16), ("cax41", 16, 32)),
 }
+
+#: Retired type -> its same-size successor. Hetzner deprecated these in October 2025 and removed them in
+#: January 2026: creating a server of such a type fails during `pulumi up`, so the config refuses them.
+RETIRED_SERVER_TYPES: dict[str, str] = {
+    "cx22": "cx23", "cx32": "cx33", "cx42": "cx43", "cx52": "cx53",
+    "cpx11": "cpx22", "cpx21": "cpx32", "cpx31": "cpx32", "cpx41": "cpx42", "cpx51": "cpx62",
+}
+RETIRED_WHEN = "January 2026"
 
 #: Hetzner Cloud locations and the network zone each belongs to (a subnet serves one zone).
 LOCATIONS: dict[str, str] = {

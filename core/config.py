@@ -36,6 +36,11 @@ SECRET_KEYS: tuple[str, ...] = (
 )
 
 ALL_TRAFFIC = {ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0")}
+#: On mainnet a trusted-address entry may not be wider than this (prefix length per IP version). A trusted
+#: operator is a host, an office or a VPN egress range (IPv4 /24../32, IPv6 /48../128); an IPv4 /15 or an IPv6
+#: /31 is a provider's or a country's space, and a few such entries add up to "most of the internet" without
+#: any one of them, or their union, being the whole space. Testnet stacks are not limited.
+MAINNET_MIN_PREFIX = {4: 16, 6: 32}
 _ADDRESS_RE = {"gzond": re.compile(r"^Z[0-9a-fA-F]{40}$"), "gqrl": re.compile(r"^Q[0-9a-fA-F]{40}$")}
 _SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
 UNSET_SHA256 = "0" * 64
@@ -148,6 +153,9 @@ class Clients(_Model):
 
 
 def _known_server_type(value: str) -> str:
+    if value in catalog.RETIRED_SERVER_TYPES:
+        raise ValueError(f"{value} was retired by Hetzner in {catalog.RETIRED_WHEN} (server creation fails); "
+                         f"use {catalog.RETIRED_SERVER_TYPES[value]}")
     if value not in catalog.SERVER_TYPES:
         fitting = (t for t, st in catalog.SERVER_TYPES.items() if st.memory_gib >= 16 and st.arch == "amd64")
         examples = ", ".join(sorted(fitting)[:6])
@@ -193,7 +201,7 @@ class ValidatorPair(_Model):
 
 
 class Monitoring(_Model):
-    server_type: str = "cx32"
+    server_type: str = "cx33"
     location: str = "fsn1"
     private_ip: str
     volume_gib: int = Field(default=50, ge=10, le=10240)
@@ -390,9 +398,36 @@ class HostSpec:
 # Semantic checks across fields: each returns issues instead of raising, so all are reported at once.
 # ---------------------------------------------------------------------------------------------------
 
-def _semantic_issues(cfg: StackConfig) -> list[ConfigIssue]:
+def stack_requires_mainnet(stack: str | None) -> bool:
+    """Guardrails key on the stack name too: a `mainnet*` stack is mainnet whatever its config says."""
+    return stack is not None and stack.startswith("mainnet")
+
+
+def _stack_issues(cfg: StackConfig, stack: str | None) -> list[ConfigIssue]:
+    """The stack name and `environment` must agree: the mainnet guardrails, host names and the `env` label
+    (which `qpool` uses to find a stack's servers) all follow `environment`."""
+    if stack is None:
+        return []
+    if stack_requires_mainnet(stack) and cfg.environment != "mainnet":
+        return [ConfigIssue(path="environment", message=f"is {cfg.environment} but the stack is {stack}: that would "
+                            "turn every mainnet guardrail off; set quantapool:environment to mainnet")]
+    if stack == "testnet" and cfg.environment != "testnet":
+        return [ConfigIssue(path="environment", message=f"is {cfg.environment} but the stack is testnet; set "
+                            "quantapool:environment to testnet, or use a stack named mainnet")]
+    return []
+
+
+def _semantic_issues(cfg: StackConfig, *, mainnet: bool) -> list[ConfigIssue]:
     issues: list[ConfigIssue] = []
     add = lambda path, msg: issues.append(ConfigIssue(path=path, message=msg))  # noqa: E731
+
+    seen_keys: dict[str, int] = {}
+    for i, key in enumerate(cfg.operator_ssh_keys):
+        blob = _key_blob(key)
+        if blob in seen_keys:
+            add(f"operatorSshKeys[{i}]", f"is the same public key as operatorSshKeys[{seen_keys[blob]}]; Hetzner "
+                "refuses a second SSH key with the same fingerprint: list each key once")
+        seen_keys.setdefault(blob, i)
 
     cidr = ipaddress.IPv4Network(cfg.network.cidr)
     subnet = ipaddress.IPv4Network(cfg.network.subnet)
@@ -455,18 +490,18 @@ def _semantic_issues(cfg: StackConfig) -> list[ConfigIssue]:
                 add(f"poolContracts.{to_camel(field)}", f"{value!r} is not a {cfg.clients.profile} address "
                     f"({cfg.clients.address_prefix} + 40 hex)")
 
-    issues.extend(_client_issues(cfg))
+    issues.extend(_client_issues(cfg, mainnet=mainnet))
     issues.extend(alerting_issues(cfg))
-    if cfg.environment == "mainnet":
+    if mainnet:
         issues.extend(_mainnet_issues(cfg))
     return issues
 
 
-def _client_issues(cfg: StackConfig) -> list[ConfigIssue]:
+def _client_issues(cfg: StackConfig, *, mainnet: bool) -> list[ConfigIssue]:
     issues: list[ConfigIssue] = []
     c = cfg.clients
     for name in ("execution", "beacon", "validator"):
-        if getattr(c, name) is None and cfg.environment == "mainnet":
+        if getattr(c, name) is None and mainnet:
             issues.append(ConfigIssue(path=f"clients.{name}", message="mainnet requires an explicit pinned "
                                       "release: set version, url and sha256 (README: Pinning client releases)"))
     if c.profile == "gqrl" and c.execution_network_flag == "betanet":
@@ -484,14 +519,52 @@ def _mainnet_issues(cfg: StackConfig) -> list[ConfigIssue]:
         if not values:
             add(f"network.{key}", "mainnet needs at least one trusted CIDR; "
                 f"pulumi config set --path 'network.{key}[0]' YOUR.IP/32")
-        for i, value in enumerate(values):
-            if ipaddress.ip_network(value) in ALL_TRAFFIC:
-                add(f"network.{key}[{i}]", f"{value} opens the port to the whole internet; list trusted "
-                    "addresses only")
+        issues.extend(_trusted_cidr_issues(f"network.{key}", values))
     if not cfg.hetzner.protection:
         add("hetzner.protection", "mainnet requires delete and rebuild protection; set it to true")
     if not cfg.hetzner.backups:
         add("hetzner.backups", "mainnet requires Hetzner backups; set it to true")
+    # An all-zero pin is installed by nobody: the hosts refuse it during `pulumi up`, after servers exist.
+    for name in ("execution", "beacon", "validator"):
+        pin = getattr(cfg.clients, name)
+        if pin is not None and pin.sha256 == UNSET_SHA256:
+            add(f"clients.{name}.sha256", "is the all-zero \"not vetted\" marker, which the hosts refuse to install; "
+                "set the `sha256sum` of the release you vetted")
+    for i, nf in enumerate(cfg.clients.network_files):
+        if nf.sha256 == UNSET_SHA256:
+            add(f"clients.networkFiles[{i}].sha256", f"{nf.name}: the all-zero marker is refused on the hosts; set "
+                "the `sha256sum` of the published file")
+    if not cfg.clients.beacon_bootstrap_nodes:
+        add("clients.beaconBootstrapNodes", "is empty: the mainnet beacon node would find no peers; list the "
+            "network's published bootstrap records (qnr:...)")
+    return issues
+
+
+def _trusted_cidr_issues(path: str, values: tuple[str, ...]) -> list[ConfigIssue]:
+    """Refuse trusted-address lists that open a port to (nearly) everyone, by address-space arithmetic.
+
+    Per IP version the entries are collapsed (`ipaddress.collapse_addresses` merges adjacent and overlapping
+    networks), so 0.0.0.0/1 + 128.0.0.0/1, or any set of entries whose union is the whole space, is refused
+    like 0.0.0.0/0. Each entry must also be no wider than MAINNET_MIN_PREFIX.
+    """
+    issues: list[ConfigIssue] = []
+    nets = [ipaddress.ip_network(v) for v in values]
+    whole = {4: ipaddress.ip_network("0.0.0.0/0"), 6: ipaddress.ip_network("::/0")}
+    covered: set[int] = set()
+    for version, everything in whole.items():
+        same = [n for n in nets if n.version == version]
+        if same and everything in ipaddress.collapse_addresses(same):  # type: ignore[arg-type]
+            covered.add(version)
+            if everything not in same:  # a single 0.0.0.0/0 is reported on its own entry below
+                issues.append(ConfigIssue(path=path, message=f"{', '.join(str(n) for n in same)} together cover "
+                                          f"the whole IPv{version} internet; list trusted addresses only"))
+    for i, net in enumerate(nets):
+        if net in ALL_TRAFFIC:
+            issues.append(ConfigIssue(path=f"{path}[{i}]", message=f"{net} opens the port to the whole internet; "
+                                      "list trusted addresses only"))
+        elif net.version not in covered and net.prefixlen < MAINNET_MIN_PREFIX[net.version]:
+            issues.append(ConfigIssue(path=f"{path}[{i}]", message=f"{net} is wider than the mainnet limit "
+                                      f"/{MAINNET_MIN_PREFIX[net.version]}; list your hosts' or office's range"))
     return issues
 
 
@@ -553,8 +626,43 @@ def _pydantic_issues(exc: ValidationError) -> list[ConfigIssue]:
     return issues
 
 
-def load_stack_config(raw: Mapping[str, Any], secrets_present: set[str] | frozenset[str] = frozenset()) -> StackConfig:
-    """Validate raw top-level config values; raise ConfigError listing every issue."""
+def _key_blob(key: str) -> str:
+    """Type + base64 of an OpenSSH public key line: what Hetzner's fingerprint covers (not the comment)."""
+    return " ".join(str(key).split()[:2])
+
+
+def shared_operator_key_issues(environment: str, keys: tuple[str, ...],
+                               others: Mapping[str, tuple[Any, Any]]) -> list[ConfigIssue]:
+    """Operator keys this stack shares with a stack file of the other environment.
+
+    `others`: stack name -> (environment, operatorSshKeys) of the project's other stack files. Hetzner refuses
+    a second SSH key with the same fingerprint in one project, so the second stack's first `up` would fail
+    after its network and firewalls exist; and a testnet key must never open mainnet. Each environment gets
+    its own operator keys and its own Hetzner project (docs/operations.md). Stacks of the same environment
+    (the lab's copies of the testnet file) may share keys.
+    """
+    issues = []
+    for i, key in enumerate(keys):
+        for other, (other_env, other_keys) in sorted(others.items()):
+            if other_env == environment or not isinstance(other_keys, list | tuple):
+                continue
+            if _key_blob(key) in {_key_blob(k) for k in other_keys}:
+                issues.append(ConfigIssue(path=f"operatorSshKeys[{i}]", message=f"is also an operator key of the "
+                                          f"{other_env} stack {other} (Pulumi.{other}.yaml); give each "
+                                          "environment its own key"))
+                break
+    return issues
+
+
+def load_stack_config(raw: Mapping[str, Any], secrets_present: set[str] | frozenset[str] = frozenset(),
+                      stack: str | None = None,
+                      other_stacks_keys: Mapping[str, tuple[Any, Any]] | None = None) -> StackConfig:
+    """Validate raw top-level config values; raise ConfigError listing every issue.
+
+    `stack` is the Pulumi stack name when known (always, in the program and in `qpool`): a `mainnet*` stack
+    gets the mainnet guardrails whatever `environment` says, and a mismatch is itself an error.
+    `other_stacks_keys`: name -> (environment, operatorSshKeys) of the project's other stack files.
+    """
     data = {k: v for k, v in raw.items() if k not in SECRET_KEYS}
     misplaced = [k for k in raw if k in SECRET_KEYS and not _looks_encrypted(raw[k])]
     data["secretsPresent"] = frozenset(secrets_present) | {k for k in raw if k in SECRET_KEYS}
@@ -562,7 +670,10 @@ def load_stack_config(raw: Mapping[str, Any], secrets_present: set[str] | frozen
         cfg = StackConfig.model_validate(data)
     except ValidationError as exc:
         raise ConfigError(_pydantic_issues(exc)) from None
-    issues = _semantic_issues(cfg)
+    # Keyed on the stack as well: a mainnet stack gets the guardrails even while `environment` is wrong.
+    mainnet = cfg.environment == "mainnet" or stack_requires_mainnet(stack)
+    issues = _stack_issues(cfg, stack) + _semantic_issues(cfg, mainnet=mainnet)
+    issues += shared_operator_key_issues(cfg.environment, cfg.operator_ssh_keys, other_stacks_keys or {})
     if ("validatorKeys" in cfg.secrets_present) != ("validatorKeysPassphrase" in cfg.secrets_present):
         issues.append(ConfigIssue(path="validatorKeysPassphrase", message="validatorKeys and "
                                   "validatorKeysPassphrase go together; set both with `pulumi config set --secret`"))

@@ -60,7 +60,7 @@ def validate(stack: str, config_file: Path | None) -> None:
     """Validate the stack config offline; exit 0, or 2 with one line per problem."""
     from qpool.stacks import load_stack
 
-    loaded = load_stack(stack, config_file)
+    loaded = load_stack(stack, config_file, preflight=True)
     for warning in warnings_for(loaded.config):
         click.echo(f"warning: {warning}", err=True)
     if issues := deployment_issues(loaded.config):  # mainnet: no page, no heartbeat -> no deploy

@@ -1,7 +1,8 @@
 """Where a stack's hosts are and how to reach them: the inventory `qpool` operates on.
 
 Sources, first match wins:
-1. `--inventory FILE` / `QPOOL_INVENTORY` (the local lab writes one; an operator can keep one too);
+1. `--inventory FILE` / `QPOOL_INVENTORY`, else the local lab's `<lab root>/<stack>/inventory.json` (lab root:
+   `QPOOL_LAB_ROOT`, default /var/lib/quantapool-lab; tests point it at their own directory);
 2. the stack's Pulumi outputs (`pulumi stack output --json --show-secrets`) when the Pulumi CLI is present;
 3. the Hetzner API: servers labelled `app=quantapool,env=<stack>` (needs `HCLOUD_TOKEN`, `QPOOL_SSH_KEY` and
    `QPOOL_KNOWN_HOSTS` — the known_hosts recorded at bootstrap, from the `hostKeys` stack output).
@@ -21,6 +22,14 @@ from typing import Any
 
 from cloud_init.base import ADMIN_USER
 from qpool.errors import QpoolError
+
+LAB_ROOT_ENV = "QPOOL_LAB_ROOT"
+DEFAULT_LAB_ROOT = Path("/var/lib/quantapool-lab")
+
+
+def lab_root() -> Path:
+    """Where `qpool lab up` keeps its state (and an inventory per stack): $QPOOL_LAB_ROOT or the default."""
+    return Path(os.environ[LAB_ROOT_ENV]) if os.environ.get(LAB_ROOT_ENV) else DEFAULT_LAB_ROOT
 
 
 @dataclass(frozen=True)
@@ -135,7 +144,7 @@ def _from_hetzner(stack: str) -> Inventory | None:
 def resolve_inventory(stack: str, inventory: Path | None = None) -> Inventory:
     path = inventory or (Path(os.environ["QPOOL_INVENTORY"]) if os.environ.get("QPOOL_INVENTORY") else None)
     if path is None:
-        lab = Path("/var/lib/quantapool-lab") / stack / "inventory.json"
+        lab = lab_root() / stack / "inventory.json"
         if lab.exists():
             path = lab
     if path is not None:

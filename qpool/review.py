@@ -45,7 +45,7 @@ def plan_secret_standins(present: set[str], pairs: tuple[str, ...]) -> dict[str,
 
 
 def plan_stack(stack: str, config_file: Path | None = None) -> PlanResult:
-    loaded = load_stack(stack, config_file)
+    loaded = load_stack(stack, config_file, preflight=True)  # same pre-`up` lines as validate
     secrets = plan_secret_standins(set(loaded.config.secrets_present),
                                    tuple(p.name for p in loaded.config.validator_pairs))
     try:

@@ -8,9 +8,9 @@ from typing import Any
 
 import yaml
 
+from components.pulumi_config import other_stacks_operator_keys, stack_dir
 from core.config import SECRET_KEYS, ConfigError, StackConfig, load_stack_config, raw_config_from_stack_file
 from qpool.errors import QpoolError
-from qpool.program import PROJECT_DIR
 
 
 @dataclass(frozen=True)
@@ -22,14 +22,19 @@ class LoadedStack:
 
 
 def stack_file(name: str, config_file: Path | None = None) -> Path:
-    path = config_file or PROJECT_DIR / f"Pulumi.{name}.yaml"
+    """`--config-file`, else `Pulumi.<name>.yaml` in the stack directory ($QPOOL_STACK_DIR or the project)."""
+    path = config_file or stack_dir() / f"Pulumi.{name}.yaml"
     if not path.is_file():
         raise QpoolError(f"stack config {path} not found; create it or pass --config-file")
     return path
 
 
-def load_stack(name: str, config_file: Path | None = None) -> LoadedStack:
-    """Parse and validate; ConfigError carries one line per bad key."""
+def load_stack(name: str, config_file: Path | None = None, *, preflight: bool = False) -> LoadedStack:
+    """Parse and validate; ConfigError carries one line per bad key.
+
+    `preflight`: also run the program's pre-`up` checks (components.stack.preflight_issues: renders every
+    host's user-data to size it), as `qpool validate` and `qpool plan` do; the program runs them itself too.
+    """
     path = stack_file(name, config_file)
     try:
         doc = yaml.safe_load(path.read_text()) or {}
@@ -39,7 +44,14 @@ def load_stack(name: str, config_file: Path | None = None) -> LoadedStack:
         raise QpoolError(f"{path}: expected a mapping with a `config:` section")
     raw = raw_config_from_stack_file(doc)
     present = {k for k in raw if k in SECRET_KEYS}
-    config = load_stack_config(raw, secrets_present=present)
+    config = load_stack_config(raw, secrets_present=present, stack=name,
+                               other_stacks_keys=other_stacks_operator_keys(name, exclude=path))
+    if preflight:
+        from components.stack import preflight_issues
+
+        issues = preflight_issues(config)
+        if issues:
+            raise ConfigError(issues)
     return LoadedStack(name=name, path=path, raw=raw, config=config)
 
 

@@ -30,11 +30,12 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from core.config import SECRET_KEYS
 from lab.deploy import LabClock, LabDeployment, _user_data_by_host
 from lab.session import LabSession
-from lab.testing import REPO, lab_unavailable_reason, operator_context, running_lab
+from lab.testing import lab_unavailable_reason, operator_context, running_lab
 from qpool import secrets_standin
 from qpool.cli import main
 from qpool.keys.seal import unseal_bytes
 from qpool.operations import activate, failover
+from qpool.stacks import stack_file
 from tests.support.leakguard import LeakGuard
 
 pytestmark = [pytest.mark.lab, pytest.mark.skipif(lab_unavailable_reason() is not None,
@@ -99,8 +100,9 @@ def lab_secrets(dep: LabDeployment, session: LabSession) -> list[tuple[str, str 
 
 
 def encrypted_variant(dest: Path, stack: str) -> Path:
-    """The repo stack file with every secret key present, encrypted as Pulumi stores it."""
-    doc = yaml.safe_load((REPO / f"Pulumi.{stack}.yaml").read_text())
+    """The stack file (as tests see it: tests/conftest.py) with every secret key present, encrypted as Pulumi
+    stores it."""
+    doc = yaml.safe_load(stack_file(stack).read_text())
     for key in SECRET_KEYS:
         doc["config"][f"quantapool:{key}"] = {"secure": "v1:" + base64.b64encode(os.urandom(48)).decode()}
     dest.write_text(yaml.safe_dump(doc, sort_keys=False))

@@ -12,13 +12,14 @@ from click.testing import CliRunner
 from components import stack as stack_module
 from core.config import ConfigError, deployment_issues, load_stack_config, warnings_for
 from qpool.cli import main
+from tests.conftest import filled_mainnet_doc
 
 REPO = Path(__file__).resolve().parents[2]
 SECURE = {"secure": "v1:AAAA"}  # how a stack file stores a secret set with `pulumi config set --secret`
 
 
 def _mainnet(tmp_path: Path, secrets: tuple[str, ...] = (), counts: dict | None = None) -> Path:
-    doc = yaml.safe_load((REPO / "Pulumi.mainnet.yaml").read_text())
+    doc = filled_mainnet_doc()  # the committed file with the test-only pins (tests/conftest.py)
     for key in secrets:
         doc["config"][f"quantapool:{key}"] = SECURE
     if counts is not None:

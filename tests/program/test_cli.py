@@ -9,6 +9,7 @@ import yaml
 from click.testing import CliRunner
 
 from qpool.cli import main
+from tests.conftest import filled_mainnet_doc
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -24,7 +25,8 @@ def test_validate_ok():
 
 
 def write_variant(tmp_path, mutate):
-    doc = yaml.safe_load((REPO / "Pulumi.mainnet.yaml").read_text())
+    """The mainnet stack as tests see it (test-only pins filled, see tests/conftest.py), mutated."""
+    doc = filled_mainnet_doc()
     mutate(doc["config"])
     path = tmp_path / "proposed.yaml"
     path.write_text(yaml.safe_dump(doc))
@@ -65,7 +67,7 @@ def test_plan_json_shape():
     assert doc["stack"] == "mainnet"
     assert all(set(r) == {"type", "name", "parent", "inputs"} for r in doc["resources"])
     names = {r["name"] for r in doc["resources"]}
-    assert {"qp-net", "qp-fw-validator", "qp-pg-p1", "qp-pg-p2"} <= names
+    assert {"qp-net", "qp-subnet", "qp-fw-validator", "qp-fw-monitoring"} <= names
 
 
 def test_plan_text_lists_resources_and_warnings():

@@ -42,15 +42,8 @@ def secrets(pairs: tuple[str, ...] = ("p1",)) -> dict[str, str]:
 
 @pytest.fixture(scope="module")
 def runs() -> dict[str, ProgramRun]:
-    import yaml
-
-    from core.config import raw_config_from_stack_file
     from qpool.program import run_program
-
-    repo = Path(__file__).resolve().parents[2]
-
-    def stack_raw(name: str) -> dict:
-        return raw_config_from_stack_file(yaml.safe_load((repo / f"Pulumi.{name}.yaml").read_text()))
+    from tests.conftest import stack_raw
 
     return {"testnet": run_program("testnet", stack_raw("testnet"), secrets()),
             "mainnet": run_program("mainnet", stack_raw("mainnet"), secrets(("p1", "p2")))}
@@ -70,11 +63,13 @@ def test_one_server_per_host_with_labels_and_placement(runs):
         assert inputs["labels"]["app"] == "quantapool" and inputs["labels"]["env"] == "mainnet"
         assert inputs["labels"]["role"] == host["role"]
         assert inputs["networks"][0]["ip"] == host["privateIp"]
+        # attached to our subnet explicitly, not to "the network's last subnet" (provider docs)
+        assert inputs["networks"][0]["subnetId"] == run.by_name("qp-subnet").id
         assert inputs["image"] == "debian-12"
         if host["role"] != "monitoring":
             assert inputs["labels"]["pair"] == host["pair"]
-            group = run.by_name(f"qp-pg-{host['pair']}")
-            assert inputs["placementGroupId"] == int(group.id)
+            # mainnet pairs span two locations: different physical hosts already, no spread group
+            assert "placementGroupId" not in inputs
             assert inputs["firewallIds"] == [int(run.by_name("qp-fw-validator").id)]
         else:
             assert inputs["firewallIds"] == [int(run.by_name("qp-fw-monitoring").id)]

@@ -7,6 +7,7 @@ import json
 import pytest
 
 from lab.fake_hcloud import FakeHetzner
+from qpool import inventory
 from qpool.errors import QpoolError
 from qpool.inventory import load_inventory_file, resolve_inventory
 
@@ -59,3 +60,40 @@ def test_no_source_gives_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(QpoolError, match="no inventory for stack nosuchstack"):
         resolve_inventory("nosuchstack")
+
+
+def _lab_inventory(root, stack: str) -> None:
+    """What `qpool lab up` leaves behind for a running lab: <root>/<stack>/inventory.json."""
+    (root / stack).mkdir(parents=True)
+    (root / stack / "inventory.json").write_text(json.dumps({
+        "stack": stack, "ssh": {"user": "qpadmin", "key": "deploy_ed25519", "known_hosts": "known_hosts"},
+        "hosts": {"lab-host": {"role": "primary", "pair": "p1", "address": "10.42.1.11"}}}))
+
+
+def test_tests_have_their_own_empty_lab_root():
+    """The root conftest points QPOOL_LAB_ROOT at the test's own directory, never the machine's."""
+    root = inventory.lab_root()
+    assert root != inventory.DEFAULT_LAB_ROOT and root.is_dir() and not any(root.iterdir())
+
+
+def test_lab_inventory_found_under_the_injected_root(tmp_path, monkeypatch):
+    own = tmp_path / "lab"
+    _lab_inventory(own, "testnet")
+    monkeypatch.setenv(inventory.LAB_ROOT_ENV, str(own))
+    monkeypatch.delenv("QPOOL_INVENTORY", raising=False)
+    assert list(resolve_inventory("testnet").hosts) == ["lab-host"]
+
+
+def test_a_lab_at_the_default_path_does_not_change_the_outcome(tmp_path, monkeypatch):
+    """The `make test` failure of issue 15: a testnet lab running on the machine made resolve_inventory prefer
+    it. With a lab at the default path (simulated) the Hetzner-labels test above still gets Hetzner's hosts."""
+    machine = tmp_path / "var-lib-quantapool-lab"
+    _lab_inventory(machine, "testnet")
+    monkeypatch.setattr(inventory, "DEFAULT_LAB_ROOT", machine)
+    # without the injected root that lab wins, which is what broke the test before
+    monkeypatch.delenv(inventory.LAB_ROOT_ENV)
+    monkeypatch.delenv("QPOOL_INVENTORY", raising=False)
+    assert list(resolve_inventory("testnet").hosts) == ["lab-host"]
+    # with the test's own root (what the root conftest sets for every test) it is invisible
+    monkeypatch.setenv(inventory.LAB_ROOT_ENV, str(tmp_path / "own"))
+    test_inventory_from_hetzner_labels(tmp_path, monkeypatch)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import copy
+
 from components.network import Network, NetworkArgs
 from core.config import load_stack_config
 
@@ -66,11 +68,16 @@ def test_network_subnet_and_labels(pulumi_mocks, testnet_raw):
             assert {"app", "env", "role"} <= set(labels), res.name
 
 
-def test_one_spread_placement_group_per_pair(pulumi_mocks, mainnet_raw):
-    run = build(pulumi_mocks, mainnet_raw)
-    groups = run.of_type("hcloud:index/placementGroup:PlacementGroup")
-    assert sorted(g.plain_inputs()["labels"]["pair"] for g in groups) == ["p1", "p2"]
-    assert {g.plain_inputs()["type"] for g in groups} == {"spread"}
+def test_spread_placement_group_only_for_same_location_pairs(pulumi_mocks, mainnet_raw):
+    """A spread group separates physical hosts within a location; a pair across locations gets none."""
+    groups = "hcloud:index/placementGroup:PlacementGroup"
+    run = build(pulumi_mocks, mainnet_raw)  # p1 fsn1+nbg1, p2 hel1+fsn1: already on different hosts
+    assert run.of_type(groups) == []
+    raw = copy.deepcopy(mainnet_raw)
+    raw["validatorPairs"][1]["backup"]["location"] = raw["validatorPairs"][1]["primary"]["location"]
+    run = build(pulumi_mocks, raw)
+    assert [(g.name, g.plain_inputs()["type"], g.plain_inputs()["labels"]["pair"]) for g in run.of_type(groups)] \
+        == [("qp-pg-p2", "spread", "p2")]
 
 
 def test_children_parented_and_named_from_component(pulumi_mocks, testnet_raw):
