@@ -293,5 +293,8 @@ def test_monitoring_host_forwards_only_to_its_uis(lab: Lab) -> None:
     mon = one_host(dep, "monitoring")
     ok = _stdio_forward(dep, mon, f"127.0.0.1:{ports.PROMETHEUS}", b"GET /-/healthy HTTP/1.0\r\n\r\n")
     assert ok.stdout.startswith(b"HTTP/1.0 200"), (ok.stdout[:200], ok.stderr.decode()[-300:])
-    denied = _stdio_forward(dep, mon, f"127.0.0.1:{ports.NODE_EXPORTER}", b"GET / HTTP/1.0\r\n\r\n")
-    assert denied.returncode != 0 and b"prohibited" in denied.stderr, denied.stderr.decode()[-300:]
+    # sshd itself answers on the host's loopback (control), but is no UI: the forward must be refused
+    assert tcp_from_host(dep, mon, "127.0.0.1", ports.SSH)
+    denied = _stdio_forward(dep, mon, f"127.0.0.1:{ports.SSH}", b"")
+    assert denied.returncode == 255 and b"SSH-2.0" not in denied.stdout, denied.stdout[:100]
+    assert b"forwarding failed" in denied.stderr or b"prohibited" in denied.stderr, denied.stderr.decode()
