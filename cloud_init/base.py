@@ -59,12 +59,20 @@ def _check_mode(f: HostFile) -> None:
         raise ValueError(f"{f.path}: path must be absolute and owner user:group (got {f.owner!r})")
 
 
+def sshd_local_forwards(inputs: HostRenderInputs) -> list[str]:
+    """`-L` targets sshd permits: the monitoring host's loopback UIs only; key hosts forward nothing."""
+    if inputs.host.is_key_host:
+        return []
+    return [f"127.0.0.1:{port}" for port in (ports.PROMETHEUS, ports.ALERTMANAGER, ports.GRAFANA)]
+
+
 def base_files(inputs: HostRenderInputs, nft_rules: str) -> list[HostFile]:
     """Files every host gets (the role's files come on top)."""
     private_ip = str(ipaddress.IPv4Address(inputs.host.private_ip))
     return [
         HostFile(NFTABLES_CONF, nft_rules, "0755"),
-        HostFile(SSHD_DROPIN, render("sshd-quantapool.conf.j2"), "0644"),
+        HostFile(SSHD_DROPIN, render("sshd-quantapool.conf.j2", local_forwards=sshd_local_forwards(inputs)),
+                 "0644"),
         HostFile("/etc/apt/apt.conf.d/52quantapool-unattended-upgrades", render("unattended-upgrades.conf.j2")),
         HostFile("/etc/apt/apt.conf.d/21quantapool-auto-upgrades", render("auto-upgrades.conf.j2")),
         HostFile("/etc/default/prometheus-node-exporter",

@@ -20,6 +20,7 @@ from components import bootstrap
 from components.host_server import create_host_server
 from components.network import Network
 from components.pulumi_config import StackSecrets
+from core import ports
 from core.config import StackConfig
 
 #: stack secret key -> host secret file name (cloud_init/secrets_table.py)
@@ -43,6 +44,20 @@ class MonitoringServerArgs:
     deploy_private_key: pulumi.Input[str]
     ship_public_key: pulumi.Input[str]
 
+
+
+def grafana_dns_names(cfg: StackConfig) -> list[str]:
+    names = [cfg.monitoring_host().name]
+    if cfg.monitoring.grafana_dns_name:
+        names.insert(0, cfg.monitoring.grafana_dns_name)
+    return names
+
+
+def grafana_url(cfg: StackConfig, public_ipv4: pulumi.Output[str]) -> pulumi.Output[str]:
+    """The URL users open; Grafana's certificate names exactly its host (DNS name if set, else the IPv4)."""
+    if cfg.monitoring.grafana_dns_name:
+        return pulumi.Output.from_input(f"https://{cfg.monitoring.grafana_dns_name}:{ports.GRAFANA}")
+    return public_ipv4.apply(lambda ip: f"https://{ip}:{ports.GRAFANA}")
 
 
 class MonitoringServer(pulumi.ComponentResource):
@@ -83,14 +98,19 @@ class MonitoringServer(pulumi.ComponentResource):
                              opts=pulumi.ResourceOptions(parent=self, additional_secret_outputs=["privateKeyPem"]))
         csr = tls.CertRequest(
             f"{name}-grafana-csr", private_key_pem=key.private_key_pem,
-            subject=tls.CertRequestSubjectArgs(common_name=host.name, organization="QuantaPool"),
-            dns_names=[host.name], ip_addresses=[host.private_ip], opts=child)
+            subject=tls.CertRequestSubjectArgs(common_name=cfg.monitoring.grafana_dns_name or host.name,
+                                               organization="QuantaPool"),
+            # every name a browser may open: the exported URL (DNS name if configured, else the public IPv4),
+            # the host name and the private address
+            dns_names=grafana_dns_names(cfg),
+            ip_addresses=[self.server.ipv4_address, host.private_ip], opts=child)
         cert = tls.LocallySignedCert(
             f"{name}-grafana-cert", cert_request_pem=csr.cert_request_pem, ca_private_key_pem=ca_key.private_key_pem,
             ca_cert_pem=ca.cert_pem, validity_period_hours=24 * 365,
             early_renewal_hours=24 * 30, allowed_uses=["digital_signature", "key_encipherment", "server_auth"],
             opts=child)
         self.grafana_ca_cert = ca.cert_pem
+        self.grafana_url = grafana_url(cfg, self.server.ipv4_address)
 
         steps = bootstrap.Steps(name, self, bootstrap.connection(self.server.ipv4_address, args.deploy_private_key),
                                 self.server.id)

@@ -148,7 +148,7 @@ def build_stack(open_key_bundle: OpenKeyBundle) -> None:
     pulumi.export("hostKeys", {**{name: node.host_key for name, node in key_hosts.items()},
                                cfg.monitoring_host().name: monitoring.host_key})
     pulumi.export("grafanaCaCert", monitoring.grafana_ca_cert)
-    pulumi.export("grafanaUrl", monitoring.server.ipv4_address.apply(lambda ip: f"https://{ip}:3000"))
+    pulumi.export("grafanaUrl", monitoring.grafana_url)
     pulumi.export("grafanaAdminPassword", monitoring.grafana_admin_password)
     pulumi.export("deployPrivateKey", deploy_private)
     pulumi.export("activeSigners", {p.name: f"qp-{cfg.environment}-{p.name}-{p.active}"

@@ -206,6 +206,9 @@ class Monitoring(_Model):
     private_ip: str
     volume_gib: int = Field(default=50, ge=10, le=10240)
     grafana_version: str = "11.6.1"
+    #: A DNS name (A record -> the monitoring server's IPv4) for Grafana's URL and certificate; optional.
+    grafana_dns_name: str | None = Field(
+        default=None, max_length=253, pattern=r"^([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,63}$")
     contract_exporter_rpc_url: str | None = Field(default=None, pattern=r"^https?://\S+$")
 
     _ip = field_validator("private_ip")(HostPlacement._ip.__func__)  # type: ignore[attr-defined]

@@ -18,6 +18,7 @@ import click
 
 from core.config import ConfigError, deployment_issues, warnings_for
 from qpool.errors import QpoolError
+from qpool.secret_files import command_lifetime
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -28,7 +29,8 @@ def operator_errors(func: F) -> F:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
-            return func(*args, **kwargs)
+            with command_lifetime():  # the deploy key copy read from stack outputs never outlives the command
+                return func(*args, **kwargs)
         except ConfigError as exc:
             for issue in exc.issues:
                 click.echo(f"error: {issue}", err=True)

@@ -15,12 +15,12 @@ import json
 import os
 import shutil
 import subprocess
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from cloud_init.base import ADMIN_USER
+from qpool import secret_files
 from qpool.errors import QpoolError
 
 LAB_ROOT_ENV = "QPOOL_LAB_ROOT"
@@ -100,11 +100,8 @@ def _from_pulumi(stack: str) -> Inventory | None:
         raise QpoolError(f"`pulumi stack output -s {stack}` failed: "
                          f"{proc.stderr.decode(errors='replace').strip()[:300]}")
     out = json.loads(proc.stdout)
-    private = Path(tempfile.mkdtemp(prefix=f"qpool-{stack}-"))
-    private.chmod(0o700)
-    key = private / "deploy_ed25519"
-    key.write_text(out["deployPrivateKey"])
-    key.chmod(0o600)
+    private = secret_files.private_dir(f"qpool-{stack}-")  # removed when this command ends, however it ends
+    key = secret_files.write_private(private, "deploy_ed25519", out["deployPrivateKey"])
     known = private / "known_hosts"
     lines = []
     hosts = {}
