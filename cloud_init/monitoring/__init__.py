@@ -97,7 +97,14 @@ from cloud_init.monitoring.metrics import (
     known_metrics,
 )
 from cloud_init.monitoring.prometheus import prometheus_args, prometheus_config, retention_size, scrape_jobs
-from cloud_init.monitoring.rules import alert_rule_files, alert_rule_groups, alert_rules, all_alert_names
+from cloud_init.monitoring.rules import (
+    EXPECTED_KEYS_METRIC,
+    alert_rule_files,
+    alert_rule_groups,
+    alert_rules,
+    all_alert_names,
+    expected_keys_groups,
+)
 from cloud_init.monitoring.user_data import firewall_rules, monitoring_cloud_config, render_monitoring_user_data
 
 __all__ = [
@@ -114,6 +121,7 @@ __all__ = [
     "DATA_MOUNT",
     "EVALUATION_INTERVAL",
     "EXECUTION_METRICS",
+    "EXPECTED_KEYS_METRIC",
     "GRAFANA_APT_KEY",
     "GRAFANA_APT_KEY_FINGERPRINT",
     "GRAFANA_APT_KEY_SRC",
@@ -166,6 +174,7 @@ __all__ = [
     "dashboard",
     "dashboard_queries",
     "dashboards",
+    "expected_keys_groups",
     "firewall_rules",
     "grafana_dashboard_provider",
     "grafana_datasource",

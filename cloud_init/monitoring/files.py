@@ -51,6 +51,14 @@ def _script(name: str) -> str:
     return (SCRIPTS_SRC / name).read_text()
 
 
+def alertmanager_render_script() -> HostFile:
+    """`qp-alertmanager-config`, shipped in the monitoring host's tools bundle over SSH (cloud_init/host_tools.py),
+    not in user-data: user-data is near Hetzner's 32 KiB limit, and a bundle step re-runs when the script
+    changes. Until the bundle lands (first boot), the drop-in's `ExecStartPre=-` lets Alertmanager start on
+    Debian's own config; `qp-start-monitoring` then runs the script strictly."""
+    return HostFile(ALERTMANAGER_RENDER_SCRIPT, _script("qp-alertmanager-config.py"), mode="0755")
+
+
 def start_monitoring_script() -> str:
     """`qp-start-monitoring`, its paths and ports filled in from the same constants as the configs."""
     paths = secret_paths()
@@ -88,7 +96,6 @@ def _monitoring_files(cfg: StackConfig) -> list[HostFile]:
     files += [
         HostFile(ALERTMANAGER_DEFAULTS, _defaults_file(alertmanager_args(), "Alertmanager flags.")),
         HostFile(ALERTMANAGER_TEMPLATE, _yaml(alertmanager_template(cfg))),
-        HostFile(ALERTMANAGER_RENDER_SCRIPT, _script("qp-alertmanager-config.py"), mode="0755"),
         HostFile(ALERTMANAGER_DROPIN, _alertmanager_dropin()),
         HostFile(START_MONITORING_SCRIPT, start_monitoring_script(), mode="0755"),
         HostFile(GRAFANA_INI, grafana_ini()),

@@ -237,8 +237,10 @@ def test_user_data_carries_no_secret_and_mounts_the_volume() -> None:
     # Grafana comes from runcmd (tests/monitoring/test_grafana_install.py), not cloud-init's apt module
     assert "apt" not in doc and not any(str(p).startswith("grafana") for p in doc["packages"])
     for script in ("qp-wait-ready", "qp-set-host-env", "qp-install-secret", "qp-start-monitoring",
-                   "qp-alertmanager-config", "qp-install-grafana"):
+                   "qp-install-grafana"):
         assert f"/usr/local/sbin/{script}" in files, script
+    # over SSH with the host tools (user-data is near its size limit), still reviewable in `qpool render`
+    assert monitoring.ALERTMANAGER_RENDER_SCRIPT not in files
 
 
 def test_firewall_opens_grafana_to_trusted_cidrs_only() -> None:

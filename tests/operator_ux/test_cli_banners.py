@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 
 from lab.cli import REPO, LogFollower, qpool_command, ready_banner
-from qpool.operations import format_status
 from qpool.progress import Progress
+from qpool.status import format_status
 
 HOSTS = [("qp-testnet-p1-primary", "primary", "10.42.0.11"), ("qp-testnet-p1-backup", "backup", "10.42.0.12"),
          ("qp-testnet-monitoring", "monitoring", "10.42.0.200")]
