@@ -18,7 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qpool import interchange
+from qpool import interchange, reachability
 from qpool.errors import QpoolError
 from qpool.inventory import HostRecord, Inventory
 from qpool.journal import Journal, exclusive, journal_path, open_journal, state_dir
@@ -95,7 +95,7 @@ def _check_identity(host: HostRecord, status: dict[str, Any]) -> None:
 
 def observe(ctx: Context, host: HostRecord) -> HostView:
     try:
-        status = ctx.ssh.status(host)
+        status = reachability.status_or_unreachable(ctx, host)  # several agreeing probes, not one failed call
         _check_identity(host, status)
         return HostView(host, status)
     except Unreachable as exc:
@@ -454,10 +454,16 @@ def _run_failover(ctx: Context, j: Journal, source: HostRecord, target: HostReco
                 res = ctx.ssh.ctl(source, "stop", "--reason", f"qpool failover run {j.run_id}", "--timeout", "60",
                                   timeout=240)
                 j.mark("stop", graceful=res.get("graceful"), forced=res.get("forced"))
-            except Unreachable:
-                say(f"      {source.name} became unreachable while stopping: switching to the fenced path")
-                j.mode = "fenced"
-                j.save()
+            except Unreachable as exc:
+                try:  # several agreeing probes before the fenced path: a source that answers again is not fenced
+                    reachability.settle(ctx, source, exc)
+                except Unreachable:
+                    say(f"      {source.name} became unreachable while stopping: switching to the fenced path")
+                    j.mode = "fenced"
+                    j.save()
+                else:
+                    raise QpoolError(f"{source.name} stopped answering during the stop but answers again: re-run "
+                                     "the failover (the stop is repeated; nothing was started)") from None
         if j.mode == "fenced":
             fenced = _fence(ctx, source, j)
             fenced["target_time_at_fence"] = ctx.ssh.status(target).get("time")

@@ -10,12 +10,14 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
+import socket
 import subprocess
 from dataclasses import dataclass
 from typing import Any
 
 from qpool.errors import QpoolError
 from qpool.inventory import HostRecord, Inventory
+from qpool.reachability import classify_ssh_failure
 
 CTL = "/usr/local/sbin/qp-validator-ctl"
 
@@ -26,6 +28,10 @@ class Unreachable(QpoolError):
 
 class HostKeyMismatch(QpoolError):
     """The host answered with a key that is not the pinned one."""
+
+
+class AuthFailure(QpoolError):
+    """The host answered but refused our key (wrong or unauthorised deploy key): an error, never "unreachable"."""
 
 
 class Refused(QpoolError):
@@ -75,12 +81,27 @@ class Ssh:
             raise Unreachable(f"{host.name} ({host.address}): no answer within {timeout:.0f}s") from None
         if proc.returncode == 255:
             err = proc.stderr.decode(errors="replace")
-            if "REMOTE HOST IDENTIFICATION HAS CHANGED" in err or "Host key verification failed" in err:
+            kind = classify_ssh_failure(err)
+            if kind == "hostkey":
                 raise HostKeyMismatch(
                     f"{host.name} ({host.address}): SSH host key does not match the pinned key in "
                     f"{self.inv.known_hosts}; stop and find out why (rebuilt host or impostor) before retrying")
-            raise Unreachable(f"{host.name} ({host.address}): SSH failed: {err.strip()[-200:] or 'no answer'}")
+            if kind == "auth":
+                raise AuthFailure(
+                    f"{host.name} ({host.address}): SSH authentication failed ({err.strip()[-160:]}): the host is up "
+                    f"but refuses the deploy key {self.inv.ssh_key}; fix the key/inventory (nothing was changed)")
+            raise Unreachable(f"{host.name} ({host.address}): SSH failed ({kind}): "
+                              f"{err.strip()[-200:] or 'no answer'}")
         return RemoteResult(proc.returncode, proc.stdout, proc.stderr)
+
+    def tcp_probe(self, host: HostRecord, port: int, timeout: float) -> str | None:
+        """TCP connect to `port` on the host: None if it connected, else why not (for qpool.reachability)."""
+        self._guard_lab_route(host)
+        try:
+            with socket.create_connection((host.address, port), timeout=timeout):
+                return None
+        except OSError as exc:
+            return f"{type(exc).__name__}: {exc.strerror or exc}"
 
     # -- qp-validator-ctl -----------------------------------------------------------------------------
     def ctl(self, host: HostRecord, *args: str, input: bytes | None = None, timeout: float = 180) -> dict[str, Any]:
