@@ -18,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from qpool import epoch_gate as epoch_gate_clocks
 from qpool import interchange, reachability
 from qpool.errors import QpoolError
 from qpool.inventory import HostRecord, Inventory
@@ -466,7 +467,7 @@ def _run_failover(ctx: Context, j: Journal, source: HostRecord, target: HostReco
                                      "the failover (the stop is repeated; nothing was started)") from None
         if j.mode == "fenced":
             fenced = _fence(ctx, source, j)
-            fenced["target_time_at_fence"] = ctx.ssh.status(target).get("time")
+            fenced.update(epoch_gate_clocks.clocks_at_fence(ctx, target))  # target + beacon clocks at the fence
             j.mark("stop", **fenced)
     else:
         say("[2/7] stop: done earlier")
@@ -488,8 +489,8 @@ def _run_failover(ctx: Context, j: Journal, source: HostRecord, target: HostReco
     if j.mode == "fenced" and not j.done("epoch-gate"):
         gate_status = ctx.ssh.status(target)
         clock = gate_status.get("chain_clock")
-        # Whichever clock is later: a slow operator clock must not move the fence into an earlier epoch.
-        fence_time = max(j.data("stop")["fenced_at"], j.data("stop").get("target_time_at_fence") or 0)
+        # The latest of the operator's, target's and beacon node's clocks: none may move the fence earlier.
+        fence_time, fence_clock = epoch_gate_clocks.fence_time(j.data("stop"), gate_status)
         if clock is None:
             if not accept_slashing_risk:
                 raise QpoolError(f"{target.name}'s beacon node does not report the chain clock, so the epoch gate "
@@ -497,18 +498,20 @@ def _run_failover(ctx: Context, j: Journal, source: HostRecord, target: HostReco
             say("      WARNING: no chain clock; epoch gate skipped by --i-accept-slashing-risk")
         else:
             gate_epoch, gate_time = epoch_gate(clock, fence_time)
-            j.steps.setdefault("epoch-gate", {"done": False, "data": {}})["data"]["gate_epoch"] = gate_epoch
+            say(f"      fence time {fence_time:.0f} (by the {fence_clock}'s clock, the latest); "
+                f"gate epoch {gate_epoch}")
+            gate_data = j.steps.setdefault("epoch-gate", {"done": False, "data": {}})["data"]
+            gate_data.update(gate_epoch=gate_epoch, fence_time=fence_time, fence_clock=fence_clock)
             j.save()
             wait = gate_time - ctx.clock()
             if wait > 0 and accept_slashing_risk:
                 say(f"      WARNING: epoch gate (epoch {gate_epoch}, {wait:.0f}s away) skipped by "
                     "--i-accept-slashing-risk")
-            while wait > 0 and not accept_slashing_risk:
-                say(f"[5/7] epoch gate: waiting {wait:.0f}s for epoch {gate_epoch} (fence + {EPOCH_GATE_OFFSET})")
-                ctx.sleep(min(wait, 30))
-                wait = gate_time - ctx.clock()
-        gate = j.data("epoch-gate").get("gate_epoch")
-        j.mark("epoch-gate", overridden=accept_slashing_risk, gate_epoch=gate)
+            if not accept_slashing_risk:  # every clock (operator, target, beacon node) must reach the gate
+                epoch_gate_clocks.wait_for_gate(ctx, target, gate_epoch, gate_time, EPOCH_GATE_OFFSET)
+        gate_data = j.data("epoch-gate")
+        j.mark("epoch-gate", overridden=accept_slashing_risk, gate_epoch=gate_data.get("gate_epoch"),
+               fence_time=gate_data.get("fence_time"), fence_clock=gate_data.get("fence_clock"))
     elif j.mode == "clean":
         say("[5/7] epoch gate: not needed (history moved from a verified-stopped validator)")
 
@@ -576,6 +579,8 @@ def _ensure_source_safe(ctx: Context, j: Journal, source: HostRecord) -> str:
         return "stopped and locked (unit inactive, no process, metrics port closed, lock present)"
     ctx.report(f"      {source.name} stopped answering after the stop: fencing it, and the epoch gate will apply")
     fenced = _fence(ctx, source, j)
+    # The late fence records the target's and beacon node's clocks too (the gate takes the latest clock).
+    fenced.update(epoch_gate_clocks.clocks_at_fence(ctx, ctx.inventory.hosts[j.target]))
     j.mode = "fenced"
     j.steps.setdefault("stop", {"done": True, "at": ctx.clock(), "data": {}})["data"].update(fenced)
     j.steps.pop("epoch-gate", None)
@@ -591,7 +596,7 @@ def _fence(ctx: Context, source: HostRecord, j: Journal) -> dict[str, Any]:
     _check_server_identity(ctx, source)
     ctx.report(f"[2/7] fence: powering off {source.name} (server {source.server_id}) through the Hetzner API")
     result = fence_server(ctx.hcloud, source.server_id, reason=f"qpool failover run {j.run_id}",
-                          sleep=ctx.sleep)
+                          sleep=ctx.sleep, wall_clock=ctx.clock)  # the operator's clock, as the gate reads it
     ctx.report(f"      {source.name}: off (fenced at {result.fenced_at:.0f})")
     return {"fenced_at": result.fenced_at, "already_off": result.already_off}
 

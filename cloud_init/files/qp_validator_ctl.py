@@ -185,7 +185,8 @@ def status() -> dict[str, Any]:
         "newest_backup": newest_backup(),
         "beacon": {"reachable": sync_code == 200,
                    "syncing": (syncing or {}).get("data", {}).get("is_syncing") if sync_code == 200 else None,
-                   "head_slot": (syncing or {}).get("data", {}).get("head_slot") if sync_code == 200 else None},
+                   "head_slot": (syncing or {}).get("data", {}).get("head_slot") if sync_code == 200 else None,
+                   "current_slot": _beacon_current_slot(syncing) if sync_code == 200 else None},
         "execution": {"reachable": eth_block is not None, "syncing": bool(eth_syncing) if eth_block else None,
                       "block": int(eth_block, 16) if isinstance(eth_block, str) else None},
         "chain_clock": chain_clock(),
@@ -194,6 +195,15 @@ def status() -> dict[str, Any]:
         "runtime_blocked": RUNTIME_BLOCK.exists(),
         "time": time.time(),
     }
+
+
+def _beacon_current_slot(syncing: Any) -> int | None:
+    """The beacon node's slot clock: head slot + sync distance (the slot its own clock says has begun)."""
+    try:
+        data = syncing["data"]
+        return int(data["head_slot"]) + int(data["sync_distance"])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _read_json(path: Path) -> Any:
@@ -332,11 +342,18 @@ def block_starts() -> None:
 
 
 def current_epoch() -> int | None:
+    """The epoch by this host's clock AND by the beacon node's slot clock: the earlier of the two (a gate
+    counts as passed only when both clocks have passed it); None if the chain clock is unknown."""
     clock = chain_clock()
     if clock is None:
         return None
     epoch_seconds = clock["seconds_per_slot"] * clock["slots_per_epoch"]
-    return int((time.time() - clock["genesis_time"]) // epoch_seconds)
+    epoch = int((time.time() - clock["genesis_time"]) // epoch_seconds)
+    code, syncing = http_json(f"{cfg('beacon_rest')}/node/syncing")
+    slot = _beacon_current_slot(syncing) if code == 200 else None
+    if slot is not None:
+        epoch = min(epoch, slot // clock["slots_per_epoch"])
+    return epoch
 
 
 def activate(run_id: str, first_start: bool, timeout: float, not_before_epoch: int | None) -> dict[str, Any]:
