@@ -44,7 +44,7 @@ from typing import Any
 from cloud_init.host_tools import CTL_CONFIG, MONITORING_REPLICA_DIR
 from components.bootstrap import IMPORT_KEYS
 from components.validator_keys import host_key_tars_b64
-from qpool import interchange
+from qpool import interchange, replicas
 from qpool.errors import QpoolError
 from qpool.inventory import HostRecord
 from qpool.keys.atomic import write_atomic
@@ -324,7 +324,8 @@ def collect(ctx: Context, pair: str, run_id: str) -> _Collected:
                 _add_interchange(col, data, f"export-{host.name}",
                                  {"kind": "export", "host": host.name, "taken": ctx.clock()})
                 say(f"  {host.name}: fresh export of its stopped validator's history")
-        replica = st.get("newest_backup")
+        # The newest copy that passes its checksum (a corrupt newer one is moved aside and reported).
+        replica = replicas.select_intact(ctx, host) if st.get("newest_backup") else None
         if replica:
             data, _sha = ctx.ssh.export_bytes(host, "export-replica", replica["path"])
             name = PurePosixPath(replica["path"]).name

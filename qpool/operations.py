@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from qpool import epoch_gate as epoch_gate_clocks
-from qpool import interchange, reachability
+from qpool import interchange, reachability, replicas
 from qpool.errors import QpoolError
 from qpool.inventory import HostRecord, Inventory
 from qpool.journal import Journal, exclusive, journal_path, open_journal, state_dir
@@ -632,8 +632,8 @@ def _verify_fenced(ctx: Context, source: HostRecord) -> str:
 
 def _move_history(ctx: Context, j: Journal, source: HostRecord, target: HostRecord,
                   accept_slashing_risk: bool) -> dict[str, Any]:
-    target_st = ctx.ssh.status(target)
-    replica = target_st.get("newest_backup")
+    # The newest replica that passes its checksum (corrupt newer ones are moved aside and reported).
+    replica = replicas.select_intact(ctx, target)
     if j.mode == "clean":
         data, sha = ctx.ssh.export_bytes(source, "export-slashing")
         exported = interchange.parse(data, f"export from {source.name}")
@@ -655,19 +655,22 @@ def _move_history(ctx: Context, j: Journal, source: HostRecord, target: HostReco
             raise QpoolError(f"refusing: the newest replicated backup on {target.name} ({replica['path']}) comes from "
                              f"{replica.get('source')}, not from {source.name}")
         if replica["age_seconds"] > MAX_REPLICA_AGE_SECONDS and not accept_slashing_risk:
-            raise QpoolError(f"refusing: the newest replicated backup of {source.name} is "
+            raise QpoolError(f"refusing: the newest intact replicated backup of {source.name} ({replica['name']}) is "
                              f"{replica['age_seconds']:.0f}s old (bound {MAX_REPLICA_AGE_SECONDS}s); override only "
                              "with --i-accept-slashing-risk")
         ctx.report(f"      using replicated backup {replica['path']} ({replica['age_seconds']:.0f}s old)")
         data, sha = ctx.ssh.export_bytes(target, "export-replica", replica["path"])
         exported = interchange.parse(data, f"replicated backup on {target.name}")
+        replica_used = {"replica": replica["name"], "replica_age_seconds": replica["age_seconds"],
+                        "replicas_moved_aside": [bad["name"] for bad in replica.get("skipped") or []]}
     ctx.ssh.ctl(target, "import-slashing", "--sha256", sha, input=data, timeout=600)
     back, _ = ctx.ssh.export_bytes(target, "export-slashing")
     lost = interchange.missing(exported, interchange.parse(back, f"re-export on {target.name}"))
     if lost:
         raise QpoolError("refusing: history on the target is missing entries after the import: " + "; ".join(lost))
     ctx.report(f"      imported on {target.name} and verified (history there covers the export)")
-    return {"sha256": sha, "keys": len(exported.pubkeys), "source": "export" if j.mode == "clean" else "replica"}
+    return {"sha256": sha, "keys": len(exported.pubkeys), "source": "export" if j.mode == "clean" else "replica",
+            **(replica_used if j.mode != "clean" else {})}
 
 
 def _label_active(ctx: Context, source: HostRecord, target: HostRecord) -> bool:

@@ -18,6 +18,7 @@ from typing import Any
 from qpool.errors import QpoolError
 from qpool.inventory import HostRecord, Inventory
 from qpool.reachability import classify_ssh_failure
+from qpool.replicas import one_line_cause
 
 CTL = "/usr/local/sbin/qp-validator-ctl"
 
@@ -110,10 +111,11 @@ class Ssh:
             doc = json.loads(res.stdout.decode() or "null")
         except ValueError:
             raise QpoolError(f"{host.name}: qp-validator-ctl {args[0]} gave no JSON (rc {res.rc}): "
-                             f"{res.stderr.decode(errors='replace').strip()[-300:]}") from None
+                             f"{one_line_cause(res.stderr.decode(errors='replace'))}") from None
         if res.rc != 0:
             reason = doc.get("error") if isinstance(doc, dict) else None
-            raise Refused(f"{host.name}: {args[0]} refused: {reason or res.stderr.decode(errors='replace')[-300:]}")
+            why = " ".join(str(reason).split()) if reason else one_line_cause(res.stderr.decode(errors="replace"))
+            raise Refused(f"{host.name}: {args[0]} refused: {why}")
         return doc
 
     def status(self, host: HostRecord) -> dict[str, Any]:
@@ -124,10 +126,10 @@ class Ssh:
         res = self.run(host, shlex.join(["sudo", CTL, *args]), timeout=600)
         if res.rc != 0:
             try:
-                reason = json.loads(res.stdout).get("error")
-            except ValueError:
-                reason = res.stderr.decode(errors="replace")[-300:]
-            raise Refused(f"{host.name}: {args[0]} refused: {reason}")
+                why = " ".join(str(json.loads(res.stdout).get("error")).split())
+            except (ValueError, AttributeError):
+                why = one_line_cause(res.stderr.decode(errors="replace"))
+            raise Refused(f"{host.name}: {args[0]} refused: {why}")
         claimed = next((line.split("=", 1)[1] for line in res.stderr.decode().splitlines()
                         if line.startswith("sha256=")), None)
         actual = hashlib.sha256(res.stdout).hexdigest()

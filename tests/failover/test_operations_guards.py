@@ -85,6 +85,10 @@ class FakeSsh:
             elif held == run_id:
                 del self.oplock[host.name]
             return {}
+        if args[0] == "select-replica":  # as qp-validator-ctl: the newest intact replica (all intact here)
+            newest = self.statuses[host.name].get("newest_backup")  # type: ignore[union-attr]
+            return {"path": None, "skipped": []} if not newest else {
+                "name": newest["path"].rsplit("/", 1)[-1], "skipped": [], **newest}
         if args[0] == "stop":
             if self.stop_works:
                 self.statuses[host.name] = stopped_status()
