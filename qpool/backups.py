@@ -44,7 +44,7 @@ from typing import Any
 from cloud_init.host_tools import CTL_CONFIG, MONITORING_REPLICA_DIR
 from components.bootstrap import IMPORT_KEYS
 from components.validator_keys import host_key_tars_b64
-from qpool import interchange, replicas
+from qpool import history_coverage, interchange, replicas
 from qpool.errors import QpoolError
 from qpool.inventory import HostRecord
 from qpool.keys.atomic import write_atomic
@@ -472,6 +472,9 @@ def restore(ctx: Context, host_name: str, archive: Archive, keys_passphrase: str
                 "new or newer for every one")
         else:
             say(f"  {host.name} has no slashing-protection history of its own")
+        # The archive must cover every copy of the pair's history anywhere (peer DB, replicas on both hosts
+        # and the monitoring server): an old archive must not put the host behind its own replicas.
+        history_coverage.check_restore(ctx, host, history, manifest.get("created"), target_history)
         # Keys, exactly as the bootstrap streams them (qp-import-keys refuses unless locked and stopped).
         res = ctx.ssh.run(host, f"sudo {IMPORT_KEYS}", input=key_tar, timeout=600)
         if res.rc != 0:

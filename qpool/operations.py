@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from qpool import epoch_gate as epoch_gate_clocks
-from qpool import interchange, reachability, replicas
+from qpool import history_coverage, interchange, reachability, replicas
 from qpool.errors import QpoolError
 from qpool.inventory import HostRecord, Inventory
 from qpool.journal import Journal, exclusive, journal_path, open_journal, state_dir
@@ -273,29 +273,9 @@ def activate(ctx: Context, pair: str, *, first_start: bool = False) -> dict[str,
 
 def _check_history_covers(ctx: Context, target: HostRecord, target_status: dict[str, Any],
                           peers: list[HostRecord], first_start: bool) -> None:
-    """The target must already hold every signature its (stopped) peers made, or it could repeat one."""
-    peer_histories = []
-    for peer in peers:
-        peer_status = ctx.ssh.status(peer)
-        if peer_status.get("db_present"):
-            peer_histories.append((peer, _export(ctx, peer, f"export from {peer.name}")))
-    signed_before = any(h.pubkeys and (h.attestations or h.blocks) for _p, h in peer_histories) or bool(
-        target_status.get("newest_backup"))
-    if first_start:
-        if signed_before:
-            raise QpoolError("--first-start refused: these keys have signed before (history or replicated backups "
-                             "exist); move the history with `qpool failover` instead")
-        ctx.report("first start without slashing-protection history requested (--first-start)")
-        return
-    if not target_status.get("db_present"):
-        raise QpoolError(f"refusing: {target.name} has no slashing-protection history; if this is the first start "
-                         "ever for these keys, re-run with --first-start (logged)")
-    own = _export(ctx, target, f"export from {target.name}")
-    for peer, history in peer_histories:
-        lost = interchange.missing(history, own)
-        if lost:
-            raise QpoolError(f"refusing: {peer.name} holds history that {target.name} lacks ({'; '.join(lost)}); "
-                             "move it with `qpool failover`")
+    """The target must already hold every signature of the pair anywhere (peer DBs, replicas on the pair's
+    hosts and the monitoring server), or it could repeat one: see qpool/history_coverage.py."""
+    history_coverage.check_before_start(ctx, target, target_status, first_start=first_start)
 
 
 def _release(ctx: Context, host: HostRecord, run_id: str) -> None:
@@ -541,6 +521,8 @@ def _run_failover(ctx: Context, j: Journal, source: HostRecord, target: HostReco
                 j.save()
                 raise QpoolError(f"refusing: {source.name} signed after the history was moved ({'; '.join(lost)}); "
                                  "re-run the failover to move it again")
+        # Every copy of the pair's history (replicas on both hosts and the monitoring server) must be covered.
+        history_coverage.check_before_start(ctx, target, st, first_start=False, peer_dbs=False)
         args = ["activate", "--run-id", j.run_id]
         gate = j.data("epoch-gate").get("gate_epoch") if j.mode == "fenced" else None
         if gate is not None and not j.data("epoch-gate").get("overridden"):
