@@ -42,6 +42,7 @@ class Copy:
 
     label: str
     history: interchange.History
+    data: bytes = b""  # the EIP-3076 bytes, where the copy was read as such
 
     @property
     def signed(self) -> bool:
@@ -150,7 +151,8 @@ def _monitoring_copies(ctx: Context, hosts: list[HostRecord], via: HostRecord) -
             continue
         done.add(owner)
         label = f"replica {name} on {mon.name}"
-        copies.append(Copy(label, interchange.parse(_convert_raw(ctx, via, raw), label)))
+        data = _convert_raw(ctx, via, raw)
+        copies.append(Copy(label, interchange.parse(data, label), data))
     return copies
 
 
@@ -205,3 +207,18 @@ def check_restore(ctx: Context, target: HostRecord, archive: interchange.History
                     subject=f"the archive (created {created}) and {target.name}'s own history",
                     fix=f"this archive is too old: take a fresh `qpool backup --stack {stack} --pair {target.pair}` "
                         f"(it collects that copy) and restore that one; nothing was changed ({RUNBOOK})")
+
+
+def with_monitoring_copies(ctx: Context, target: HostRecord, source: HostRecord, data: bytes,
+                           history: interchange.History) -> tuple[bytes, list[str]]:
+    """Fenced path: the replica on the target, merged with the monitoring server's newest intact copy of the
+    source when that one knows more (shipping to the standby may have failed while the monitoring server
+    got it). Importing a union only ever makes slashing protection refuse more."""
+    from qpool.backups import merge_interchanges
+
+    newer = [c for c in _monitoring_copies(ctx, [source], target) if uncovered(c.history, [history])]
+    if not newer:
+        return data, []
+    for copy in newer:
+        ctx.report(f"      {copy.label} is newer than the replica on {target.name}: merged into the import")
+    return merge_interchanges([data] + [c.data for c in newer]), [c.label for c in newer]

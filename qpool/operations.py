@@ -8,6 +8,7 @@ locks, prompts, epoch gates — serves that rule or makes it survivable to inter
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import socket
@@ -643,8 +644,13 @@ def _move_history(ctx: Context, j: Journal, source: HostRecord, target: HostReco
         ctx.report(f"      using replicated backup {replica['path']} ({replica['age_seconds']:.0f}s old)")
         data, sha = ctx.ssh.export_bytes(target, "export-replica", replica["path"])
         exported = interchange.parse(data, f"replicated backup on {target.name}")
+        # A newer copy of the source on the monitoring server is merged in (the newest copy anywhere counts).
+        data, merged = history_coverage.with_monitoring_copies(ctx, target, source, data, exported)
+        if merged:
+            sha, exported = hashlib.sha256(data).hexdigest(), interchange.parse(data, "merged replicas")
         replica_used = {"replica": replica["name"], "replica_age_seconds": replica["age_seconds"],
-                        "replicas_moved_aside": [bad["name"] for bad in replica.get("skipped") or []]}
+                        "replicas_moved_aside": [bad["name"] for bad in replica.get("skipped") or []],
+                        "merged": merged}
     ctx.ssh.ctl(target, "import-slashing", "--sha256", sha, input=data, timeout=600)
     back, _ = ctx.ssh.export_bytes(target, "export-slashing")
     lost = interchange.missing(exported, interchange.parse(back, f"re-export on {target.name}"))

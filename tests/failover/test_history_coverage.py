@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -67,7 +69,10 @@ class PairSsh(FakeSsh):
     def run(self, host: HostRecord, command: str, *, input: bytes | None = None, timeout: float = 120
             ) -> RemoteResult:
         if host.name == MON.name and command.startswith("sudo sh -c"):
-            lines = "".join(f"{1000 - i} {n} {sha or ''}\n" for i, (n, _r, sha) in enumerate(self.mon_files))
+            # find's -name filters: only the asked hosts' copies (other pairs' copies are not listed).
+            owners = set(re.findall(r"-name '([^']+)--\*\.db'", shlex.split(command)[-1]))
+            lines = "".join(f"{1000 - i} {n} {sha or ''}\n" for i, (n, _r, sha) in enumerate(self.mon_files)
+                            if n.split("--")[0] in owners)
             return RemoteResult(0, lines.encode(), b"")
         if host.name == MON.name and command.startswith("sudo cat"):
             name = next(n for n, _r, _s in self.mon_files if n in command)
@@ -204,9 +209,7 @@ def test_restore_counts_what_the_target_already_has(ctx: ops.Context) -> None:
 
 # -- failover -------------------------------------------------------------------------------------------
 
-def test_fenced_failover_refused_when_monitoring_holds_newer_than_the_target(
-        ctx: ops.Context, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The standby's replica (imported) is older than the monitoring server's copy of the dead primary."""
+def _fenced_setup(ctx: ops.Context, monkeypatch: pytest.MonkeyPatch) -> PairSsh:
     ssh = pair(ctx)
     clock = ctx.clock
     ssh.statuses[PRIMARY.name] = None
@@ -215,11 +218,31 @@ def test_fenced_failover_refused_when_monitoring_holds_newer_than_the_target(
                      "slots_per_epoch": 128})
     ssh.history[BACKUP.name] = interchange()
     ssh.set_replica(BACKUP, "h-primary--A.db", interchange((1, 2)))
-    ssh.ship_to_monitoring("h-primary--B.db", interchange((1, 2), (2, 3)))
     ctx.hcloud = object()
     monkeypatch.setattr(ops, "_is_fenced", lambda _c, _h: False)
     monkeypatch.setattr(ops, "_fence", lambda c, _h, _j: {"fenced_at": c.clock(), "already_off": False})
     monkeypatch.setattr(ops, "_verify_fenced", lambda _c, _h: "powered off (fake)")
-    with pytest.raises(QpoolError, match=r"replica h-primary--B.db on h-mon holds newer"):
+    return ssh
+
+
+def test_fenced_failover_merges_a_newer_monitoring_copy_of_the_source(
+        ctx: ops.Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Shipping to the standby failed once, the monitoring server got the newer copy: it is imported too."""
+    ssh = _fenced_setup(ctx, monkeypatch)
+    ssh.ship_to_monitoring("h-primary--B.db", interchange((1, 2), (2, 3)))
+    assert ops.failover(ctx, "p1")["mode"] == "fenced"
+    assert (2, 3) in ic.parse(ssh.history[BACKUP.name], "b").attestations[KEY]
+    from qpool.journal import journal_path, last_journal
+
+    doc = last_journal(journal_path("t", "p1", ctx.journal_dir))
+    assert doc is not None and doc["steps"]["move-history"]["data"]["merged"] == ["replica h-primary--B.db on h-mon"]
+
+
+def test_failover_start_refused_when_a_copy_of_the_target_is_newer(
+        ctx: ops.Context, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The target's own DB lost history it once had (the monitoring server holds its old replica)."""
+    ssh = _fenced_setup(ctx, monkeypatch)
+    ssh.ship_to_monitoring("h-backup--Z.db", interchange((5, 6)))
+    with pytest.raises(QpoolError, match=r"replica h-backup--Z.db on h-mon holds newer"):
         ops.failover(ctx, "p1")
     assert not _started(ctx)
