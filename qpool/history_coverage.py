@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import shlex
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from cloud_init.host_tools import MONITORING_REPLICA_DIR
@@ -222,3 +223,17 @@ def with_monitoring_copies(ctx: Context, target: HostRecord, source: HostRecord,
     for copy in newer:
         ctx.report(f"      {copy.label} is newer than the replica on {target.name}: merged into the import")
     return merge_interchanges([data] + [c.data for c in newer]), [c.label for c in newer]
+
+
+def archive_copies(paths: tuple[Path, ...] | list[Path], passphrase_file: Path | None) -> list[Copy]:
+    """The operator's archives as copies of the pair's history (opened and verified before any SSH)."""
+    from qpool.backups import MERGED_MEMBER, open_archive
+    from qpool.keys.cli import _passphrase
+
+    passphrase = _passphrase(passphrase_file, confirm=False)
+    copies = []
+    for path in paths:
+        archive = open_archive(path.read_bytes(), passphrase)
+        copies.append(Copy(f"archive {path.name} (created {archive.manifest.get('created')})", archive.history,
+                           archive.member(MERGED_MEMBER)))
+    return copies

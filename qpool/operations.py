@@ -220,7 +220,8 @@ def _export(ctx: Context, host: HostRecord, where: str) -> interchange.History:
     return interchange.parse(data, where)
 
 
-def activate(ctx: Context, pair: str, *, first_start: bool = False) -> dict[str, Any]:
+def activate(ctx: Context, pair: str, *, first_start: bool = False, archives: list[Any] | None = None
+             ) -> dict[str, Any]:
     """First start (or restart) of the validator on the host that stack config names active."""
     role = read_active(ctx.config_file, pair)
     hosts = ctx.inventory.pair_hosts(pair)
@@ -257,7 +258,7 @@ def activate(ctx: Context, pair: str, *, first_start: bool = False) -> dict[str,
                     raise QpoolError(f"refusing: {peer.name} is fenced/unreachable, so its newest history may not "
                                      f"be on {target.name}; use `qpool failover` (replica + epoch gate)")
             target_status = ctx.ssh.status(target)
-            _check_history_covers(ctx, target, target_status, peers, first_start)
+            _check_history_covers(ctx, target, target_status, peers, first_start, archives)
             if not ctx.confirm(f"Start the validator on {target.name}?"):
                 raise QpoolError("aborted at the confirmation prompt; nothing changed")
             # Re-check right before the start: the confirmation prompt may have waited a long time.
@@ -273,10 +274,11 @@ def activate(ctx: Context, pair: str, *, first_start: bool = False) -> dict[str,
 
 
 def _check_history_covers(ctx: Context, target: HostRecord, target_status: dict[str, Any],
-                          peers: list[HostRecord], first_start: bool) -> None:
+                          peers: list[HostRecord], first_start: bool, archives: list[Any] | None = None) -> None:
     """The target must already hold every signature of the pair anywhere (peer DBs, replicas on the pair's
-    hosts and the monitoring server), or it could repeat one: see qpool/history_coverage.py."""
-    history_coverage.check_before_start(ctx, target, target_status, first_start=first_start)
+    hosts and the monitoring server, the operator's archives), or it could repeat one: see
+    qpool/history_coverage.py."""
+    history_coverage.check_before_start(ctx, target, target_status, first_start=first_start, archives=archives)
 
 
 def _release(ctx: Context, host: HostRecord, run_id: str) -> None:

@@ -246,3 +246,34 @@ def test_failover_start_refused_when_a_copy_of_the_target_is_newer(
     with pytest.raises(QpoolError, match=r"replica h-backup--Z.db on h-mon holds newer"):
         ops.failover(ctx, "p1")
     assert not _started(ctx)
+
+
+# -- the operator's archives ------------------------------------------------------------------------------
+
+def _archive_file(tmp_path: Path, history: bytes, passphrase: str) -> Path:
+    from qpool import backups
+    from qpool.keys.seal import MAGIC
+
+    manifest = {"format": backups.FORMAT, "version": backups.FORMAT_VERSION, "stack": "t", "pair": "p1",
+                "created": "2026-12-01T00:00:00Z"}
+    members = {backups.KEY_BUNDLE_MEMBER: (0o600, MAGIC + b"bundle"), backups.MERGED_MEMBER: (0o600, history)}
+    path = tmp_path / "qpool-backup-t-p1.qpbackup"
+    path.write_bytes(backups.build_archive(manifest, members, passphrase))
+    return path
+
+
+def test_activate_must_cover_the_operators_archive(ctx: ops.Context, tmp_path: Path) -> None:
+    pass_file = tmp_path / "pass"
+    pass_file.write_text("correct horse battery staple\n")
+    newer = _archive_file(tmp_path, interchange((1, 2), (2, 3), (3, 4)), "correct horse battery staple")
+    copies = hc.archive_copies([newer], pass_file)
+    assert copies[0].label == "archive qpool-backup-t-p1.qpbackup (created 2026-12-01T00:00:00Z)"
+    with pytest.raises(QpoolError, match=r"archive qpool-backup-t-p1.qpbackup .* holds newer"):
+        ops.activate(ctx, "p1", archives=copies)
+    assert not _started(ctx)
+    with pytest.raises(QpoolError, match=r"--first-start refused.*archive qpool-backup"):
+        pair(ctx).statuses[PRIMARY.name] = stopped_status(db_present=False)
+        ops.activate(ctx, "p1", first_start=True, archives=copies)
+    pair(ctx).statuses[PRIMARY.name] = stopped_status()
+    older = hc.Copy("archive old", ic.parse(interchange((1, 2)), "old"))
+    assert ops.activate(ctx, "p1", archives=[older])["changed"]
