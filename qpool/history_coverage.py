@@ -50,8 +50,12 @@ class Copy:
         return any(self.history.attestations.get(k) or self.history.blocks.get(k) for k in self.history.pubkeys)
 
 
-def recovery(ctx: Context, target: HostRecord) -> str:
+def recovery(ctx: Context, target: HostRecord, *, failover: bool = False) -> str:
     stack, pair = ctx.inventory.stack, target.pair
+    if failover:  # the run holds the target's operation lock: close it first (it never started the target)
+        return (f"close this run with `qpool failover --stack {stack} --pair {pair} --abandon`, recover the "
+                f"history onto {target.name} (`qpool backup`, then `qpool restore --host {target.name}`), then "
+                f"run the failover again; see {RUNBOOK}")
     return (f"recover it onto {target.name} first: `qpool backup --stack {stack} --pair {pair} --out DIR` (collects "
             f"every copy), then `qpool restore --stack {stack} --host {target.name} --archive ARCHIVE`, then the start "
             f"again; see {RUNBOOK}. Never --first-start for these keys")
@@ -158,20 +162,21 @@ def _monitoring_copies(ctx: Context, hosts: list[HostRecord], via: HostRecord) -
 
 
 def require_covered(ctx: Context, target: HostRecord, own: list[interchange.History], copies: list[Copy],
-                    *, subject: str, fix: str | None = None) -> None:
+                    *, subject: str, fix: str | None = None, failover: bool = False) -> None:
     """Refuse (naming the copy and the recovery) unless `own` covers every copy."""
     for copy in copies:
         lost = uncovered(copy.history, own)
         if lost:
             raise QpoolError(f"refusing: {copy.label} holds newer slashing-protection history than {subject} "
-                             f"({'; '.join(lost[:3])}); {fix or recovery(ctx, target)}")
+                             f"({'; '.join(lost[:3])}); {fix or recovery(ctx, target, failover=failover)}")
     ctx.report(f"      history covers every copy of the pair's history ({len(copies)} cop"
                f"{'y' if len(copies) == 1 else 'ies'} checked)")
 
 
 def check_before_start(ctx: Context, target: HostRecord, target_status: dict[str, object], *, first_start: bool,
-                       archives: list[Copy] | None = None, peer_dbs: bool = True) -> None:
-    """The activate/first-start/failover check (see the module docstring). Raises QpoolError to refuse."""
+                       archives: list[Copy] | None = None, peer_dbs: bool = True, failover: bool = False) -> None:
+    """The activate/first-start/failover check (see the module docstring). Raises QpoolError to refuse.
+    `failover`: called by a failover run (peer DBs are checked there already; the recovery text differs)."""
     copies = gather(ctx, target, peer_dbs=peer_dbs) + list(archives or [])
     own: list[interchange.History] = []
     if target_status.get("db_present"):
@@ -191,11 +196,11 @@ def check_before_start(ctx: Context, target: HostRecord, target_status: dict[str
     if not own:
         if signed:
             raise QpoolError(f"refusing: {target.name} has no slashing-protection history, but {signed[0].label} "
-                             f"holds history of these keys; {recovery(ctx, target)}")
+                             f"holds history of these keys; {recovery(ctx, target, failover=failover)}")
         raise QpoolError(f"refusing: {target.name} has no slashing-protection history and no copy exists anywhere "
                          "(no peer DB, no replica on the pair's hosts or the monitoring server); if this is the "
                          "first start ever for these keys, re-run with --first-start (logged)")
-    require_covered(ctx, target, own, copies, subject=f"{target.name}'s own history")
+    require_covered(ctx, target, own, copies, subject=f"{target.name}'s own history", failover=failover)
 
 
 def check_restore(ctx: Context, target: HostRecord, archive: interchange.History, created: object,

@@ -525,7 +525,7 @@ def _run_failover(ctx: Context, j: Journal, source: HostRecord, target: HostReco
                 raise QpoolError(f"refusing: {source.name} signed after the history was moved ({'; '.join(lost)}); "
                                  "re-run the failover to move it again")
         # Every copy of the pair's history (replicas on both hosts and the monitoring server) must be covered.
-        history_coverage.check_before_start(ctx, target, st, first_start=False, peer_dbs=False)
+        history_coverage.check_before_start(ctx, target, st, first_start=False, peer_dbs=False, failover=True)
         args = ["activate", "--run-id", j.run_id]
         gate = j.data("epoch-gate").get("gate_epoch") if j.mode == "fenced" else None
         if gate is not None and not j.data("epoch-gate").get("overridden"):

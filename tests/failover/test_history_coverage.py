@@ -24,6 +24,7 @@ from qpool import interchange as ic
 from qpool import operations as ops
 from qpool.errors import QpoolError
 from qpool.inventory import HostRecord, Inventory
+from qpool.journal import journal_path, last_journal
 from qpool.remote import RemoteResult
 
 MON = HostRecord("h-mon", "monitoring", None, "192.0.2.20", "10.0.0.20", server_id=3)
@@ -232,8 +233,6 @@ def test_fenced_failover_merges_a_newer_monitoring_copy_of_the_source(
     ssh.ship_to_monitoring("h-primary--B.db", interchange((1, 2), (2, 3)))
     assert ops.failover(ctx, "p1")["mode"] == "fenced"
     assert (2, 3) in ic.parse(ssh.history[BACKUP.name], "b").attestations[KEY]
-    from qpool.journal import journal_path, last_journal
-
     doc = last_journal(journal_path("t", "p1", ctx.journal_dir))
     assert doc is not None and doc["steps"]["move-history"]["data"]["merged"] == ["replica h-primary--B.db on h-mon"]
 
@@ -243,9 +242,11 @@ def test_failover_start_refused_when_a_copy_of_the_target_is_newer(
     """The target's own DB lost history it once had (the monitoring server holds its old replica)."""
     ssh = _fenced_setup(ctx, monkeypatch)
     ssh.ship_to_monitoring("h-backup--Z.db", interchange((5, 6)))
-    with pytest.raises(QpoolError, match=r"replica h-backup--Z.db on h-mon holds newer"):
+    with pytest.raises(QpoolError, match=r"replica h-backup--Z.db on h-mon holds newer.*--abandon"):
         ops.failover(ctx, "p1")
     assert not _started(ctx)
+    doc = last_journal(journal_path("t", "p1", ctx.journal_dir))
+    assert doc is not None and not doc.get("aborted") and not doc["completed"], "refused at the start: resumable"
 
 
 # -- the operator's archives ------------------------------------------------------------------------------
