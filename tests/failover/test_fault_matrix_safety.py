@@ -256,13 +256,20 @@ def test_truncated_newest_replica_previous_intact_one_used(lab: Lab) -> None:
 # -- 6. full disk on the target -------------------------------------------------------------------------
 
 def test_full_disk_on_target_clear_error_nothing_started_resumable(lab: Lab) -> None:
-    """Last in the module: the target's /tmp (where imports and exports are staged) is a full 1 MiB tmpfs."""
+    """The target's validator datadir is full: a tmpfs exactly as large as its content (a copy of it) plus a
+    little, then filled, mounted over the datadir. Unmounting it afterwards brings back the untouched disk."""
     source = lab.active_role()
     target = OTHER[source]
     host = lab.host(target)
-    host.exec(["mount", "-t", "tmpfs", "-o", "size=1m,mode=1777", "qp-full", "/tmp"], check=True)
+    owner = host.exec(["stat", "-c", "%u %g %a", VALIDATOR_DIR], check=True).stdout.decode().split()
+    used_kb = int(host.exec(["du", "-sk", VALIDATOR_DIR], check=True).stdout.split()[0])
+    staging = "/root/qp-datadir-copy"
+    host.exec(["cp", "-a", VALIDATOR_DIR, staging], check=True)
+    host.exec(["mount", "-t", "tmpfs", "-o", f"size={used_kb + 256}k,uid={owner[0]},gid={owner[1]},mode={owner[2]}",
+               "qp-full", VALIDATOR_DIR], check=True)
     try:
-        host.exec(["sh", "-c", "dd if=/dev/zero of=/tmp/filler bs=64k 2>/dev/null; true"], timeout=60)
+        host.exec(["sh", "-c", f"cp -a {staging}/. {VALIDATOR_DIR}/ && rm -rf {staging} && "
+                   f"(dd if=/dev/zero of={VALIDATOR_DIR}/filler bs=4k 2>/dev/null; true)"], timeout=60, check=True)
         with pytest.raises(Refused) as refused:
             ops.failover(lab.ctx, PAIR, to_role=target)
         msg = str(refused.value)
@@ -274,7 +281,8 @@ def test_full_disk_on_target_clear_error_nothing_started_resumable(lab: Lab) -> 
         assert journal["steps"]["stop"]["done"] and not journal.get("aborted") and not journal["completed"]
         run_id = journal["run_id"]
     finally:
-        host.exec(["umount", "-l", "/tmp"], timeout=60)
+        host.exec(["umount", "-l", VALIDATOR_DIR], timeout=60)
+        host.exec(["rm", "-rf", staging], timeout=60)
     verify(lab, "full disk on the target", f"one-line error ({msg.split(': ', 1)[-1][:40]}...); nobody "
            "started", signer=source)
     before = lab.log_len(target)
