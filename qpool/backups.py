@@ -43,7 +43,7 @@ from typing import Any
 
 from cloud_init.host_tools import CTL_CONFIG, MONITORING_REPLICA_DIR
 from cloud_init.key_host import IMPORT_KEYS
-from qpool import interchange
+from qpool import history_coverage, interchange, replicas
 from qpool.errors import QpoolError
 from qpool.inventory import HostRecord
 from qpool.keys.atomic import write_atomic
@@ -324,7 +324,8 @@ def collect(ctx: Context, pair: str, run_id: str) -> _Collected:
                 _add_interchange(col, data, f"export-{host.name}",
                                  {"kind": "export", "host": host.name, "taken": ctx.clock()})
                 say(f"  {host.name}: fresh export of its stopped validator's history")
-        replica = st.get("newest_backup")
+        # The newest copy that passes its checksum (a corrupt newer one is moved aside and reported).
+        replica = replicas.select_intact(ctx, host) if st.get("newest_backup") else None
         if replica:
             data, _sha = ctx.ssh.export_bytes(host, "export-replica", replica["path"])
             name = PurePosixPath(replica["path"]).name
@@ -471,6 +472,9 @@ def restore(ctx: Context, host_name: str, archive: Archive, keys_passphrase: str
                 "new or newer for every one")
         else:
             say(f"  {host.name} has no slashing-protection history of its own")
+        # The archive must cover every copy of the pair's history anywhere (peer DB, replicas on both hosts
+        # and the monitoring server): an old archive must not put the host behind its own replicas.
+        history_coverage.check_restore(ctx, host, history, manifest.get("created"), target_history)
         # Keys, exactly as the bootstrap streams them (qp-import-keys refuses unless locked and stopped).
         res = ctx.ssh.run(host, f"sudo {IMPORT_KEYS}", input=key_tar, timeout=600)
         if res.rc != 0:

@@ -166,12 +166,19 @@ def status(stack: str, inventory: Path | None, pairs: tuple[str, ...], as_json: 
 @click.option("--pair", "-p", required=True)
 @click.option("--first-start", is_flag=True, help="First start ever for these keys: no slashing history yet.")
 @click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@click.option("--archive", "archive_paths", multiple=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A `qpool backup` archive whose history the target must also cover (repeatable).")
+@click.option("--passphrase-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Passphrase of the --archive files (else $QPOOL_KEYS_PASSPHRASE, else a hidden prompt).")
 @operator_errors
-def activate(stack: str, inventory: Path | None, pair: str, first_start: bool, yes: bool) -> None:
+def activate(stack: str, inventory: Path | None, pair: str, first_start: bool, yes: bool,
+             archive_paths: tuple[Path, ...], passphrase_file: Path | None) -> None:
     """Start the validator on the host stack config names active, after verifying every peer is stopped."""
+    from qpool.history_coverage import archive_copies
     from qpool.operations import activate as do_activate
 
-    do_activate(_context(stack, inventory, yes), pair, first_start=first_start)
+    archives = archive_copies(archive_paths, passphrase_file) if archive_paths else []
+    do_activate(_context(stack, inventory, yes), pair, first_start=first_start, archives=archives)
 
 
 @main.command()

@@ -8,6 +8,7 @@ locks, prompts, epoch gates — serves that rule or makes it survivable to inter
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import socket
@@ -18,7 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from qpool import interchange
+from qpool import epoch_gate as epoch_gate_clocks
+from qpool import history_coverage, interchange, reachability, replicas
 from qpool.context import Context
 from qpool.errors import QpoolError
 from qpool.inventory import HostRecord
@@ -84,7 +86,8 @@ def _export(ctx: Context, host: HostRecord, where: str) -> interchange.History:
     return interchange.parse(data, where)
 
 
-def activate(ctx: Context, pair: str, *, first_start: bool = False) -> dict[str, Any]:
+def activate(ctx: Context, pair: str, *, first_start: bool = False, archives: list[Any] | None = None
+             ) -> dict[str, Any]:
     """First start (or restart) of the validator on the host that stack config names active."""
     role = read_active(ctx.config_file, pair)
     hosts = ctx.inventory.pair_hosts(pair)
@@ -121,7 +124,7 @@ def activate(ctx: Context, pair: str, *, first_start: bool = False) -> dict[str,
                     raise QpoolError(f"refusing: {peer.name} is fenced/unreachable, so its newest history may not "
                                      f"be on {target.name}; use `qpool failover` (replica + epoch gate)")
             target_status = ctx.ssh.status(target)
-            _check_history_covers(ctx, target, target_status, peers, first_start)
+            _check_history_covers(ctx, target, target_status, peers, first_start, archives)
             if not ctx.confirm(f"Start the validator on {target.name}?"):
                 raise QpoolError("aborted at the confirmation prompt; nothing changed")
             # Re-check right before the start: the confirmation prompt may have waited a long time.
@@ -137,30 +140,11 @@ def activate(ctx: Context, pair: str, *, first_start: bool = False) -> dict[str,
 
 
 def _check_history_covers(ctx: Context, target: HostRecord, target_status: dict[str, Any],
-                          peers: list[HostRecord], first_start: bool) -> None:
-    """The target must already hold every signature its (stopped) peers made, or it could repeat one."""
-    peer_histories = []
-    for peer in peers:
-        peer_status = ctx.ssh.status(peer)
-        if peer_status.get("db_present"):
-            peer_histories.append((peer, _export(ctx, peer, f"export from {peer.name}")))
-    signed_before = any(h.pubkeys and (h.attestations or h.blocks) for _p, h in peer_histories) or bool(
-        target_status.get("newest_backup"))
-    if first_start:
-        if signed_before:
-            raise QpoolError("--first-start refused: these keys have signed before (history or replicated backups "
-                             "exist); move the history with `qpool failover` instead")
-        ctx.report("first start without slashing-protection history requested (--first-start)")
-        return
-    if not target_status.get("db_present"):
-        raise QpoolError(f"refusing: {target.name} has no slashing-protection history; if this is the first start "
-                         "ever for these keys, re-run with --first-start (logged)")
-    own = _export(ctx, target, f"export from {target.name}")
-    for peer, history in peer_histories:
-        lost = interchange.missing(history, own)
-        if lost:
-            raise QpoolError(f"refusing: {peer.name} holds history that {target.name} lacks ({'; '.join(lost)}); "
-                             "move it with `qpool failover`")
+                          peers: list[HostRecord], first_start: bool, archives: list[Any] | None = None) -> None:
+    """The target must already hold every signature of the pair anywhere (peer DBs, replicas on the pair's
+    hosts and the monitoring server, the operator's archives), or it could repeat one: see
+    qpool/history_coverage.py."""
+    history_coverage.check_before_start(ctx, target, target_status, first_start=first_start, archives=archives)
 
 
 def _release(ctx: Context, host: HostRecord, run_id: str) -> None:
@@ -345,13 +329,19 @@ def _stop_source(run: _Failover) -> None:
                 res = ctx.ssh.ctl(source, "stop", "--reason", f"qpool failover run {j.run_id}", "--timeout", "60",
                                   timeout=240)
                 j.mark("stop", graceful=res.get("graceful"), forced=res.get("forced"))
-            except Unreachable:
-                say(f"      {source.name} became unreachable while stopping: switching to the fenced path")
-                j.mode = "fenced"
-                j.save()
+            except Unreachable as exc:
+                try:  # several agreeing probes before the fenced path: a source that answers again is not fenced
+                    reachability.settle(ctx, source, exc)
+                except Unreachable:
+                    say(f"      {source.name} became unreachable while stopping: switching to the fenced path")
+                    j.mode = "fenced"
+                    j.save()
+                else:
+                    raise QpoolError(f"{source.name} stopped answering during the stop but answers again: re-run "
+                                     "the failover (the stop is repeated; nothing was started)") from None
         if j.mode == "fenced":
             fenced = _fence(ctx, source, j)
-            fenced["target_time_at_fence"] = ctx.ssh.status(target).get("time")
+            fenced.update(epoch_gate_clocks.clocks_at_fence(ctx, target))  # target + beacon clocks at the fence
             j.mark("stop", **fenced)
     else:
         say("[2/7] stop: done earlier")
@@ -385,8 +375,8 @@ def _epoch_gate_step(run: _Failover) -> None:
     if j.mode == "fenced" and not j.done("epoch-gate"):
         gate_status = ctx.ssh.status(target)
         clock = gate_status.get("chain_clock")
-        # Whichever clock is later: a slow operator clock must not move the fence into an earlier epoch.
-        fence_time = max(j.data("stop")["fenced_at"], j.data("stop").get("target_time_at_fence") or 0)
+        # The latest of the operator's, target's and beacon node's clocks: none may move the fence earlier.
+        fence_time, fence_clock = epoch_gate_clocks.fence_time(j.data("stop"), gate_status)
         if clock is None:
             if not accept_slashing_risk:
                 raise QpoolError(f"{target.name}'s beacon node does not report the chain clock, so the epoch gate "
@@ -394,21 +384,21 @@ def _epoch_gate_step(run: _Failover) -> None:
             say("      WARNING: no chain clock; epoch gate skipped by --i-accept-slashing-risk")
         else:
             gate_epoch, gate_time = epoch_gate(clock, fence_time)
-            j.steps.setdefault("epoch-gate", {"done": False, "data": {}})["data"]["gate_epoch"] = gate_epoch
+            say(f"      fence time {fence_time:.0f} (by the {fence_clock}'s clock, the latest); "
+                f"gate epoch {gate_epoch}")
+            gate_data = j.steps.setdefault("epoch-gate", {"done": False, "data": {}})["data"]
+            gate_data.update(gate_epoch=gate_epoch, fence_time=fence_time, fence_clock=fence_clock)
             j.save()
             wait = gate_time - ctx.clock()
             if wait > 0 and accept_slashing_risk:
                 say(f"      WARNING: epoch gate (epoch {gate_epoch}, {wait:.0f}s away) skipped by "
                     "--i-accept-slashing-risk")
-            gate_progress = progress_of(say)
-            while wait > 0 and not accept_slashing_risk:
-                gate_progress.update("epoch-gate", f"[5/7] epoch gate: waiting for epoch {gate_epoch} (fence + "
-                                     f"{EPOCH_GATE_OFFSET})", remaining=wait, text=f"[5/7] epoch gate: waiting "
-                                     f"{wait:.0f}s for epoch {gate_epoch} (fence + {EPOCH_GATE_OFFSET})")
-                ctx.sleep(min(wait, 1 if gate_progress.live else 30))
-                wait = gate_time - ctx.clock()
-        gate = j.data("epoch-gate").get("gate_epoch")
-        j.mark("epoch-gate", overridden=accept_slashing_risk, gate_epoch=gate)
+            if not accept_slashing_risk:  # every clock (operator, target, beacon node) must reach the gate
+                epoch_gate_clocks.wait_for_gate(ctx, target, gate_epoch, gate_time, EPOCH_GATE_OFFSET)
+        gate_data = j.data("epoch-gate")
+        gate = gate_data.get("gate_epoch")
+        j.mark("epoch-gate", overridden=accept_slashing_risk, gate_epoch=gate,
+               fence_time=gate_data.get("fence_time"), fence_clock=gate_data.get("fence_clock"))
         progress_of(say).done("epoch-gate", "[5/7] epoch gate: " + ("overridden" if accept_slashing_risk else
                                                                     f"epoch {gate} reached"))
     elif j.mode == "clean":
@@ -444,6 +434,8 @@ def _start_target(run: _Failover) -> None:
                 j.save()
                 raise QpoolError(f"refusing: {source.name} signed after the history was moved ({'; '.join(lost)}); "
                                  "re-run the failover to move it again")
+        # Every copy of the pair's history (replicas on both hosts and the monitoring server) must be covered.
+        history_coverage.check_before_start(ctx, target, st, first_start=False, peer_dbs=False, failover=True)
         args = ["activate", "--run-id", j.run_id]
         gate = j.data("epoch-gate").get("gate_epoch") if j.mode == "fenced" else None
         if gate is not None and not j.data("epoch-gate").get("overridden"):
@@ -498,6 +490,8 @@ def _ensure_source_safe(ctx: Context, j: Journal, source: HostRecord) -> str:
         return "stopped and locked (unit inactive, no process, metrics port closed, lock present)"
     ctx.report(f"      {source.name} stopped answering after the stop: fencing it, and the epoch gate will apply")
     fenced = _fence(ctx, source, j)
+    # The late fence records the target's and beacon node's clocks too (the gate takes the latest clock).
+    fenced.update(epoch_gate_clocks.clocks_at_fence(ctx, ctx.inventory.hosts[j.target]))
     j.mode = "fenced"
     j.steps.setdefault("stop", {"done": True, "at": ctx.clock(), "data": {}})["data"].update(fenced)
     j.steps.pop("epoch-gate", None)
@@ -513,7 +507,7 @@ def _fence(ctx: Context, source: HostRecord, j: Journal) -> dict[str, Any]:
     _check_server_identity(ctx, source)
     ctx.report(f"[2/7] fence: powering off {source.name} (server {source.server_id}) through the Hetzner API")
     result = fence_server(ctx.hcloud, source.server_id, reason=f"qpool failover run {j.run_id}",
-                          sleep=ctx.sleep)
+                          sleep=ctx.sleep, wall_clock=ctx.clock)  # the operator's clock, as the gate reads it
     ctx.report(f"      {source.name}: off (fenced at {result.fenced_at:.0f})")
     return {"fenced_at": result.fenced_at, "already_off": result.already_off}
 
@@ -549,8 +543,8 @@ def _verify_fenced(ctx: Context, source: HostRecord) -> str:
 
 def _move_history(ctx: Context, j: Journal, source: HostRecord, target: HostRecord,
                   accept_slashing_risk: bool) -> dict[str, Any]:
-    target_st = ctx.ssh.status(target)
-    replica = target_st.get("newest_backup")
+    # The newest replica that passes its checksum (corrupt newer ones are moved aside and reported).
+    replica = replicas.select_intact(ctx, target)
     if j.mode == "clean":
         data, sha = ctx.ssh.export_bytes(source, "export-slashing")
         exported = interchange.parse(data, f"export from {source.name}")
@@ -572,19 +566,27 @@ def _move_history(ctx: Context, j: Journal, source: HostRecord, target: HostReco
             raise QpoolError(f"refusing: the newest replicated backup on {target.name} ({replica['path']}) comes from "
                              f"{replica.get('source')}, not from {source.name}")
         if replica["age_seconds"] > MAX_REPLICA_AGE_SECONDS and not accept_slashing_risk:
-            raise QpoolError(f"refusing: the newest replicated backup of {source.name} is "
+            raise QpoolError(f"refusing: the newest intact replicated backup of {source.name} ({replica['name']}) is "
                              f"{replica['age_seconds']:.0f}s old (bound {MAX_REPLICA_AGE_SECONDS}s); override only "
                              "with --i-accept-slashing-risk")
         ctx.report(f"      using replicated backup {replica['path']} ({replica['age_seconds']:.0f}s old)")
         data, sha = ctx.ssh.export_bytes(target, "export-replica", replica["path"])
         exported = interchange.parse(data, f"replicated backup on {target.name}")
+        # A newer copy of the source on the monitoring server is merged in (the newest copy anywhere counts).
+        data, merged = history_coverage.with_monitoring_copies(ctx, target, source, data, exported)
+        if merged:
+            sha, exported = hashlib.sha256(data).hexdigest(), interchange.parse(data, "merged replicas")
+        replica_used = {"replica": replica["name"], "replica_age_seconds": replica["age_seconds"],
+                        "replicas_moved_aside": [bad["name"] for bad in replica.get("skipped") or []],
+                        "merged": merged}
     ctx.ssh.ctl(target, "import-slashing", "--sha256", sha, input=data, timeout=600)
     back, _ = ctx.ssh.export_bytes(target, "export-slashing")
     lost = interchange.missing(exported, interchange.parse(back, f"re-export on {target.name}"))
     if lost:
         raise QpoolError("refusing: history on the target is missing entries after the import: " + "; ".join(lost))
     ctx.report(f"      imported on {target.name} and verified (history there covers the export)")
-    return {"sha256": sha, "keys": len(exported.pubkeys), "source": "export" if j.mode == "clean" else "replica"}
+    return {"sha256": sha, "keys": len(exported.pubkeys), "source": "export" if j.mode == "clean" else "replica",
+            **(replica_used if j.mode != "clean" else {})}
 
 
 def _label_active(ctx: Context, source: HostRecord, target: HostRecord) -> bool:

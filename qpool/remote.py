@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import json
 import shlex
+import socket
 import subprocess
 from dataclasses import dataclass
 from typing import Any
@@ -17,6 +18,8 @@ from typing import Any
 from cloud_init.host_tools import CTL_PATH as CTL
 from qpool.errors import QpoolError
 from qpool.inventory import HostRecord, Inventory
+from qpool.reachability import classify_ssh_failure
+from qpool.replicas import one_line_cause
 
 
 class Unreachable(QpoolError):
@@ -25,6 +28,10 @@ class Unreachable(QpoolError):
 
 class HostKeyMismatch(QpoolError):
     """The host answered with a key that is not the pinned one."""
+
+
+class AuthFailure(QpoolError):
+    """The host answered but refused our key (wrong or unauthorised deploy key): an error, never "unreachable"."""
 
 
 class Refused(QpoolError):
@@ -74,12 +81,27 @@ class Ssh:
             raise Unreachable(f"{host.name} ({host.address}): no answer within {timeout:.0f}s") from None
         if proc.returncode == 255:
             err = proc.stderr.decode(errors="replace")
-            if "REMOTE HOST IDENTIFICATION HAS CHANGED" in err or "Host key verification failed" in err:
+            kind = classify_ssh_failure(err)
+            if kind == "hostkey":
                 raise HostKeyMismatch(
                     f"{host.name} ({host.address}): SSH host key does not match the pinned key in "
                     f"{self.inv.known_hosts}; stop and find out why (rebuilt host or impostor) before retrying")
-            raise Unreachable(f"{host.name} ({host.address}): SSH failed: {err.strip()[-200:] or 'no answer'}")
+            if kind == "auth":
+                raise AuthFailure(
+                    f"{host.name} ({host.address}): SSH authentication failed ({err.strip()[-160:]}): the host is up "
+                    f"but refuses the deploy key {self.inv.ssh_key}; fix the key/inventory (nothing was changed)")
+            raise Unreachable(f"{host.name} ({host.address}): SSH failed ({kind}): "
+                              f"{err.strip()[-200:] or 'no answer'}")
         return RemoteResult(proc.returncode, proc.stdout, proc.stderr)
+
+    def tcp_probe(self, host: HostRecord, port: int, timeout: float) -> str | None:
+        """TCP connect to `port` on the host: None if it connected, else why not (for qpool.reachability)."""
+        self._guard_lab_route(host)
+        try:
+            with socket.create_connection((host.address, port), timeout=timeout):
+                return None
+        except OSError as exc:
+            return f"{type(exc).__name__}: {exc.strerror or exc}"
 
     # -- qp-validator-ctl -----------------------------------------------------------------------------
     def ctl(self, host: HostRecord, *args: str, input: bytes | None = None, timeout: float = 180) -> dict[str, Any]:
@@ -88,10 +110,11 @@ class Ssh:
             doc = json.loads(res.stdout.decode() or "null")
         except ValueError:
             raise QpoolError(f"{host.name}: qp-validator-ctl {args[0]} gave no JSON (rc {res.rc}): "
-                             f"{res.stderr.decode(errors='replace').strip()[-300:]}") from None
+                             f"{one_line_cause(res.stderr.decode(errors='replace'))}") from None
         if res.rc != 0:
             reason = doc.get("error") if isinstance(doc, dict) else None
-            raise Refused(f"{host.name}: {args[0]} refused: {reason or res.stderr.decode(errors='replace')[-300:]}")
+            why = " ".join(str(reason).split()) if reason else one_line_cause(res.stderr.decode(errors="replace"))
+            raise Refused(f"{host.name}: {args[0]} refused: {why}")
         return doc
 
     def status(self, host: HostRecord) -> dict[str, Any]:
@@ -102,10 +125,10 @@ class Ssh:
         res = self.run(host, shlex.join(["sudo", CTL, *args]), timeout=600)
         if res.rc != 0:
             try:
-                reason = json.loads(res.stdout).get("error")
-            except ValueError:
-                reason = res.stderr.decode(errors="replace")[-300:]
-            raise Refused(f"{host.name}: {args[0]} refused: {reason}")
+                why = " ".join(str(json.loads(res.stdout).get("error")).split())
+            except (ValueError, AttributeError):
+                why = one_line_cause(res.stderr.decode(errors="replace"))
+            raise Refused(f"{host.name}: {args[0]} refused: {why}")
         claimed = next((line.split("=", 1)[1] for line in res.stderr.decode().splitlines()
                         if line.startswith("sha256=")), None)
         actual = hashlib.sha256(res.stdout).hexdigest()

@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from qpool import reachability
 from qpool.context import Context
 from qpool.errors import QpoolError
 from qpool.inventory import HostRecord
@@ -36,7 +37,7 @@ def check_identity(host: HostRecord, status: dict[str, Any]) -> None:
 
 def observe(ctx: Context, host: HostRecord) -> HostView:
     try:
-        status = ctx.ssh.status(host)
+        status = reachability.status_or_unreachable(ctx, host)  # several agreeing probes, not one failed call
         check_identity(host, status)
         return HostView(host, status)
     except Unreachable as exc:

@@ -149,6 +149,51 @@ def newest_backup() -> dict[str, Any] | None:
             "source": newest.name.split("--")[0] if "--" in newest.name else None}
 
 
+QUARANTINE = "quarantine"
+
+
+def _replica_fault(replica: Path) -> str | None:
+    """Why a replicated copy cannot be trusted (missing/mismatching checksum, unreadable), or None if intact."""
+    sha_file = replica.with_suffix(replica.suffix + ".sha256")
+    try:
+        expected = sha_file.read_text().split()[0] if sha_file.exists() else None
+        if expected is None:
+            return "no checksum file"
+        actual = hashlib.sha256(replica.read_bytes()).hexdigest()
+    except (OSError, IndexError) as exc:
+        return f"unreadable ({_oserror_cause(exc) if isinstance(exc, OSError) else 'empty checksum file'})"
+    if actual != expected:
+        return f"fails its checksum (sha256 {actual[:12]}..., expected {expected[:12]}...; truncated or corrupted)"
+    return None
+
+
+def select_replica() -> dict[str, Any]:
+    """The newest replicated copy that passes its checksum. Newer copies that fail it are moved aside into
+    <replica_dir>/quarantine/ (kept for inspection, never used, never chosen again) and reported: a corrupt
+    newest file must not stop a failover, nor send it to an older file silently."""
+    directory = Path(cfg("replica_dir"))
+    files = sorted((p for p in directory.glob("*.db") if p.is_file()), key=lambda p: p.stat().st_mtime,
+                   reverse=True) if directory.is_dir() else []
+    skipped = []
+    for replica in files:
+        fault = _replica_fault(replica)
+        if fault is None:
+            mtime = replica.stat().st_mtime
+            sha = replica.with_suffix(replica.suffix + ".sha256").read_text().split()[0]
+            return {"path": str(replica), "name": replica.name, "mtime": mtime,
+                    "age_seconds": max(0.0, time.time() - mtime), "sha256": sha,
+                    "source": replica.name.split("--")[0] if "--" in replica.name else None, "skipped": skipped}
+        aside = directory / QUARANTINE
+        aside.mkdir(mode=0o750, exist_ok=True)
+        for member in (replica, replica.with_suffix(replica.suffix + ".sha256")):
+            if member.exists():
+                os.replace(member, aside / member.name)
+        skipped.append({"name": replica.name, "reason": fault, "moved_to": str(aside / replica.name),
+                        "age_seconds": max(0.0, time.time() - replica.stat().st_mtime)
+                        if replica.exists() else None})
+    return {"path": None, "skipped": skipped}
+
+
 def chain_clock() -> dict[str, Any] | None:
     """genesis time and slot/epoch lengths from the local beacon node (the chain's own clock)."""
     prefix = cfg("beacon_rest")
@@ -185,7 +230,8 @@ def status() -> dict[str, Any]:
         "newest_backup": newest_backup(),
         "beacon": {"reachable": sync_code == 200,
                    "syncing": (syncing or {}).get("data", {}).get("is_syncing") if sync_code == 200 else None,
-                   "head_slot": (syncing or {}).get("data", {}).get("head_slot") if sync_code == 200 else None},
+                   "head_slot": (syncing or {}).get("data", {}).get("head_slot") if sync_code == 200 else None,
+                   "current_slot": _beacon_current_slot(syncing) if sync_code == 200 else None},
         "execution": {"reachable": eth_block is not None, "syncing": bool(eth_syncing) if eth_block else None,
                       "block": int(eth_block, 16) if isinstance(eth_block, str) else None},
         "chain_clock": chain_clock(),
@@ -198,6 +244,15 @@ def status() -> dict[str, Any]:
     st["not_stopped"] = not_stopped_codes(st)
     st["not_stopped_reasons"] = stopped_reasons(st)
     return st
+
+
+def _beacon_current_slot(syncing: Any) -> int | None:
+    """The beacon node's slot clock: head slot + sync distance (the slot its own clock says has begun)."""
+    try:
+        data = syncing["data"]
+        return int(data["head_slot"]) + int(data["sync_distance"])
+    except (KeyError, TypeError, ValueError):
+        return None
 
 
 def _read_json(path: Path) -> Any:
@@ -358,11 +413,18 @@ def block_starts() -> None:
 
 
 def current_epoch() -> int | None:
+    """The epoch by this host's clock AND by the beacon node's slot clock: the earlier of the two (a gate
+    counts as passed only when both clocks have passed it); None if the chain clock is unknown."""
     clock = chain_clock()
     if clock is None:
         return None
     epoch_seconds = clock["seconds_per_slot"] * clock["slots_per_epoch"]
-    return int((time.time() - clock["genesis_time"]) // epoch_seconds)
+    epoch = int((time.time() - clock["genesis_time"]) // epoch_seconds)
+    code, syncing = http_json(f"{cfg('beacon_rest')}/node/syncing")
+    slot = _beacon_current_slot(syncing) if code == 200 else None
+    if slot is not None:
+        epoch = min(epoch, slot // clock["slots_per_epoch"])
+    return epoch
 
 
 def activate(run_id: str, first_start: bool, timeout: float, not_before_epoch: int | None) -> dict[str, Any]:
@@ -402,6 +464,47 @@ def activate(run_id: str, first_start: bool, timeout: float, not_before_epoch: i
     return {"running": True, "status": status()}
 
 
+def _oserror_cause(exc: OSError) -> str:
+    """One line naming the cause class (disk full, permission, ...) of an OS error."""
+    import errno
+
+    kind = {errno.ENOSPC: "disk full", errno.EDQUOT: "disk quota exceeded", errno.EACCES: "permission denied",
+            errno.EPERM: "permission denied", errno.EROFS: "read-only file system",
+            errno.EIO: "I/O error"}.get(exc.errno or 0, errno.errorcode.get(exc.errno or 0, "OS error"))
+    where = f" on {exc.filename}" if exc.filename else ""
+    return f"{kind}{where} ({exc.strerror or exc})"
+
+
+def _free_bytes(path: str) -> int | None:
+    try:
+        st = os.statvfs(path)
+    except OSError:
+        return None
+    return st.f_bavail * st.f_frsize
+
+
+def _client_cause(what: str, stderr: bytes, path: str) -> str:
+    """One line for a failed validator-client command: the cause (disk full, permission, checksum) if the
+    output names one, else its last meaningful line, never a multi-line traceback fragment."""
+    text = stderr.decode(errors="replace")
+    low = text.lower()
+    free = _free_bytes(path)
+    space = f"{free} bytes free on the file system of {path}" if free is not None else f"{path}"
+    if ("no space left" in low or "disk is full" in low or "enospc" in low or "disk quota" in low
+            or (free is not None and free < 1024 * 1024)):
+        return f"{what} failed: disk full ({space}); free space there and re-run (nothing was started)"
+    if "permission denied" in low or "eacces" in low or "operation not permitted" in low:
+        return f"{what} failed: permission denied under {path} ({_last_line(text)})"
+    if "checksum" in low or "sha256" in low:
+        return f"{what} failed: checksum error ({_last_line(text)})"
+    return f"{what} failed: {_last_line(text) or 'no error output'}"
+
+
+def _last_line(text: str) -> str:
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.startswith((" ", "\t", "Traceback"))]
+    return lines[-1][:300] if lines else ""
+
+
 def _as_validator(argv: list[str], timeout: float = 300) -> subprocess.CompletedProcess[bytes]:
     user = cfg("validator_user")
     pwd.getpwnam(user)
@@ -422,7 +525,7 @@ def _export(datadir: str) -> bytes:
                               f"--slashing-protection-export-dir={tmp}", "--accept-terms-of-use"])
         out = Path(tmp) / "slashing_protection.json"
         if proc.returncode != 0 or not out.exists():
-            raise Refused("export failed: " + proc.stderr.decode(errors="replace").strip()[-500:])
+            raise Refused(_client_cause("export", proc.stderr, datadir))
         return out.read_bytes()
 
 
@@ -436,13 +539,9 @@ def export_replica(path: str) -> bytes:
     replica = Path(path)
     if replica.parent != Path(cfg("replica_dir")) or not replica.is_file():
         raise Refused(f"{path} is not a replicated backup in {cfg('replica_dir')}")
-    sha_file = replica.with_suffix(replica.suffix + ".sha256")
-    if not sha_file.exists():
-        raise Refused(f"replicated backup {replica.name} has no checksum file; it cannot be trusted")
-    expected = sha_file.read_text().split()[0]
-    actual = hashlib.sha256(replica.read_bytes()).hexdigest()
-    if actual != expected:
-        raise Refused(f"replicated backup {replica.name} fails its checksum (corrupted in transit or on disk)")
+    fault = _replica_fault(replica)
+    if fault is not None:
+        raise Refused(f"replicated backup {replica.name}: {fault}; it cannot be trusted")
     user = cfg("validator_user")
     with tempfile.TemporaryDirectory(prefix="qp-replica-") as tmp:
         shutil.copyfile(replica, Path(tmp) / "validator.db")
@@ -473,7 +572,7 @@ def import_slashing(data: bytes, expected_sha256: str) -> dict[str, Any]:
                               f"--datadir={cfg('validator_datadir')}", f"--slashing-protection-json-file={path}",
                               "--accept-terms-of-use"])
         if proc.returncode != 0:
-            raise Refused("import failed: " + proc.stderr.decode(errors="replace").strip()[-500:])
+            raise Refused(_client_cause("import", proc.stderr, cfg("validator_datadir")))
     return {"imported": True, "sha256": actual, "keys": len(doc["data"])}
 
 
@@ -626,6 +725,7 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("export-slashing")
     p = sub.add_parser("export-replica")
     p.add_argument("path")
+    sub.add_parser("select-replica")
     p = sub.add_parser("import-slashing")
     p.add_argument("--sha256", required=True)
     sub.add_parser("setup")
@@ -652,6 +752,8 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.write(f"sha256={hashlib.sha256(data).hexdigest()}\n")
             sys.stdout.buffer.write(data)
             return 0
+        elif args.cmd == "select-replica":
+            result = select_replica()
         elif args.cmd == "import-slashing":
             result = import_slashing(sys.stdin.buffer.read(), args.sha256)
         elif args.cmd == "setup":
@@ -675,6 +777,9 @@ def main(argv: list[str] | None = None) -> int:
             result = read_oplock()
     except Refused as exc:
         print(json.dumps({"error": str(exc)}))
+        return 1
+    except OSError as exc:  # disk full, permission, ...: the cause in one line, not a traceback
+        print(json.dumps({"error": f"{args.cmd}: {_oserror_cause(exc)}"}))
         return 1
     print(json.dumps(result))
     return 0

@@ -68,6 +68,10 @@ class FakeSsh:
             raise Unreachable(f"{host.name}: no answer")
         return {"host": host.name, "role": host.role, **copy.deepcopy(st)}
 
+    def tcp_probe(self, host: HostRecord, port: int, timeout: float) -> str | None:
+        """An unreachable fake host is unreachable at the TCP level too (qpool.reachability's probes)."""
+        return None if self.statuses[host.name] is not None else "TimeoutError: timed out"
+
     def ctl(self, host: HostRecord, *args: str, input: bytes | None = None, timeout: float = 180) -> dict[str, Any]:
         if self.statuses[host.name] is None:
             raise Unreachable(f"{host.name}: no answer")
@@ -82,6 +86,10 @@ class FakeSsh:
             elif held == run_id:
                 del self.oplock[host.name]
             return {}
+        if args[0] == "select-replica":  # as qp-validator-ctl: the newest intact replica (all intact here)
+            newest = self.statuses[host.name].get("newest_backup")  # type: ignore[union-attr]
+            return {"path": None, "skipped": []} if not newest else {
+                "name": newest["path"].rsplit("/", 1)[-1], "skipped": [], **newest}
         if args[0] == "stop":
             if self.stop_works:
                 self.statuses[host.name] = stopped_status()
@@ -404,6 +412,6 @@ def test_fenced_path_without_replica_is_refused(fenced_ctx: ops.Context) -> None
 def test_fenced_override_is_recorded(fenced_ctx: ops.Context) -> None:
     clock: FakeClock = fenced_ctx.clock  # type: ignore[assignment]
     ops.failover(fenced_ctx, "p1", accept_slashing_risk=True)
-    assert clock.slept == []
+    assert [s for s in clock.slept if s != ops.reachability.PROBE_INTERVAL] == [], "no gate wait, only probes"
     doc = last_journal(journal_path("t", "p1", fenced_ctx.journal_dir))
     assert doc is not None and doc["steps"]["epoch-gate"]["data"]["overridden"] is True

@@ -1,0 +1,244 @@
+"""Before any start: the target's slashing-protection history must cover the newest copy of its pair's history
+that exists ANYWHERE, not only the peer's own database.
+
+Why: copies of a pair's history live in several places: each key host's validator DB, the replicas the
+signer ships every 5 min to the standby and to the monitoring server, and the operator's backup archives.
+A primary rebuilt with an empty volume, or restored from an old archive, has less history than the replicas
+its partner (or the monitoring server) holds; starting it could sign again what it already signed. So every
+start (`activate`, `activate --first-start`, `failover`, and `restore` before the later activate) gathers:
+
+- the peer's DB (only when the peer is stopped: a live signer is refused by the peer check anyway),
+- the newest intact replica on every key host of the pair (the target's own replica dir included),
+- the newest intact replica of each of this pair's hosts on the monitoring server (converted to EIP-3076
+  on a stopped key host of the pair, as `qpool backup` does),
+- any archive the operator passed,
+
+and requires, per key, the target's newest attestation target epoch and newest block slot to be at least
+those of every copy. `--first-start` is refused as soon as any copy holds an entry for any key.
+A refusal names the copy and the recovery: `qpool backup` (collects every copy), `qpool restore` onto the
+target, `qpool activate` (docs/runbooks/activate.md, "The target lacks history").
+"""
+
+from __future__ import annotations
+
+import shlex
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from cloud_init.host_tools import MONITORING_REPLICA_DIR
+from qpool import interchange, replicas
+from qpool.errors import QpoolError
+from qpool.inventory import HostRecord
+
+if TYPE_CHECKING:
+    from qpool.context import Context
+
+RUNBOOK = "docs/runbooks/activate.md (\"The target lacks history\")"
+
+
+@dataclass(frozen=True)
+class Copy:
+    """One copy of (part of) the pair's history, with a label that tells the operator where it is."""
+
+    label: str
+    history: interchange.History
+    data: bytes = b""  # the EIP-3076 bytes, where the copy was read as such
+
+    @property
+    def signed(self) -> bool:
+        return any(self.history.attestations.get(k) or self.history.blocks.get(k) for k in self.history.pubkeys)
+
+
+def recovery(ctx: Context, target: HostRecord, *, failover: bool = False) -> str:
+    stack, pair = ctx.inventory.stack, target.pair
+    if failover:  # the run holds the target's operation lock: close it first (it never started the target)
+        return (f"close this run with `qpool failover --stack {stack} --pair {pair} --abandon`, recover the "
+                f"history onto {target.name} (`qpool backup`, then `qpool restore --host {target.name}`), then "
+                f"run the failover again; see {RUNBOOK}")
+    return (f"recover it onto {target.name} first: `qpool backup --stack {stack} --pair {pair} --out DIR` (collects "
+            f"every copy), then `qpool restore --stack {stack} --host {target.name} --archive ARCHIVE`, then the start "
+            f"again; see {RUNBOOK}. Never --first-start for these keys")
+
+
+def uncovered(copy: interchange.History, own: list[interchange.History]) -> list[str]:
+    """Per key, what `copy` knows newer than the union of `own` (newest target epoch, newest block slot)."""
+    problems = []
+    for o in own:
+        if o.pubkeys and o.genesis_validators_root != copy.genesis_validators_root:
+            problems.append(f"genesis_validators_root differs ({copy.genesis_validators_root} vs "
+                            f"{o.genesis_validators_root}): another chain")
+    for key in sorted(copy.pubkeys):
+        c_epoch = copy.max_target(key)
+        o_epochs = [e for o in own if (e := o.max_target(key)) is not None]
+        if c_epoch is not None and (not o_epochs or max(o_epochs) < c_epoch):
+            problems.append(f"{key[:18]}...: newest target epoch {c_epoch} there, "
+                            f"{max(o_epochs) if o_epochs else 'none'} on the target")
+        c_blocks = copy.blocks.get(key, frozenset())
+        o_blocks = [max(b) for o in own if (b := o.blocks.get(key))]
+        if c_blocks and (not o_blocks or max(o_blocks) < max(c_blocks)):
+            problems.append(f"{key[:18]}...: newest block slot {max(c_blocks)} there, "
+                            f"{max(o_blocks) if o_blocks else 'none'} on the target")
+    return problems
+
+
+def gather(ctx: Context, target: HostRecord, *, peer_dbs: bool = True) -> list[Copy]:
+    """Every readable copy of the target's pair's history, except the target's own DB."""
+    from qpool.remote import Unreachable
+    from qpool.signing import stopped_reasons
+
+    pair = target.pair or ""
+    hosts = ctx.inventory.pair_hosts(pair)
+    copies: list[Copy] = []
+    for host in hosts:
+        try:
+            st = ctx.ssh.status(host)
+        except Unreachable as exc:
+            ctx.report(f"      history copies on {host.name}: unreadable ({exc}); not counted")
+            continue
+        if host is not target and peer_dbs and st.get("db_present"):
+            if stopped_reasons(st):
+                ctx.report(f"      {host.name}'s DB is live (not stopped): not exported; the peer check refuses it")
+            else:
+                data, _ = ctx.ssh.export_bytes(host, "export-slashing")
+                copies.append(Copy(f"{host.name}'s slashing-protection DB", interchange.parse(data, host.name)))
+        if st.get("newest_backup"):
+            rep = replicas.select_intact(ctx, host)
+            if rep is not None:
+                data, _ = ctx.ssh.export_bytes(host, "export-replica", rep["path"])
+                copies.append(Copy(f"replica {rep['name']} on {host.name} ({rep['age_seconds']:.0f}s old)",
+                                   interchange.parse(data, f"replica {rep['name']} on {host.name}")))
+    # The target is stopped and locked at every call site: its validator binary reads the raw copies.
+    copies += _monitoring_copies(ctx, hosts, target)
+    return copies
+
+
+#: Lists this pair's `<host>--*.db` replicas newest first: one "mtime name sidecar-sha256" line each.
+_LIST_SCRIPT = ("cd {dir} 2>/dev/null || exit 0; "
+                "find . -maxdepth 1 -type f \\( {names} \\) -printf '%T@ %f\\n' | sort -rn | "
+                "while read -r t n; do "
+                "printf '%s %s %s\\n' \"$t\" \"$n\" \"$(cut -d' ' -f1 \"$n.sha256\" 2>/dev/null)\"; done")
+
+
+def _monitoring_copies(ctx: Context, hosts: list[HostRecord], via: HostRecord) -> list[Copy]:
+    """The newest intact replica of each of this pair's hosts on the monitoring server (other pairs' copies
+    are not this pair's history), read as EIP-3076 on a key host of the pair."""
+    from qpool.backups import _convert_raw, _pull_raw
+    from qpool.remote import Unreachable
+
+    mon = ctx.inventory.monitoring()
+    if mon is None:
+        return []
+    names = " -o ".join(f"-name {shlex.quote(h.name + '--*.db')}" for h in hosts)
+    script = _LIST_SCRIPT.format(dir=shlex.quote(MONITORING_REPLICA_DIR), names=names)
+    try:
+        res = ctx.ssh.run(mon, f"sudo sh -c {shlex.quote(script)}", timeout=60)
+    except Unreachable as exc:
+        ctx.report(f"      history copies on {mon.name}: unreachable ({exc}); not counted")
+        return []
+    if res.rc != 0:
+        raise QpoolError(f"{mon.name}: cannot list {MONITORING_REPLICA_DIR}: "
+                         f"{replicas.one_line_cause(res.stderr.decode(errors='replace'))}")
+    copies: list[Copy] = []
+    done: set[str] = set()
+    for line in res.stdout.decode().splitlines():
+        parts = line.split()
+        if len(parts) < 2:
+            continue
+        name, sidecar = parts[1], (parts[2] if len(parts) > 2 else None)
+        owner = name.split("--")[0]
+        if owner in done:
+            continue
+        try:
+            raw = _pull_raw(ctx, mon, MONITORING_REPLICA_DIR, name, sidecar)
+        except QpoolError as exc:
+            ctx.report(f"      WARNING: {exc}; trying the next older copy of {owner} on {mon.name}")
+            continue
+        done.add(owner)
+        label = f"replica {name} on {mon.name}"
+        data = _convert_raw(ctx, via, raw)
+        copies.append(Copy(label, interchange.parse(data, label), data))
+    return copies
+
+
+def require_covered(ctx: Context, target: HostRecord, own: list[interchange.History], copies: list[Copy],
+                    *, subject: str, fix: str | None = None, failover: bool = False) -> None:
+    """Refuse (naming the copy and the recovery) unless `own` covers every copy."""
+    for copy in copies:
+        lost = uncovered(copy.history, own)
+        if lost:
+            raise QpoolError(f"refusing: {copy.label} holds newer slashing-protection history than {subject} "
+                             f"({'; '.join(lost[:3])}); {fix or recovery(ctx, target, failover=failover)}")
+    ctx.report(f"      history covers every copy of the pair's history ({len(copies)} cop"
+               f"{'y' if len(copies) == 1 else 'ies'} checked)")
+
+
+def check_before_start(ctx: Context, target: HostRecord, target_status: dict[str, object], *, first_start: bool,
+                       archives: list[Copy] | None = None, peer_dbs: bool = True, failover: bool = False) -> None:
+    """The activate/first-start/failover check (see the module docstring). Raises QpoolError to refuse.
+    `failover`: called by a failover run (peer DBs are checked there already; the recovery text differs)."""
+    copies = gather(ctx, target, peer_dbs=peer_dbs) + list(archives or [])
+    own: list[interchange.History] = []
+    if target_status.get("db_present"):
+        data, _ = ctx.ssh.export_bytes(target, "export-slashing")
+        own.append(interchange.parse(data, f"export from {target.name}"))
+    if first_start:
+        mine = [Copy(f"{target.name}'s own DB", h) for h in own]
+        existing = [c for c in copies + mine if c.signed]
+        if existing:
+            more = f" and {len(existing) - 1} other copy/copies" if len(existing) > 1 else ""
+            raise QpoolError(f"--first-start refused: these keys have signed before ({existing[0].label}{more} "
+                             f"hold their history); {recovery(ctx, target)}")
+        ctx.report("first start without slashing-protection history requested (--first-start): no copy of this "
+                   "pair's history exists anywhere")
+        return
+    signed = [c for c in copies if c.signed]
+    if not own:
+        if signed:
+            raise QpoolError(f"refusing: {target.name} has no slashing-protection history, but {signed[0].label} "
+                             f"holds history of these keys; {recovery(ctx, target, failover=failover)}")
+        raise QpoolError(f"refusing: {target.name} has no slashing-protection history and no copy exists anywhere "
+                         "(no peer DB, no replica on the pair's hosts or the monitoring server); if this is the "
+                         "first start ever for these keys, re-run with --first-start (logged)")
+    require_covered(ctx, target, own, copies, subject=f"{target.name}'s own history", failover=failover)
+
+
+def check_restore(ctx: Context, target: HostRecord, archive: interchange.History, created: object,
+                  own: interchange.History | None) -> None:
+    """`qpool restore`: the archive (with what the target already has) must cover every copy of the pair's
+    history, so an old archive cannot put a host behind its own replicas, even when it has no history."""
+    copies = gather(ctx, target)
+    stack = ctx.inventory.stack
+    require_covered(ctx, target, [archive] + ([own] if own is not None else []), copies,
+                    subject=f"the archive (created {created}) and {target.name}'s own history",
+                    fix=f"this archive is too old: take a fresh `qpool backup --stack {stack} --pair {target.pair}` "
+                        f"(it collects that copy) and restore that one; nothing was changed ({RUNBOOK})")
+
+
+def with_monitoring_copies(ctx: Context, target: HostRecord, source: HostRecord, data: bytes,
+                           history: interchange.History) -> tuple[bytes, list[str]]:
+    """Fenced path: the replica on the target, merged with the monitoring server's newest intact copy of the
+    source when that one knows more (shipping to the standby may have failed while the monitoring server
+    got it). Importing a union only ever makes slashing protection refuse more."""
+    from qpool.backups import merge_interchanges
+
+    newer = [c for c in _monitoring_copies(ctx, [source], target) if uncovered(c.history, [history])]
+    if not newer:
+        return data, []
+    for copy in newer:
+        ctx.report(f"      {copy.label} is newer than the replica on {target.name}: merged into the import")
+    return merge_interchanges([data] + [c.data for c in newer]), [c.label for c in newer]
+
+
+def archive_copies(paths: tuple[Path, ...] | list[Path], passphrase_file: Path | None) -> list[Copy]:
+    """The operator's archives as copies of the pair's history (opened and verified before any SSH)."""
+    from qpool.backups import MERGED_MEMBER, open_archive
+    from qpool.keys.cli import _passphrase
+
+    passphrase = _passphrase(passphrase_file, confirm=False)
+    copies = []
+    for path in paths:
+        archive = open_archive(path.read_bytes(), passphrase)
+        copies.append(Copy(f"archive {path.name} (created {archive.manifest.get('created')})", archive.history,
+                           archive.member(MERGED_MEMBER)))
+    return copies

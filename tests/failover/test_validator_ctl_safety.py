@@ -1,0 +1,154 @@
+"""Issue 12 on the host side (qp-validator-ctl): the newest INTACT replica, corrupt ones moved aside; errors
+carry their cause in one line; the epoch gate also waits for the beacon node's slot clock.
+
+The module is loaded from its file with a temporary config, as tests/failover/test_validator_ctl_units.py
+does (the host loads /etc/quantapool/validator-ctl.json).
+"""
+
+from __future__ import annotations
+
+import errno
+import hashlib
+import importlib.util
+import io
+import json
+import os
+import sys
+import time
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+CTL_FILE = Path(__file__).resolve().parents[2] / "cloud_init" / "files" / "qp_validator_ctl.py"
+
+
+@pytest.fixture
+def ctl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
+    config = {"replica_dir": str(tmp_path / "replicas"), "validator_datadir": str(tmp_path / "validator"),
+              "beacon_rest": "http://127.0.0.1:1/eth/v1", "lock_file": str(tmp_path / "LOCKED")}
+    path = tmp_path / "validator-ctl.json"
+    path.write_text(json.dumps(config))
+    monkeypatch.setenv("QP_CTL_CONFIG", str(path))
+    spec = importlib.util.spec_from_file_location("qp_validator_ctl_safety", CTL_FILE)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.CFG = module.load_config()
+    monkeypatch.setitem(sys.modules, "qp_validator_ctl_safety", module)
+    return module
+
+
+def ship(directory: Path, name: str, data: bytes, age: float) -> Path:
+    """A replica as receive-backup stores it (file + sha256 sidecar), `age` seconds old."""
+    directory.mkdir(parents=True, exist_ok=True)
+    path = directory / name
+    path.write_bytes(data)
+    (directory / f"{name}.sha256").write_text(f"{hashlib.sha256(data).hexdigest()}  {name}\n")
+    stamp = time.time() - age
+    os.utime(path, (stamp, stamp))
+    return path
+
+
+def test_truncated_newest_replica_is_moved_aside_and_the_previous_used(ctl: ModuleType, tmp_path: Path) -> None:
+    d = tmp_path / "replicas"
+    ship(d, "h-primary--A.db", b"oldest" * 100, 900)
+    ship(d, "h-primary--B.db", b"middle" * 100, 600)
+    newest = ship(d, "h-primary--C.db", b"newest" * 100, 300)
+    newest.write_bytes(newest.read_bytes()[:50])  # truncated after its checksum was written
+    os.utime(newest, (time.time() - 300, time.time() - 300))
+    doc = ctl.select_replica()
+    assert doc["name"] == "h-primary--B.db" and doc["source"] == "h-primary"
+    assert 590 < doc["age_seconds"] < 700
+    assert [s["name"] for s in doc["skipped"]] == ["h-primary--C.db"]
+    assert "fails its checksum" in doc["skipped"][0]["reason"]
+    assert not newest.exists() and (d / "quarantine" / "h-primary--C.db").exists()
+    assert (d / "quarantine" / "h-primary--C.db.sha256").exists()
+    # A re-run is not a dead end: the same intact copy, nothing more to move.
+    again = ctl.select_replica()
+    assert again["name"] == "h-primary--B.db" and again["skipped"] == []
+    # export-replica refuses the corrupt file by itself as well (if someone passes it by path).
+    with pytest.raises(ctl.Refused, match="checksum"):
+        ctl.export_replica(str(_corrupt(ship(d, "h-primary--D.db", b"x" * 10, 1))))
+
+
+def _corrupt(path: Path) -> Path:
+    path.write_bytes(b"y" * 10)
+    return path
+
+
+def test_replica_without_checksum_is_not_chosen(ctl: ModuleType, tmp_path: Path) -> None:
+    d = tmp_path / "replicas"
+    ship(d, "h-primary--A.db", b"good", 600)
+    lone = d / "h-primary--B.db"
+    lone.write_bytes(b"no sidecar")
+    doc = ctl.select_replica()
+    assert doc["name"] == "h-primary--A.db"
+    assert doc["skipped"][0]["reason"] == "no checksum file"
+
+
+def test_all_replicas_corrupt_returns_none_with_reasons(ctl: ModuleType, tmp_path: Path) -> None:
+    d = tmp_path / "replicas"
+    _corrupt(ship(d, "h-primary--A.db", b"good", 600))
+    doc = ctl.select_replica()
+    assert doc["path"] is None and len(doc["skipped"]) == 1
+    assert ctl.select_replica() == {"path": None, "skipped": []}
+
+
+def test_no_replica_dir(ctl: ModuleType) -> None:
+    assert ctl.select_replica() == {"path": None, "skipped": []}
+
+
+# Real-shaped stderr of a validator import that hit a full disk (the stand-in's SQLite rollback).
+ENOSPC_TRACEBACK = b"""Traceback (most recent call last):
+  File "/usr/lib/quantapool/validator/slashing_db.py", line 142, in import_interchange
+    self._conn.executemany("INSERT OR IGNORE INTO attestations VALUES(?,?,?,?)", atts)
+sqlite3.OperationalError: database or disk is full
+
+During handling of the above exception, another exception occurred:
+
+Traceback (most recent call last):
+  File "/usr/lib/quantapool/validator/slashing_db.py", line 147, in import_interchange
+    self._conn.execute("ROLLBACK")
+sqlite3.OperationalError: cannot rollback - no transaction is active
+"""
+
+
+def test_disk_full_import_error_names_the_cause_in_one_line(ctl: ModuleType, tmp_path: Path) -> None:
+    msg = ctl._client_cause("import", ENOSPC_TRACEBACK, str(tmp_path))
+    assert "\n" not in msg and msg.startswith("import failed: disk full")
+    assert "free space" in msg and "rollback" not in msg
+
+
+def test_permission_and_other_errors_are_one_line(ctl: ModuleType, tmp_path: Path) -> None:
+    perm = ctl._client_cause("export", b"open /var/lib/x/validator.db: permission denied\n", str(tmp_path))
+    assert perm.startswith("export failed: permission denied") and "\n" not in perm
+    other = ctl._client_cause("import", b"Traceback (most recent call last):\n  File x\nValueError: bad root\n",
+                              str(tmp_path))
+    assert other == "import failed: ValueError: bad root"
+
+
+def test_oserror_reaches_the_operator_as_one_line_json(ctl: ModuleType, monkeypatch: pytest.MonkeyPatch,
+                                                       capsys: pytest.CaptureFixture[str]) -> None:
+    def full(_data: bytes, _sha: str) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device", "/tmp/qp-import-x/slashing_protection.json")
+
+    monkeypatch.setattr(ctl, "import_slashing", full)
+    monkeypatch.setattr(ctl, "load_config", lambda: ctl.CFG)
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(b"{}")))
+    assert ctl.main(["import-slashing", "--sha256", "0" * 64]) == 1
+    doc = json.loads(capsys.readouterr().out)
+    assert doc["error"].startswith("import-slashing: disk full on /tmp/qp-import-x")
+
+
+def test_gate_epoch_on_the_host_is_the_earlier_of_its_clock_and_the_beacon_slot_clock(
+        ctl: ModuleType, monkeypatch: pytest.MonkeyPatch) -> None:
+    genesis = time.time() - 10 * 8  # 2 s slots, 4 per epoch: epoch 10 by this host's clock
+    monkeypatch.setattr(ctl, "chain_clock", lambda: {"genesis_time": genesis, "seconds_per_slot": 2.0,
+                                                     "slots_per_epoch": 4})
+    monkeypatch.setattr(ctl, "http_json", lambda _u: (200, {"data": {"head_slot": "30", "sync_distance": "2"}}))
+    assert ctl.current_epoch() == 8  # beacon slot 32 -> epoch 8: behind the host clock's epoch 10
+    monkeypatch.setattr(ctl, "http_json", lambda _u: (200, {"data": {"head_slot": "60", "sync_distance": "0"}}))
+    assert ctl.current_epoch() == 10
+    monkeypatch.setattr(ctl, "http_json", lambda _u: (0, None))  # beacon silent: the host clock alone
+    assert ctl.current_epoch() == 10
