@@ -14,7 +14,15 @@ from qpool.errors import QpoolError
 from qpool.journal import journal_path, last_journal
 
 from .safety_support import fake, make_ctx
-from .test_operations_guards import BACKUP, PRIMARY, FakeClock, _fenced_by_hetzner, interchange, stopped_status
+from .test_operations_guards import (
+    BACKUP,
+    PRIMARY,
+    FakeClock,
+    _fenced_by_hetzner,
+    interchange,
+    record_starts,
+    stopped_status,
+)
 
 EPOCH = 60.0 * 128  # Zond: 7680 s
 
@@ -83,16 +91,7 @@ def _late_fence_setup(ctx: ops.Context, monkeypatch: pytest.MonkeyPatch, target_
     _fenced_by_hetzner(monkeypatch, lambda _c, _h: False)
     monkeypatch.setattr(ops, "_fence", lambda c, _h, _j: {"fenced_at": c.clock(), "already_off": False})
     monkeypatch.setattr(ops, "_verify_fenced", lambda _c, _h: "powered off (fake)")
-    started: list[float] = []
-    real_ctl = ssh.ctl
-
-    def ctl(host: Any, *args: str, **kw: Any) -> dict[str, Any]:
-        if args[0] == "activate":
-            started.append(clock.now)
-        return real_ctl(host, *args, **kw)
-
-    ssh.ctl = ctl  # type: ignore[method-assign]
-    return started
+    return record_starts(ssh, clock)
 
 
 def test_late_fence_gate_uses_the_target_clock_when_the_operator_is_behind(

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -169,16 +170,20 @@ def interrupt_at(prefix: str) -> Callable[[str], None]:
     return report
 
 
-@pytest.fixture(scope="module")
-def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    """One lab for the module; the primary signs (first start) when the first scenario begins."""
-    root = tmp_path_factory.mktemp("fm-fault-lab")
-    with running_lab(STACK, OCTET, root, clock=CLOCK, log=lambda _msg: None) as (dep, session):
+def signing_lab(root: Path, stack: str, octet: int) -> Iterator[Lab]:
+    """A whole lab whose primary signs (first start); torn down when the caller's fixture ends."""
+    with running_lab(stack, octet, root, clock=CLOCK, log=lambda _msg: None) as (dep, session):
         ctx = operator_context(session)
         ops.activate(ctx, PAIR, first_start=True)
         handle = Lab(dep, session, ctx)
         handle.wait_signs("primary", after=0)
         yield handle
+
+
+@pytest.fixture(scope="module")
+def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
+    """One lab for the module; the primary signs (first start) when the first scenario begins."""
+    yield from signing_lab(tmp_path_factory.mktemp("fm-fault-lab"), STACK, OCTET)
 
 
 # -- the primary signs --------------------------------------------------------------------------------

@@ -25,7 +25,7 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
-from lab.testing import lab_unavailable_reason, operator_context, running_lab
+from lab.testing import lab_unavailable_reason
 from qpool import backups
 from qpool import operations as ops
 from qpool.errors import QpoolError
@@ -40,6 +40,7 @@ from .test_fault_matrix import (
     _fenced_failover,
     _power_back_on,
     assert_exactly,
+    signing_lab,
     verify,
 )
 
@@ -55,13 +56,7 @@ REPLICA_DIR = "/var/lib/quantapool/slashing-replicas"
 
 @pytest.fixture(scope="module")
 def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Lab]:
-    root = tmp_path_factory.mktemp("fm-safety-lab")
-    with running_lab(STACK, OCTET, root, clock=CLOCK, log=lambda _msg: None) as (dep, session):
-        ctx = operator_context(session)
-        ops.activate(ctx, PAIR, first_start=True)
-        handle = Lab(dep, session, ctx)
-        handle.wait_signs("primary", after=0)
-        yield handle
+    yield from signing_lab(tmp_path_factory.mktemp("fm-safety-lab"), STACK, OCTET)
 
 
 @pytest.fixture(scope="module")

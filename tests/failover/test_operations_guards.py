@@ -128,8 +128,8 @@ class FakeClock:
         self.now += seconds
 
 
-@pytest.fixture
-def ctx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ops.Context:
+def build_ctx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ops.Context:
+    """Primary signs, backup stopped and locked, on the fake SSH layer and a fake clock."""
     monkeypatch.setenv("QPOOL_NO_PULUMI_CLI", "1")
     config = tmp_path / "Pulumi.t.yaml"
     config.write_text("config:\n  quantapool:validatorPairs:\n    - name: p1\n      active: primary\n")
@@ -140,6 +140,25 @@ def ctx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ops.Context:
                           sleep=clock.sleep, journal_dir=tmp_path / "state")
     context.ssh = FakeSsh({PRIMARY.name: running_status(), BACKUP.name: stopped_status()})  # type: ignore[assignment]
     return context
+
+
+@pytest.fixture
+def ctx(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ops.Context:
+    return build_ctx(tmp_path, monkeypatch)
+
+
+def record_starts(ssh: FakeSsh, clock: FakeClock) -> list[float]:
+    """The fake clock's time at every `qp-validator-ctl activate` the operation sends (the start itself)."""
+    started: list[float] = []
+    real_ctl = ssh.ctl
+
+    def ctl(host: HostRecord, *args: str, **kw: Any) -> dict[str, Any]:
+        if args[0] == "activate":
+            started.append(clock.now)
+        return real_ctl(host, *args, **kw)
+
+    ssh.ctl = ctl  # type: ignore[method-assign]
+    return started
 
 
 def fake(ctx: ops.Context) -> FakeSsh:
@@ -378,15 +397,7 @@ def test_fenced_path_starts_only_after_the_epoch_gate(fenced_ctx: ops.Context) -
     chain = ssh.statuses[BACKUP.name]["chain_clock"]  # type: ignore[index]
     fence_time = clock.now
     gate_epoch, gate_time = ops.epoch_gate(chain, fence_time)
-    started_at: list[float] = []
-    real_ctl = ssh.ctl
-
-    def ctl(host: HostRecord, *args: str, **kw: Any) -> dict[str, Any]:
-        if args[0] == "activate":
-            started_at.append(clock.now)
-        return real_ctl(host, *args, **kw)
-
-    ssh.ctl = ctl  # type: ignore[method-assign]
+    started_at = record_starts(ssh, clock)
     result = ops.failover(fenced_ctx, "p1")
     assert result["mode"] == "fenced"
     assert gate_epoch == 10 + ops.EPOCH_GATE_OFFSET
