@@ -119,8 +119,10 @@ def check(staged: Host, live: Host) -> None:
 def check_prometheus_config(staged: Host) -> None:
     host = staged.m["prometheus"]["config"]
     doc = yaml.safe_load(staged.at(host).read_text()) or {}
-    # rule_files name host paths: promtool must read the staged rules, not the live ones
-    doc["rule_files"] = [str(staged.at(p)) for p in doc.get("rule_files") or []]
+    # rule_files name host paths (relative ones: to the config's directory, as Prometheus reads them):
+    # promtool must read the staged rules, not the live ones
+    base = Path(host).parent
+    doc["rule_files"] = [str(staged.at(str(base / p))) for p in doc.get("rule_files") or []]
     with tempfile.TemporaryDirectory(prefix="qp-prom-check.") as tmp:
         cfg = Path(tmp) / Path(host).name
         cfg.write_text(yaml.safe_dump(doc, sort_keys=False))
@@ -139,20 +141,23 @@ def check_alertmanager(staged: Host, live: Host) -> None:
         dummy.write_text(PLACEHOLDER.sub(DUMMY_VALUE, staged.at(host).read_text()))
         res = run(["amtool", "check-config", str(dummy)], f"{host}: amtool")
         if res.returncode != 0:
-            msg = one_line(res.stdout + res.stderr).replace(str(dummy), host)
+            text = re.sub(r"Checking '[^']*'\s*", "", res.stdout + res.stderr)
+            text = "\n".join(ln for ln in text.splitlines() if not ln.startswith("amtool: error: failed to validate"))
+            msg = one_line(text).replace(str(dummy), host)
             raise Failed(f"{host}: amtool check-config: {staged.shown(msg)}")
         # (b) the real rendering with the host's secrets, by the staged renderer (it runs amtool itself and
         # never prints a secret); the result stays in this 0700 temp dir and is deleted with it
         res = render_alertmanager(staged.at(am["renderer"]), staged.at(host), Path(tmp) / "alertmanager.yml",
-                                  live.at(am["secrets_dir"]), group="")
+                                  am["secrets_dir"], group="")
         if res.returncode != 0:
             raise Failed(f"{host}: {one_line(res.stderr or res.stdout)}")
 
 
-def render_alertmanager(renderer: Path, template: Path, output: Path, secrets: Path, group: str,
+def render_alertmanager(renderer: Path, template: Path, output: Path, secrets_dir: str, group: str,
                         ) -> subprocess.CompletedProcess:
+    """The renderer reads the secret files under QP_BUNDLE_ROOT itself (the environment is passed on)."""
     return run([sys.executable, str(renderer), "--template", str(template), "--output", str(output),
-                "--secrets-dir", str(secrets), "--group", group], "qp-alertmanager-config")
+                "--secrets-dir", secrets_dir, "--group", group], "qp-alertmanager-config")
 
 
 # -- reload: the installed files -------------------------------------------------------------------------
@@ -207,7 +212,7 @@ class Reload:
             return f"{am['unit']} is not running: the new files apply at its next start"
         # strictly, so that a missing secret fails here and not silently in the unit's `ExecReload=-`
         res = render_alertmanager(self.live.at(am["renderer"]), self.live.at(am["template"]),
-                                  self.live.at(am["config"]), self.live.at(am["secrets_dir"]), am["group"])
+                                  self.live.at(am["config"]), am["secrets_dir"], am["group"])
         if res.returncode != 0:
             raise Failed(f"{am['template']}: {one_line(res.stderr or res.stdout)}")
         verb = "restart" if changed & {am["defaults"], am["dropin"]} else "reload"
