@@ -285,11 +285,10 @@ def apply(dep: LabDeployment, config_file: Path, *, log: Callable[[str], None] =
         result.seconds = time.monotonic() - started
         return result
 
-    old_config, old_run = dep.config, dep.run
     dep.config, dep.run, dep.secrets = lab_cfg, run, lab_secrets
-    executor = _Executor(dep, old_config, old_run, run, state, old_records, new_records, log, result, on_host_added)
+    executor = _Executor(dep, run, state, old_records, new_records, log, result, on_host_added)
     with release_mirror(dep.state_dir / "mirror", dep.network.bridge_ip):
-        executor.run(plan)
+        executor.execute(plan)
     dep.config_source = loaded.path
     result.seconds = time.monotonic() - started
     log(f"apply done: {plan.summary} ({result.seconds:.1f}s)")
@@ -299,10 +298,10 @@ def apply(dep: LabDeployment, config_file: Path, *, log: Callable[[str], None] =
 class _Executor:
     """Runs a plan's changes in dependency order (hosts in parallel) and keeps the applied record current."""
 
-    def __init__(self, dep: LabDeployment, old_config: Any, old_run: ProgramRun, run: ProgramRun, state: LabState,
+    def __init__(self, dep: LabDeployment, run: ProgramRun, state: LabState,
                  old_records: list[dict[str, Any]], new_records: list[dict[str, Any]], log: Callable[[str], None],
                  result: ApplyResult, on_host_added: Callable[[str], None] | None) -> None:
-        self.dep, self.old_config, self.old_run, self.run, self.state = dep, old_config, old_run, run, state
+        self.dep, self.run, self.state = dep, run, state
         self.log, self.result, self.on_host_added = log, result, on_host_added
         self.records = {(r["type"], r["name"]): r for r in old_records}
         self.order = [(r["type"], r["name"]) for r in old_records]
@@ -332,7 +331,7 @@ class _Executor:
             self.result.applied.append(change.name)
 
     # scheduling --------------------------------------------------------------------------------------------
-    def run(self, plan: Plan) -> None:
+    def execute(self, plan: Plan) -> None:
         forward = [c for c in plan.changes if c.op != "delete"]
         planned = {c.name for c in forward}
         urn_name = {r.urn: r.name for r in self.run.resources}
