@@ -49,6 +49,7 @@ from lab.deploy import (
 )
 from lab.hosts import LabHost
 from lab.net import LabError
+from lab.session import LabSession
 from lab.state import LabState
 from qpool.program import ProgramRun, RecordedResource
 from qpool.review import host_of
@@ -259,11 +260,11 @@ class ApplyError(LabError):
 
 
 def apply(dep: LabDeployment, config_file: Path, *, log: Callable[[str], None] = print, dry_run: bool = False,
-          on_host_added: Callable[[str], None] | None = None) -> ApplyResult:
+          session: LabSession | None = None) -> ApplyResult:
     """Apply ``config_file`` to the running lab ``dep`` as `pulumi up` would (see the module docstring).
 
-    ``on_host_added`` is called with each new host's name once it is booted and bootstrapped (the lab session
-    registers it with its fake Hetzner API and the inventory). ``dry_run`` prints the plan and stops.
+    With the lab's ``session``, new hosts join its fake Hetzner API and inventory, and the inventory's stack
+    file becomes the applied one (what `qpool status`/`failover` read). ``dry_run`` prints the plan and stops.
     """
     started = time.monotonic()
     state = LabState(dep.state_dir)
@@ -286,10 +287,17 @@ def apply(dep: LabDeployment, config_file: Path, *, log: Callable[[str], None] =
         return result
 
     dep.config, dep.run, dep.secrets = lab_cfg, run, lab_secrets
-    executor = _Executor(dep, run, state, old_records, new_records, log, result, on_host_added)
-    with release_mirror(dep.state_dir / "mirror", dep.network.bridge_ip):
-        executor.execute(plan)
+    executor = _Executor(dep, run, state, old_records, new_records, log, result,
+                         session.host_added if session is not None else None)
+    try:
+        with release_mirror(dep.state_dir / "mirror", dep.network.bridge_ip):
+            executor.execute(plan)
+    finally:
+        if session is not None:
+            session.write_inventory()
     dep.config_source = loaded.path
+    if session is not None:
+        session.config_applied(loaded.path)
     result.seconds = time.monotonic() - started
     log(f"apply done: {plan.summary} ({result.seconds:.1f}s)")
     return result
