@@ -21,11 +21,6 @@ after every step, so a re-run continues where the failed one stopped.
 
 from __future__ import annotations
 
-import base64
-import binascii
-import hashlib
-import io
-import tarfile
 import threading
 import time
 from collections.abc import Callable
@@ -37,9 +32,7 @@ from typing import Any
 from cloud_init.base import ADMIN_USER
 from lab import overlay
 from lab.deploy import (
-    COMMAND,
     LAB_SKIPPED_STEPS,
-    SERVER,
     LabDeployment,
     _scrub,
     _user_data_by_host,
@@ -51,196 +44,27 @@ from lab.hosts import LabHost
 from lab.net import LabError
 from lab.session import LabSession
 from lab.state import LabState
+from qpool.plan_diff import COMMAND, SERVER, VOLUME, Change, Plan, base_record, diff, format_plan
 from qpool.program import ProgramRun, RecordedResource
-from qpool.review import host_of
 from qpool.stacks import load_stack
 
-VOLUME = "hcloud:index/volume:Volume"
-
-#: hcloud server inputs whose change makes the provider replace the server (ForceNew in terraform-provider-hcloud).
-SERVER_REPLACE_KEYS = frozenset({"location", "datacenter", "image", "userData", "sshKeys"})
-#: hcloud server inputs changed in place by powering the server off (a resize).
-SERVER_POWER_CYCLE_KEYS = frozenset({"serverType"})
-#: Other resources whose input change is a replacement (ForceNew); everything else updates in place.
-REPLACE_KEYS_BY_TYPE = {
-    VOLUME: frozenset({"location"}),
-    "random:index/randomBytes:RandomBytes": None,  # None: every input
-    "random:index/randomPassword:RandomPassword": None,
-    "tls:index/privateKey:PrivateKey": None,
-}
-
-
-# -- the applied-run record -------------------------------------------------------------------------------
-
-def _root_key(path: str) -> str:
-    """`triggers[*]` / `networks[0].ip` -> the top-level input the option names."""
-    for sep in (".", "["):
-        path = path.split(sep, 1)[0]
-    return path
-
-
-def bundle_files(stdin: Any) -> dict[str, bytes] | None:
-    """The files of a non-secret base64-tar stdin (a host configuration bundle), else None."""
-    if not isinstance(stdin, str) or len(stdin) < 100:
-        return None
-    try:
-        raw = base64.b64decode(stdin, validate=True)
-        with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
-            return {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]
-    except (ValueError, binascii.Error, tarfile.TarError):
-        return None
+__all__ = ["COMMAND", "SERVER", "VOLUME", "ApplyError", "ApplyResult", "Change", "Plan", "apply", "diff", "format_plan",
+           "record_run"]
 
 
 def record_resource(run: ProgramRun, r: RecordedResource, state: LabState) -> dict[str, Any]:
-    """What the lab keeps of one applied resource: digests of its inputs, never their (secret) values."""
+    """What the lab keeps of one applied resource: keyed digests of its inputs, never their (secret) values."""
     plain = r.plain_inputs()
-    rec: dict[str, Any] = {
-        "type": r.type, "name": r.name, "parent": r.parent, "host": host_of(run, r),
-        "inputs": {k: state.digest(v) for k, v in plain.items() if not k.startswith("__")},
-        "ignore_changes": sorted({_root_key(k) for k in r.options.get("ignoreChanges", [])}),
-        "replace_on_changes": sorted({_root_key(k) for k in r.options.get("replaceOnChanges", [])}),
-        "delete_before_replace": bool(r.options.get("deleteBeforeReplace")),
-        "protect": bool(r.options.get("protect")),
-    }
-    if r.type == SERVER:
-        rec["server"] = plain.get("name")
+    rec = base_record(run, r, state.digest, plain)
     if r.type == COMMAND:
         for key in ("delete", "update"):  # needed to delete/update later; kept only when not secret
             if plain.get(key) and not r.input_is_secret(key):
                 rec[key] = plain[key]
-        if not r.input_is_secret("stdin"):
-            files = bundle_files(plain.get("stdin"))
-            if files is not None:
-                rec["files"] = {path: hashlib.sha256(content).hexdigest() for path, content in files.items()}
     return rec
 
 
 def record_run(run: ProgramRun, state: LabState) -> list[dict[str, Any]]:
     return [record_resource(run, r, state) for r in run.resources]
-
-
-# -- the plan -----------------------------------------------------------------------------------------------
-
-@dataclass(frozen=True)
-class Change:
-    op: str  # create | update | replace | delete | same
-    type: str
-    name: str
-    host: str | None
-    keys: tuple[str, ...] = ()  # changed inputs (not ignored)
-    deferred: tuple[str, ...] = ()  # changed inputs held back by ignore_changes
-    files: tuple[str, ...] = ()  # "+path" / "~path" / "-path" of a bundle
-    power_cycle: bool = False
-
-    @property
-    def step(self) -> str:
-        return self.name.removeprefix(f"{self.host}-") if self.host else self.name
-
-
-@dataclass
-class Plan:
-    changes: list[Change]  # to carry out, in order (deletes last, in reverse)
-    deferred: list[Change]  # unchanged except for ignored inputs
-    refusals: list[str]
-    unchanged: int
-
-    def count(self, op: str) -> int:
-        return sum(1 for c in self.changes if c.op == op)
-
-    @property
-    def summary(self) -> str:
-        return (f"{self.count('create')} to create, {self.count('update')} to update, "
-                f"{self.count('replace')} to replace, {self.count('delete')} to delete, {self.unchanged} unchanged")
-
-    @property
-    def empty(self) -> bool:
-        return not self.changes
-
-
-def _file_changes(old: dict[str, str] | None, new: dict[str, str] | None) -> tuple[str, ...]:
-    if old is None and new is None:
-        return ()
-    old, new = old or {}, new or {}
-    out = [f"+{p}" for p in sorted(set(new) - set(old))]
-    out += [f"~{p}" for p in sorted(set(new) & set(old)) if new[p] != old[p]]
-    out += [f"-{p}" for p in sorted(set(old) - set(new))]
-    return tuple(out)
-
-
-def diff(old_records: list[dict[str, Any]], new_records: list[dict[str, Any]]) -> Plan:
-    """Pulumi's diff of two runs' records: per resource create/update/replace/delete, refusals first-class."""
-    old = {(r["type"], r["name"]): r for r in old_records}
-    new_keys = {(r["type"], r["name"]) for r in new_records}
-    changes: list[Change] = []
-    deferred: list[Change] = []
-    refusals: list[str] = []
-    unchanged = 0
-    for n in new_records:
-        o = old.get((n["type"], n["name"]))
-        if o is None:
-            changes.append(Change("create", n["type"], n["name"], n["host"],
-                                  files=_file_changes(None, n.get("files"))))
-            continue
-        ignored = set(n["ignore_changes"])
-        changed = sorted(k for k in set(o["inputs"]) | set(n["inputs"]) if o["inputs"].get(k) != n["inputs"].get(k))
-        held = tuple(k for k in changed if k in ignored)
-        keys = tuple(k for k in changed if k not in ignored)
-        if not keys:
-            unchanged += 1
-            if held:
-                deferred.append(Change("same", n["type"], n["name"], n["host"], deferred=held))
-            continue
-        op, power_cycle = "update", False
-        if n["type"] == COMMAND:
-            if "triggers" in keys or set(keys) & set(n["replace_on_changes"]):
-                op = "replace"
-        elif n["type"] == SERVER:
-            if set(keys) & SERVER_REPLACE_KEYS or set(keys) & set(n["replace_on_changes"]):
-                op = "replace"
-                refusals.append(f"{n['name']}: changing {', '.join(sorted(set(keys) & SERVER_REPLACE_KEYS))} "
-                                "replaces the server (a new disk: chain data and slashing history lost); refused, "
-                                "nothing was applied; revert that change or replace the host deliberately")
-            power_cycle = bool(set(keys) & SERVER_POWER_CYCLE_KEYS)
-        elif n["type"] in REPLACE_KEYS_BY_TYPE:
-            force = REPLACE_KEYS_BY_TYPE[n["type"]]
-            if force is None or set(keys) & force:
-                op = "replace"
-        if op == "replace" and o.get("protect"):
-            refusals.append(f"{n['name']}: protected resource would be replaced ({', '.join(keys)}); refused, "
-                            "nothing was applied")
-        changes.append(Change(op, n["type"], n["name"], n["host"], keys=keys, deferred=held,
-                              files=_file_changes(o.get("files"), n.get("files")), power_cycle=power_cycle))
-    for o in reversed(old_records):
-        if (o["type"], o["name"]) not in new_keys:
-            if o.get("protect"):
-                refusals.append(f"{o['name']}: protected resource would be deleted; refused, nothing was applied")
-            changes.append(Change("delete", o["type"], o["name"], o["host"],
-                                  files=_file_changes(o.get("files"), None)))
-    return Plan(changes=changes, deferred=deferred, refusals=refusals, unchanged=unchanged)
-
-
-SYMBOL = {"create": "+", "update": "~", "replace": "+-", "delete": "-"}
-
-
-def format_plan(plan: Plan, stack: str) -> list[str]:
-    """`pulumi preview`-like lines: one per change, bundle files under their step, then the counts."""
-    lines = [f"Previewing update ({stack}):"]
-    for c in plan.changes:
-        detail = f" [{', '.join(c.keys)}]" if c.keys else ""
-        if c.power_cycle:
-            detail += " (power cycle: Hetzner resizes a powered-off server)"
-        lines.append(f"  {SYMBOL[c.op]:<2} {c.type:<42} {c.name:<48} {c.op}{detail}")
-        lines.extend(f"       {f}" for f in c.files)
-    for c in plan.deferred:
-        lines.append(f"  =  {c.type:<42} {c.name:<48} deferred: {', '.join(c.deferred)} changed but in "
-                     "ignore_changes (not applied to the running server)")
-    for c in plan.changes:
-        if c.deferred:
-            lines.append(f"     {c.name}: deferred {', '.join(c.deferred)} (ignore_changes)")
-    lines.append("Resources:")
-    lines.append(f"    {plan.summary}")
-    lines.extend(f"error: {r}" for r in plan.refusals)
-    return lines
 
 
 # -- carrying it out ---------------------------------------------------------------------------------------
@@ -454,9 +278,9 @@ class _Executor:
                                          dep.clock.genesis_time, overlay.pool_contracts_env(dep.config))
                  if spec.is_key_host else overlay.monitoring_extra_files(mirror_url_of(dep.network)))
         self.log(f"{name}: booting a new lab host ({spec.role}, {spec.private_ip})")
-        with self.lock:
+        with self.lock:  # one boot at a time: the network's claims and address book are not thread-safe
             dep.hosts[name] = host
-        host.boot(lab_ud, extra_files=extra)
+            host.boot(lab_ud, extra_files=extra)
         host.wait_ready(ADMIN_USER, dep.deploy_key, timeout=600)
         self.log(f"{name}: cloud-init done")
         if self.on_host_added is not None:
