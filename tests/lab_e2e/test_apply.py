@@ -25,7 +25,7 @@ from .conftest import LAB_MARKS, Lab, ctl_status, module_lab, one_host, out, wai
 pytestmark = LAB_MARKS
 
 STACK = "e2eapply"
-OCTET = 29
+OCTET = 28
 
 
 @pytest.fixture(scope="module")
