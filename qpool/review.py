@@ -63,6 +63,31 @@ def _short(value: Any, limit: int = 100) -> str:
     return text if len(text) <= limit else text[: limit - 15] + f"... ({len(text)} chars)"
 
 
+SERVER_TYPE = "hcloud:index/server:Server"
+
+
+def deferred_changes(run: ProgramRun) -> list[dict[str, str]]:
+    """Changes `pulumi up` will not make on a host now (components/host_server.py ignore_changes_for):
+    a server-type change (a power-cycling resize) on a pair's active host waits for failover."""
+    out = []
+    for server in sorted(run.of_type(SERVER_TYPE), key=lambda r: r.name):
+        if "serverType" in server.options.get("ignoreChanges", []):
+            inputs = server.display_inputs()
+            out.append({
+                "host": str(inputs.get("name") or server.name), "field": "serverType",
+                "configured": str(inputs.get("serverType")),
+                "reason": "the pair's active host (stack config `active`): a resize powers it off; a "
+                          "serverType change applies to the standby now and to this host only after "
+                          "`qpool failover`, `pulumi up`, failback",
+            })
+    return out
+
+
+def plan_document(run: ProgramRun) -> dict[str, Any]:
+    """plan.json / `qpool plan --json`: the resource graph plus the deferred changes."""
+    return {**run.plan_json(), "deferred": deferred_changes(run)}
+
+
 def format_plan(run: ProgramRun) -> str:
     """A readable tree: parents before children, one line per input."""
     children: dict[str | None, list[RecordedResource]] = {}
@@ -89,6 +114,10 @@ def format_plan(run: ProgramRun) -> str:
     roots = [u for u in children if u is None or not any(r.urn == u for r in run.resources)]
     for root in roots:
         walk(root, 0)
+    deferred = deferred_changes(run)
+    if deferred:
+        lines.append("deferred (ignore_changes while active):")
+        lines.extend(f"  {d['host']}: {d['field']} ({d['configured']}) deferred: {d['reason']}" for d in deferred)
     if run.outputs:
         lines.append("outputs:")
         for key in sorted(run.outputs):
@@ -215,6 +244,6 @@ def render_files(run: ProgramRun, out_dir: Path) -> list[Path]:
             path.write_bytes(content)
             written.append(path)
     plan_path = out_dir / "plan.json"
-    plan_path.write_text(json.dumps(run.plan_json(), indent=2, sort_keys=True) + "\n")
+    plan_path.write_text(json.dumps(plan_document(run), indent=2, sort_keys=True) + "\n")
     written.append(plan_path)
     return written
