@@ -70,6 +70,7 @@ class _KeyHost(pulumi.ComponentResource):
         steps.wait_ready()
         self.host_key = steps.host_key().stdout
         steps.host_env(self.server.ipv4_address)
+        bootstrap.base_bundles(steps, cfg, host, args.deploy_public_key)
         steps.host_tools(cfg, host, args.ship_public_key)
         steps.secret_file("backup-ship-key", args.ship_private_key)
         steps.secret_file("jwt", jwt_hex)

@@ -98,7 +98,9 @@ def plan(stack: str, config_file: Path | None, as_json: bool, old_plan: Path | N
         click.echo(format_plan_diff(old_doc, result.run, str(old_plan)))
         return
     if as_json:
-        click.echo(json.dumps(result.run.plan_json(), indent=2, sort_keys=True))
+        from qpool.review import plan_document
+
+        click.echo(json.dumps(plan_document(result.run), indent=2, sort_keys=True))
         return
     from qpool.review import format_plan
 
