@@ -62,7 +62,8 @@ def restart_validator(ctx: Context, pair: str) -> dict[str, Any]:
         if view.status is None:
             raise QpoolError(f"{target.name} is unreachable ({view.error}); nothing was changed")
         if not running(view.status):
-            raise QpoolError(f"{target.name}'s validator is not running (unit {view.status.get('unit', {}).get('active')}"
+            unit = view.status.get("unit", {}).get("active")
+            raise QpoolError(f"{target.name}'s validator is not running (unit {unit}"
                              f", lock {'on' if view.status.get('locked') else 'off'}): nothing to restart; start it "
                              "with `qpool activate` (same checks)")
         pending = view.status.get("restart_pending")

@@ -80,7 +80,7 @@ def test_refused_when_the_peer_is_unreachable_even_if_fenced(ctx: ops.Context,
 
 def test_refused_when_the_active_validator_is_not_running(ctx: ops.Context) -> None:
     fake(ctx).statuses[PRIMARY.name] = stopped_status()
-    with pytest.raises(QpoolError, match="not running.*qpool activate"):
+    with pytest.raises(QpoolError, match=r"not running.*qpool activate"):
         restart_validator(ctx, "p1")
     assert _changes(ctx) == []
 
