@@ -20,6 +20,8 @@ from pulumi_command import remote
 
 from cloud_init import HostRenderInputs
 from cloud_init.base import ADMIN_USER
+from cloud_init.bundles import INSTALL_COMMAND as BUNDLE_INSTALL_COMMAND
+from cloud_init.bundles import Bundle, bundle_digest, bundle_tar_b64, confirm_command
 from cloud_init.host_tools import INSTALL_COMMAND, digest, host_tools_files, tools_tar_b64
 
 # Host scripts the steps call: installed by cloud-init, named once in cloud_init/, never edited over SSH.
@@ -97,3 +99,26 @@ class Steps:
             lambda key: tools_tar_b64(host_tools_files(
                 HostRenderInputs(config=config, host=host, deploy_public_key="", volume_device=None), key)))
         return self.add("host-tools", INSTALL_COMMAND, stdin=tools, triggers=[tools.apply(digest)])
+
+    # -- configuration bundles (cloud_init/bundles.py) ------------------------------------------------
+    def bundle(self, bundle_or_output: Bundle | pulumi.Output[Bundle], *, name: str | None = None,
+               timeout: str = STEP_TIMEOUT) -> remote.Command:
+        """`<host>-bundle-<name>`: stdin is the bundle's base64 tar (plain, reviewable), triggers its digest.
+
+        A Bundle that depends on Outputs (e.g. the deploy key) is passed as Output[Bundle] with `name`
+        given, because the step's name must be known before the Output resolves.
+        """
+        if isinstance(bundle_or_output, Bundle):
+            name = name or bundle_or_output.name
+        if name is None:
+            raise ValueError("Steps.bundle: pass name= with an Output[Bundle]")
+        tar = pulumi.Output.from_input(bundle_or_output).apply(bundle_tar_b64)
+        return self.add(f"bundle-{name}", BUNDLE_INSTALL_COMMAND, stdin=tar, triggers=[tar.apply(digest)],
+                        timeout=timeout)
+
+    def firewall_confirm(self, bundle: Bundle, applied: remote.Command) -> remote.Command:
+        """`<host>-firewall-confirm`: a NEW SSH connection after the firewall bundle; if the new ruleset
+        dropped the applier this step cannot connect and the host restores the previous ruleset by itself.
+        Re-runs exactly when the firewall bundle does (same digest in its triggers)."""
+        return self.add("firewall-confirm", confirm_command(bundle.name, bundle_digest(bundle)),
+                        triggers=[digest(bundle_tar_b64(bundle))], depends_on=[applied])
