@@ -16,8 +16,8 @@ import pytest
 import yaml
 
 from cloud_init import HostRenderInputs
-from cloud_init.base import decoded_write_files
 from cloud_init import key_host as kh
+from cloud_init.base import decoded_write_files
 from cloud_init.key_host import key_host_cloud_config, render_key_host_user_data
 from core.config import StackConfig, load_stack_config
 from qpool.stacks import load_stack

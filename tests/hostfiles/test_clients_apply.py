@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import http.server
 import json
+import subprocess
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -85,7 +86,7 @@ class Host:
             (self.root / "active" / f"qp-{role}.service").touch()
             assert run(self.root, self.state, "record", role).returncode == 0
 
-    def run_apply(self):  # noqa: ANN201
+    def run_apply(self) -> subprocess.CompletedProcess[str]:
         (self.root / "calls.log").unlink(missing_ok=True)
         return run(self.root, self.apply)
 
@@ -190,12 +191,12 @@ def test_stopped_validator_has_nothing_pending(box: Host) -> None:
 class _Answers(http.server.BaseHTTPRequestHandler):
     health = 206
 
-    def do_POST(self) -> None:  # noqa: N802 - http.server's name
+    def do_POST(self) -> None:
         body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
         self._send(200, {"jsonrpc": "2.0", "id": body["id"], "result": "0x10"}
                    if body["method"].endswith("_blockNumber") else {"error": "no"})
 
-    def do_GET(self) -> None:  # noqa: N802
+    def do_GET(self) -> None:
         if self.path.endswith("/node/health"):
             self._send(self.health, {})
         elif self.path.endswith("/node/syncing"):
