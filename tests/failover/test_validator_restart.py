@@ -150,3 +150,14 @@ def test_history_not_covered_leaves_it_stopped_and_locked(ctx: ops.Context) -> N
         restart_validator(ctx, "p1")
     assert _changes(ctx) == [(PRIMARY.name, "stop")]
     assert ssh.statuses[PRIMARY.name]["locked"]  # type: ignore[index]
+
+
+def test_status_shows_restart_pending_with_the_command(ctx: ops.Context) -> None:
+    from qpool.status import format_status, pair_status
+
+    fake(ctx).statuses[PRIMARY.name]["restart_pending"] = {"reason": "validator binary changed"}  # type: ignore[index]
+    doc = {"stack": "t", "pairs": [pair_status(ctx, "p1")]}
+    [primary] = [h for h in doc["pairs"][0]["hosts"] if h["host"] == PRIMARY.name]
+    assert primary["restart_pending"] == {"reason": "validator binary changed"}
+    text = format_status(doc)
+    assert "RESTART PENDING: validator binary changed" in text and "qpool validator-restart --pair p1" in text
