@@ -91,6 +91,7 @@ class _KeyHost(pulumi.ComponentResource):
                                       depends_on=[args.clients_after] if args.clients_after is not None else [],
                                       timeout=f"{HEALTH_GATE_SECONDS // 60 + 15}m")
         steps.host_env(self.server.ipv4_address)
+        bootstrap.base_bundles(steps, cfg, host, args.deploy_public_key)
         steps.host_tools(cfg, host, args.ship_public_key)
         steps.secret_file("backup-ship-key", args.ship_private_key)
         steps.secret_file("jwt", jwt_hex)

@@ -118,6 +118,7 @@ class MonitoringServer(pulumi.ComponentResource):
         steps.wait_ready()
         self.host_key = steps.host_key().stdout
         steps.host_env(self.server.ipv4_address)
+        bootstrap.base_bundles(steps, cfg, host, args.deploy_public_key)
         steps.host_tools(cfg, host, args.ship_public_key)
         for stack_key, file_name in RECEIVER_SECRETS.items():
             value = args.secrets.get(stack_key)

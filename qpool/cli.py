@@ -83,7 +83,9 @@ def plan(stack: str, config_file: Path | None, as_json: bool) -> None:
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
     if as_json:
-        click.echo(json.dumps(result.run.plan_json(), indent=2, sort_keys=True))
+        from qpool.review import plan_document
+
+        click.echo(json.dumps(plan_document(result.run), indent=2, sort_keys=True))
         return
     from qpool.review import format_plan
 

@@ -17,7 +17,7 @@ import yaml
 
 from cloud_init import HostRenderInputs
 from cloud_init import key_host as kh
-from cloud_init.base import decoded_write_files
+from cloud_init.base import decoded_write_files, host_bundles
 from cloud_init.key_host import key_host_cloud_config, render_key_host_user_data
 from core.config import StackConfig, load_stack_config
 from qpool.stacks import load_stack
@@ -80,7 +80,8 @@ class Rendered:
     inputs: HostRenderInputs
     user_data: str
     doc: dict
-    files: dict[str, str]  # every file the host receives: user-data (decoded write_files) + the clients bundle
+    files: dict[str, str]  # user-data (decoded write_files) + the clients bundle: path -> content
+    bundles: dict[str, str]  # the base bundles' files (firewall, ssh-access, base): path -> content
     user_data_files: dict[str, str]  # decoded write_files only (first boot)
     bundle_files: dict[str, str]  # the `clients` bundle (issue 11): path -> content
     bundle_modes: dict[str, str]  # the `clients` bundle: path -> mode
@@ -102,8 +103,9 @@ def render_variant(profile: str, role: str, volume: bool, cfg: StackConfig | Non
     bundle = kh.clients_bundle(inputs)
     bundle_files = {f.path: f.content for f in bundle.files}
     assert not set(first_boot) & set(bundle_files), "a file travels either in user-data or in the bundle"
-    return Rendered(profile, role, volume, inputs, user_data, doc, {**first_boot, **bundle_files}, first_boot,
-                    bundle_files, {f.path: f.mode for f in bundle.files})
+    bundled = {f.path: f.content for b in host_bundles(inputs) for f in b.files}
+    return Rendered(profile, role, volume, inputs, user_data, doc, {**first_boot, **bundle_files}, bundled,
+                    first_boot, bundle_files, {f.path: f.mode for f in bundle.files})
 
 
 VARIANTS = [(p, r, v) for p in ("gzond", "gqrl") for r in ("primary", "backup") for v in (True, False)]
