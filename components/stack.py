@@ -80,8 +80,8 @@ def preflight_issues(cfg: StackConfig) -> list[ConfigIssue]:
             section = "monitoring" if host.role == "monitoring" else "validatorPairs"
             too_big.setdefault(section, []).append(f"{host.name} ({size.group(1) if size else '?'} bytes)")
     return [ConfigIssue(path=section, message=f"user-data of {', '.join(hosts)} is over Hetzner's "
-                        f"{USER_DATA_LIMIT_BYTES}-byte limit; shorten what lands in it (e.g. fewer or shorter "
-                        "clients.beaconBootstrapNodes or networkFiles)")
+                        f"{USER_DATA_LIMIT_BYTES}-byte limit; shorten what lands in it (`qpool render` lists each "
+                        "host's user-data files; e.g. fewer network.sshAllowedCidrs)")
             for section, hosts in too_big.items()]
 
 
