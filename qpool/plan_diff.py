@@ -140,7 +140,8 @@ class Plan:
 def _file_changes(old: dict[str, str] | None, new: dict[str, str] | None) -> tuple[str, ...]:
     if old is None and new is None:
         return ()
-    old, new = old or {}, new or {}
+    old = {p: d for p, d in (old or {}).items() if not _is_bundle_manifest(p)}
+    new = {p: d for p, d in (new or {}).items() if not _is_bundle_manifest(p)}
     out = [f"+{p}" for p in sorted(set(new) - set(old))]
     out += [f"~{p}" for p in sorted(set(new) & set(old)) if new[p] != old[p]]
     out += [f"-{p}" for p in sorted(set(old) - set(new))]
