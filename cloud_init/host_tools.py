@@ -17,7 +17,7 @@ from pathlib import Path
 
 from cloud_init import HostFile, HostRenderInputs
 from cloud_init.base import NODE_EXPORTER_TEXTFILE_DIR
-from cloud_init.key_host import BACKUP_DIR, LOCK_FILE, ROLE_FILE, VALIDATOR_DIR
+from cloud_init.key_host import BACKUP_DIR, LOCK_FILE, RESTART_PENDING_FILE, ROLE_FILE, VALIDATOR_DIR
 from core import ports
 
 CTL_PATH = "/usr/local/sbin/qp-validator-ctl"
@@ -87,6 +87,7 @@ def _ctl_config(inputs: HostRenderInputs, ship_public_key: str) -> dict:
     return {
         **common,
         "lock_file": LOCK_FILE,
+        "restart_pending_file": RESTART_PENDING_FILE,
         "validator_bin": "/opt/quantapool/bin/validator",
         "validator_user": "qp-validator",
         "validator_datadir": VALIDATOR_DIR,

@@ -8,6 +8,14 @@ Safety properties rendered here (each has a test in tests/hostfiles/):
   execution client and the beacon node);
 - no `--clear-db`/`--force-clear-db`, no `engine` on the HTTP API, only flags the clients accept;
 - no secret in user-data: JWT, wallet password and keystores arrive later over SSH.
+
+Where each file travels (issue 11): user-data is FIRST BOOT ONLY and carries what keeps the validator
+locked from the first second (lock unit, lock arm/check scripts, role file) plus qp-wait-ready. Everything a
+stack-config edit can change (the three client units and their flags, clients.json with the pins, the
+scripts the bootstrap calls) is the `clients` bundle (`clients_bundle`), delivered over SSH by the
+`<host>-bundle-clients` step, which then runs qp-clients-apply: install and verify the pins, restart the
+execution client / beacon node only if what they run changed, health gate; never the validator (a changed
+validator binary or unit on a running validator is recorded as "restart pending" for `qpool`).
 """
 
 from __future__ import annotations
@@ -17,6 +25,8 @@ import re
 
 from cloud_init import HostFile, HostRenderInputs
 from cloud_init.base import NODE_EXPORTER_TEXTFILE_DIR, ServiceUser, base_cloud_config, to_user_data
+from cloud_init.bundles import INSTALL_COMMAND as BUNDLE_INSTALL_COMMAND
+from cloud_init.bundles import Bundle, Check
 from cloud_init.nftables import key_host_ruleset
 from cloud_init.render import render, systemd_arg
 from cloud_init.secrets_table import (
@@ -71,17 +81,44 @@ START_CLIENTS = f"{SBIN}/qp-start-clients"
 #: What qp-wait-ready shows when cloud-init fails (every role).
 CLOUD_INIT_LOG = "/var/log/cloud-init-output.log"
 
-#: Host scripts: install path -> template. qp-install-secret is generated from the secrets table.
-SCRIPTS = {
+INSTALL_CLIENTS = f"{SBIN}/qp-install-clients"
+#: The `clients` bundle's action (run by its step after the files are installed) and its helpers.
+CLIENTS_APPLY = f"{SBIN}/qp-clients-apply"
+CLIENTS_HEALTH = f"{SBIN}/qp-clients-health"
+CLIENTS_STATE = f"{LIB_DIR}/qp-clients-state"
+#: What each client process was started with (qp-clients-state record, at every start) and the validator's
+#: "restart pending" marker (qp-validator-ctl status reports it; `qpool status` shows it).
+CLIENTS_STATE_DIR = f"{DATA_DIR}/clients-state"
+RESTART_PENDING_FILE = f"{CLIENTS_STATE_DIR}/validator.restart-pending.json"
+RESTART_PENDING_TEXTFILE = f"{NODE_EXPORTER_TEXTFILE_DIR}/quantapool_clients.prom"
+#: How long the health gate waits for the restarted clients to answer before the step fails.
+HEALTH_GATE_SECONDS = 300
+
+#: First-boot host scripts (user-data): install path -> template.
+FIRST_BOOT_SCRIPTS = {
     WAIT_READY: "qp-wait-ready.sh.j2",
-    SET_HOST_ENV: "qp-set-host-env.sh.j2",
-    IMPORT_KEYS: "qp-import-keys.sh.j2",
-    START_CLIENTS: "qp-start-clients.sh.j2",
-    f"{SBIN}/qp-install-clients": "qp-install-clients.sh.j2",
     LOCK_CHECK: "validator-lock-check.sh.j2",
     LOCK_ARM: "validator-lock-arm.sh.j2",
 }
+#: Host scripts of the `clients` bundle: install path -> template (qp-install-secret is generated from the
+#: secrets table and travels in the bundle too).
+CLIENT_SCRIPTS = {
+    SET_HOST_ENV: "qp-set-host-env.sh.j2",
+    IMPORT_KEYS: "qp-import-keys.sh.j2",
+    START_CLIENTS: "qp-start-clients.sh.j2",
+    INSTALL_CLIENTS: "qp-install-clients.sh.j2",
+    CLIENTS_APPLY: "qp-clients-apply.sh.j2",
+    CLIENTS_HEALTH: "qp-clients-health.sh.j2",
+    CLIENTS_STATE: "qp-clients-state.sh.j2",
+}
+#: Every rendered host script of a key host (first boot and bundle).
+SCRIPTS = {**FIRST_BOOT_SCRIPTS, **CLIENT_SCRIPTS}
 INSTALL_SECRET = f"{SBIN}/qp-install-secret"
+#: The units a config edit can change (the `clients` bundle); the lock unit is first boot only.
+CLIENT_UNITS = (EXECUTION_UNIT, BEACON_UNIT, VALIDATOR_UNIT)
+#: The `<host>-bundle-clients` step: install the bundle, then reconcile the running clients with it (every
+#: time the step runs, so a step that failed half-way, e.g. at the health gate, is finished by a re-run).
+CLIENTS_STEP_COMMAND = f"{BUNDLE_INSTALL_COMMAND} && sudo {CLIENTS_APPLY}"
 
 _BOOTNODE_RE = re.compile(r"^(enr|qnr):[A-Za-z0-9_-]+$")
 _EXECUTION_BINARY = {"gzond": "gzond", "gqrl": "gqrl"}
@@ -209,7 +246,7 @@ def units(inputs: HostRenderInputs) -> dict[str, str]:
     """unit file name -> content (all four units of a key host)."""
     pins = inputs.config.clients.pins()
     names = binary_names(inputs)
-    common = {"host": inputs.host, "bin_dir": BIN_DIR, "host_env": HOST_ENV}
+    common = {"host": inputs.host, "bin_dir": BIN_DIR, "host_env": HOST_ENV, "clients_state": CLIENTS_STATE}
     return {
         EXECUTION_UNIT: render("qp-execution.service.j2", **common, binary=names["execution"],
                                version=pins["execution"].version, datadir=EXECUTION_DIR,
@@ -226,6 +263,7 @@ def units(inputs: HostRenderInputs) -> dict[str, str]:
 def scripts(inputs: HostRenderInputs) -> dict[str, str]:
     """install path -> content of every host script (all `set -euo pipefail`, shellcheck-clean)."""
     names = binary_names(inputs)
+    c = inputs.config.clients
     context = {
         "lock_file": LOCK_FILE, "host_env": HOST_ENV, "jwt_file": JWT_FILE, "clients_json": CLIENTS_JSON,
         "bin_dir": BIN_DIR, "network_dir": NETWORK_DIR, "unset_sha256": UNSET_SHA256,
@@ -236,6 +274,15 @@ def scripts(inputs: HostRenderInputs) -> dict[str, str]:
         "wallet_password_file": WALLET_PASSWORD_FILE, "wallet_password_owner": WALLET_PASSWORD_OWNER,
         "wallet_password_mode": WALLET_PASSWORD_MODE, "run_dir": "/run",
         "textfile_dir": NODE_EXPORTER_TEXTFILE_DIR,
+        # the `clients` bundle's action, state and health gate
+        "clients_state": CLIENTS_STATE, "install_clients": INSTALL_CLIENTS, "health": CLIENTS_HEALTH,
+        "state_dir": CLIENTS_STATE_DIR, "pending_file": RESTART_PENDING_FILE, "textfile": RESTART_PENDING_TEXTFILE,
+        "unit_dir": UNIT_DIR, "units": {"execution": EXECUTION_UNIT, "beacon": BEACON_UNIT,
+                                        "validator": VALIDATOR_UNIT},
+        "binary_names": names,
+        "rpc_namespace": c.rpc_namespace, "execution_rpc_port": ports.EXECUTION_RPC,
+        "beacon_rest": f"http://127.0.0.1:{ports.BEACON_REST}{c.beacon_rest_prefix}",
+        "gate_seconds": HEALTH_GATE_SECONDS,
     }
     out = {path: render(template, **context) for path, template in SCRIPTS.items()}
     out[INSTALL_SECRET] = install_secret_script(inputs.host.role)
@@ -243,15 +290,40 @@ def scripts(inputs: HostRenderInputs) -> dict[str, str]:
 
 
 def key_host_files(inputs: HostRenderInputs) -> list[HostFile]:
-    """The role-specific files of a key host (base files are added by base_cloud_config)."""
+    """The role-specific FIRST-BOOT files of a key host (user-data; base files are added by base_cloud_config):
+    the validator lock (unit + arm/check scripts), the role file and qp-wait-ready. Nothing a config edit
+    can change: that is the `clients` bundle (`clients_files`)."""
     pair_of(inputs)  # refuses a monitoring host
-    files = [HostFile(f"{UNIT_DIR}/{name}", content) for name, content in units(inputs).items()]
-    files += [HostFile(path, content, "0755") for path, content in scripts(inputs).items()]
-    files += [
-        HostFile(CLIENTS_JSON, clients_manifest(inputs)),
-        HostFile(ROLE_FILE, inputs.host.role + "\n"),
-    ]
+    all_scripts = scripts(inputs)
+    files = [HostFile(f"{UNIT_DIR}/{LOCK_UNIT}", units(inputs)[LOCK_UNIT])]
+    files += [HostFile(path, all_scripts[path], "0755") for path in FIRST_BOOT_SCRIPTS]
+    files.append(HostFile(ROLE_FILE, inputs.host.role + "\n"))
     return files
+
+
+def clients_files(inputs: HostRenderInputs) -> list[HostFile]:
+    """The files of the `clients` bundle: client units, clients.json (pins), the bootstrap's scripts."""
+    pair_of(inputs)
+    rendered_units = units(inputs)
+    all_scripts = scripts(inputs)
+    files = [HostFile(f"{UNIT_DIR}/{name}", rendered_units[name]) for name in CLIENT_UNITS]
+    files += [HostFile(path, all_scripts[path], "0755") for path in (*CLIENT_SCRIPTS, INSTALL_SECRET)]
+    files.append(HostFile(CLIENTS_JSON, clients_manifest(inputs)))
+    return files
+
+
+#: Checks on the staged copies before anything is installed (a failed check changes nothing).
+CLIENTS_CHECKS = (
+    Check("clients.json", f'jq -e .clients "$STAGED{CLIENTS_JSON}" >/dev/null'),
+    Check("bash -n", 'for f in "$STAGED"/usr/local/sbin/qp-* "$STAGED"/usr/local/lib/quantapool/qp-*; do '
+                     'bash -n "$f" || exit 1; done'),
+)
+
+
+def clients_bundle(inputs: HostRenderInputs) -> Bundle:
+    """The key host's `clients` bundle. Its step command (CLIENTS_STEP_COMMAND) runs qp-clients-apply after
+    the install instead of on-change actions, so every run of the step reconciles the running clients."""
+    return Bundle("clients", tuple(clients_files(inputs)), checks=CLIENTS_CHECKS)
 
 
 def key_host_runcmd(inputs: HostRenderInputs) -> list[list[str] | str]:
@@ -271,9 +343,7 @@ def key_host_runcmd(inputs: HostRenderInputs) -> list[list[str] | str]:
         # arm the lock now (first boot) and at every later boot
         ["systemctl", "enable", "--now", LOCK_UNIT],
         ["test", "-e", LOCK_FILE],
-        # belt and braces: the unit has no [Install], so this only undoes a manual enable
-        ["systemctl", "disable", VALIDATOR_UNIT],
-        [f"{SBIN}/qp-install-clients"],
+        # The client units, pinned binaries and their scripts arrive later with the `clients` bundle over SSH.
     ]
 
 

@@ -13,8 +13,17 @@ import pulumi
 import pulumi_hcloud as hcloud
 import pulumi_random as random
 
+from cloud_init import HostRenderInputs
+from cloud_init.bundles import bundle_tar_b64
 from cloud_init.host_tools import digest
-from cloud_init.key_host import IMPORT_KEYS, START_CLIENTS, render_key_host_user_data
+from cloud_init.key_host import (
+    CLIENTS_STEP_COMMAND,
+    HEALTH_GATE_SECONDS,
+    IMPORT_KEYS,
+    START_CLIENTS,
+    clients_bundle,
+    render_key_host_user_data,
+)
 from components import bootstrap
 from components.host_server import create_host_server
 from components.network import Network
@@ -34,7 +43,9 @@ class KeyHostArgs:
     ship_private_key: pulumi.Output[str]
     #: base64 of a tar (keystore-*.json + keystore-password.txt), secret; None: no keys yet
     validator_keys_tar_b64: pulumi.Output[str] | None = None
-
+    #: The pair's STANDBY `clients` step, passed to the ACTIVE host: its own `clients` step (restarts of the
+    #: execution client and beacon node) waits until the standby's step, health gate included, succeeded.
+    clients_after: pulumi.Resource | None = None
 
 
 class _KeyHost(pulumi.ComponentResource):
@@ -42,6 +53,8 @@ class _KeyHost(pulumi.ComponentResource):
     volume: hcloud.Volume
     jwt: random.RandomBytes
     host_key: pulumi.Output[str]
+    #: `<host>-bundle-clients`: units, pins and scripts; installs, restarts what changed, health gate.
+    clients_step: pulumi.Resource
 
     def __init__(self, type_name: str, name: str, args: KeyHostArgs,
                  opts: pulumi.ResourceOptions | None = None) -> None:
@@ -69,6 +82,14 @@ class _KeyHost(pulumi.ComponentResource):
         steps.last = attachment
         steps.wait_ready()
         self.host_key = steps.host_key().stdout
+        # The `clients` bundle (cloud_init/key_host.py): before host-env, secrets and keys, whose scripts it
+        # carries. Plain, non-secret stdin; re-runs exactly when the bundle changes (or the server is new).
+        clients = bundle_tar_b64(clients_bundle(HostRenderInputs(config=cfg, host=host, deploy_public_key="",
+                                                                 volume_device=None)))
+        # Bounded: installs (downloads) plus at most two restarts and the health gate.
+        self.clients_step = steps.add("bundle-clients", CLIENTS_STEP_COMMAND, stdin=clients, triggers=[digest(clients)],
+                                      depends_on=[args.clients_after] if args.clients_after is not None else [],
+                                      timeout=f"{HEALTH_GATE_SECONDS // 60 + 15}m")
         steps.host_env(self.server.ipv4_address)
         bootstrap.base_bundles(steps, cfg, host, args.deploy_public_key)
         steps.host_tools(cfg, host, args.ship_public_key)

@@ -80,8 +80,8 @@ def preflight_issues(cfg: StackConfig) -> list[ConfigIssue]:
             section = "monitoring" if host.role == "monitoring" else "validatorPairs"
             too_big.setdefault(section, []).append(f"{host.name} ({size.group(1) if size else '?'} bytes)")
     return [ConfigIssue(path=section, message=f"user-data of {', '.join(hosts)} is over Hetzner's "
-                        f"{USER_DATA_LIMIT_BYTES}-byte limit; shorten what lands in it (e.g. fewer or shorter "
-                        "clients.beaconBootstrapNodes or networkFiles)")
+                        f"{USER_DATA_LIMIT_BYTES}-byte limit; shorten what lands in it (`qpool render` lists each "
+                        "host's user-data files; e.g. fewer network.sshAllowedCidrs)")
             for section, hosts in too_big.items()]
 
 
@@ -154,13 +154,19 @@ def build_stack(open_key_bundle: OpenKeyBundle) -> None:
 
     keys_tars = _validator_keys(secrets, [p.name for p in cfg.validator_pairs], open_key_bundle)
     key_hosts = {}
-    for host in cfg.key_hosts():
+    # Client restarts per pair: the STANDBY's `clients` step (with its health gate) before the ACTIVE's.
+    standby_clients: dict[str, pulumi.Resource] = {}
+    for host in sorted(cfg.key_hosts(), key=lambda h: h.role == cfg.pair(h.pair or "").active):  # standbys first
         node_class = ValidatorNode if host.role == "primary" else BackupNode
+        is_active = host.role == cfg.pair(host.pair or "").active
         key_hosts[host.name] = node_class(host.name, KeyHostArgs(
             config=cfg, host=host, network=network, ssh_key_ids=ssh_key_ids,
             deploy_public_key=deploy_key.public_key_openssh, deploy_private_key=deploy_private,
             ship_public_key=ship_key.public_key_openssh, ship_private_key=ship_private,
-            validator_keys_tar_b64=keys_tars.get(host.pair or "")))
+            validator_keys_tar_b64=keys_tars.get(host.pair or ""),
+            clients_after=standby_clients.get(host.pair or "") if is_active else None))
+        if not is_active:
+            standby_clients[host.pair or ""] = key_hosts[host.name].clients_step
     monitoring = MonitoringServer(cfg.monitoring_host().name, MonitoringServerArgs(
         config=cfg, network=network, secrets=secrets, ssh_key_ids=ssh_key_ids,
         deploy_public_key=deploy_key.public_key_openssh, deploy_private_key=deploy_private,

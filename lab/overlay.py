@@ -1,7 +1,9 @@
 """The lab's differences from production, all in one place (README: "The local lab").
 
 1. Client pins point at the lab's release mirror on the bridge, with the real sha256 of the stand-in
-   binaries, so the production install-and-verify path runs unchanged.
+   binaries, so the production install-and-verify path runs unchanged. A pin whose `version` names a
+   further stand-in build on the mirror (`lab/standins/build.py build_release`, e.g. `lab2`) is pinned to
+   that build instead: this is how a lab test bumps client pins (issue 11).
 2. Chain files are small stand-in files served by the same mirror (pinned by their real sha256).
 3. User-data: no `package_update`/`package_upgrade` (lab hosts have no route out; the packages are baked into
    the image), and no `fs_setup`/`mounts`/volume wait in `bootcmd`: there is no Hetzner volume, so a directory
@@ -28,6 +30,7 @@ import yaml
 from cloud_init.key_host import BEACON_UNIT, EXECUTION_UNIT, UNIT_DIR, VALIDATOR_UNIT
 from cloud_init.monitoring import LAB_NO_GRAFANA_MARKER
 from core.config import StackConfig
+from lab.standins.build import DEFAULT_RELEASE, check_release
 
 #: User-data keys the lab removes (see the module docstring, item 3).
 DROPPED_USER_DATA_KEYS = ("package_update", "package_upgrade", "fs_setup", "mounts", "disk_setup")
@@ -46,12 +49,30 @@ def lab_raw_config(raw: dict[str, Any], cfg: StackConfig, mirror_url: str,
     clients = out.setdefault("clients", {})
     exe = "gzond" if cfg.clients.profile == "gzond" else "gqrl"
     for role, name in (("execution", exe), ("beacon", "beacon-chain"), ("validator", "validator")):
-        clients[role] = {"version": "lab", "url": f"{mirror_url}/{name}", "sha256": sha256_file(artifacts[name])}
+        wanted = str((clients.get(role) or {}).get("version", ""))
+        release = _release_artifact(artifacts[name], wanted)
+        if release is not None:
+            clients[role] = {"version": wanted, "url": f"{mirror_url}/{wanted}/{name}", "sha256": sha256_file(release)}
+        else:
+            clients[role] = {"version": DEFAULT_RELEASE, "url": f"{mirror_url}/{name}",
+                             "sha256": sha256_file(artifacts[name])}
     clients["networkFiles"] = [
         {"name": name, "url": f"{mirror_url}/network/{name}", "sha256": sha256_file(path)}
         for name, path in sorted(network_files.items())
     ]
     return out
+
+
+def _release_artifact(default: Path, version: str) -> Path | None:
+    """The mirror's file of a further stand-in build named by a pin's version, if the mirror has it."""
+    if not version or version == DEFAULT_RELEASE:
+        return None
+    try:
+        check_release(version)
+    except ValueError:
+        return None
+    path = default.parent / version / default.name
+    return path if path.is_file() else None
 
 
 VOLUME_DEVICE_PREFIX = "/dev/disk/by-id/scsi-0HC_Volume_"

@@ -227,6 +227,19 @@ def failover(stack: str, inventory: Path | None, pair: str, to_role: str, yes: b
     do_failover(ctx, pair, to_role=to_role, accept_slashing_risk=accept_risk, alert=alertmanager_alert(ctx))
 
 
+@main.command(name="validator-restart")
+@stack_option
+@inventory_option
+@click.option("--pair", "-p", required=True)
+@click.option("--yes", is_flag=True, help="Do not ask for confirmation.")
+@operator_errors
+def validator_restart(stack: str, inventory: Path | None, pair: str, yes: bool) -> None:
+    """Restart the ACTIVE validator in place (a new validator binary/unit takes effect), under activate's checks."""
+    from qpool.validator_restart import restart_validator
+
+    restart_validator(_context(stack, inventory, yes), pair)
+
+
 @main.command(name="release-oplock")
 @stack_option
 @inventory_option

@@ -75,6 +75,8 @@ def pair_status(ctx: Context, pair: str) -> dict[str, Any]:
             "slashing_backup": {"path": backup.get("path"), "age_seconds": backup.get("age_seconds")} if backup
             else None,
             "oplock": st.get("oplock"),
+            # a validator binary/unit installed by `pulumi up` that the running validator does not use yet
+            "restart_pending": st.get("restart_pending"),
         })
     signers = [h["host"] for h in hosts if h["signing"]]
     live = [h["host"] for h in hosts if h["may_sign"]]
@@ -110,4 +112,7 @@ def format_status(doc: dict[str, Any]) -> str:
                 f"beacon={_sync_word(beacon)}"
                 f"@{beacon.get('head_slot')} "
                 f"execution={_sync_word(execution)}@{execution.get('block')} slashing-backup={age}")
+            if h.get("restart_pending"):
+                lines.append(f"  {'':<32} validator RESTART PENDING: {h['restart_pending'].get('reason')} "
+                             f"(`qpool validator-restart --pair {pair['pair']}` or the next failover)")
     return "\n".join([*lines, format_next_actions(doc)])

@@ -238,6 +238,9 @@ def status() -> dict[str, Any]:
         "oplock": read_oplock(),
         "activated_by": _read_json(ACTIVATED_BY),
         "runtime_blocked": RUNTIME_BLOCK.exists(),
+        # a validator binary/unit installed by the `clients` bundle that the running validator does not use yet
+        "restart_pending": (_read_json(Path(CFG["restart_pending_file"])) if CFG.get("restart_pending_file")
+                            else None),
         "time": time.time(),
     }
     # The operator decides on the codes; the text is for people reading the JSON.

@@ -108,7 +108,7 @@ class Beacon:
                 "head_slot": str(slot), "sync_distance": str(0 if self.synced else distance),
                 "is_syncing": not self.synced, "is_optimistic": False, "el_offline": self.el_status == "offline"}})
         if req.path == f"{p}/v1/node/version":
-            return netio.json_response({"data": {"version": VERSION}})
+            return netio.json_response({"data": {"version": runtime.with_release(VERSION)}})
         if req.path == f"{p}/v1/node/peer_count":
             return netio.json_response({"data": {"disconnected": "0", "connecting": "0",
                                                  "connected": str(self.peers), "disconnecting": "0"}})
@@ -176,7 +176,7 @@ def main(argv: list[str], client: str = NAME) -> int:
         print(f"{NAME} (QuantaPool lab stand-in) flags: " + " ".join(f"--{n}" for n in sorted(flags_for(NAME))))
         return 0
     if args.version:
-        print(VERSION)
+        print(runtime.with_release(VERSION))
         return 0
     if args.positional:
         return _fail(f"unexpected argument {args.positional[0]!r}: beacon-chain takes flags only")

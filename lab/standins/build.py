@@ -13,6 +13,7 @@ import argparse
 import hashlib
 import io
 import os
+import re
 import sys
 import zipfile
 from pathlib import Path
@@ -25,6 +26,10 @@ MODULES = ("__init__", "beacon", "chain", "cli", "execution", "flagsets", "jwtau
 CLIENTS = {"gzond": "execution", "gqrl": "execution", "beacon-chain": "beacon", "validator": "validator"}
 _EPOCH = (1980, 1, 1, 0, 0, 0)
 CLIENT_FLAGS = Path(__file__).resolve().parents[2] / "cloud_init" / "client_flags.py"
+#: The build `lab up` pins (served at the mirror's root). Other releases (build_release) are served under
+#: `<mirror>/<release>/`, so a test can bump the pins to a second build with other sha256s (issue 11).
+DEFAULT_RELEASE = "lab"
+_RELEASE_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,31}$")
 
 _MAIN = """import sys
 
@@ -41,14 +46,27 @@ def _entry(name: str, data: bytes) -> tuple[zipfile.ZipInfo, bytes]:
     return info, data
 
 
-def archive_bytes(client: str) -> bytes:
-    """The executable's bytes for one client (shebang + zip archive)."""
+def check_release(release: str) -> str:
+    """A release name is one path segment of the mirror (no traversal, no separators)."""
+    if not _RELEASE_RE.match(release):
+        raise ValueError(f"stand-in release {release!r}: use letters, digits, '.', '_' or '-' (max 32)")
+    return release
+
+
+def archive_bytes(client: str, release: str = DEFAULT_RELEASE) -> bytes:
+    """The executable's bytes for one client (shebang + zip archive).
+
+    A release other than the default is recorded in ``qp_standins/release.py``: the clients report it in
+    their version strings (``web3_clientVersion``, ``<client>_info{version}``, beacon ``node/version``) and
+    the bytes, hence the sha256, differ from every other release."""
     if client not in CLIENTS:
         raise ValueError(f"unknown client {client!r}: expected one of {', '.join(sorted(CLIENTS))}")
     src = Path(__file__).resolve().parent
     entries = [_entry(f"{PACKAGE}/{mod}.py", (src / f"{mod}.py").read_bytes()) for mod in MODULES]
     # The flag names have one copy in the project (stdlib only): the stand-ins accept exactly those.
     entries.append(_entry(f"{PACKAGE}/client_flags.py", CLIENT_FLAGS.read_bytes()))
+    if check_release(release) != DEFAULT_RELEASE:
+        entries.append(_entry(f"{PACKAGE}/release.py", f"RELEASE = {release!r}\n".encode()))
     entries.append(_entry("__main__.py", _MAIN.format(package=PACKAGE, module=CLIENTS[client],
                                                       client=client).encode()))
     buf = io.BytesIO()
@@ -59,26 +77,35 @@ def archive_bytes(client: str) -> bytes:
     return buf.getvalue()
 
 
-def build(out_dir: Path) -> dict[str, Path]:
+def build(out_dir: Path, release: str = DEFAULT_RELEASE) -> dict[str, Path]:
     """Write ``gzond``, ``gqrl``, ``beacon-chain`` and ``validator`` (mode 0755) into ``out_dir``."""
     out_dir.mkdir(parents=True, exist_ok=True)
     result: dict[str, Path] = {}
     for client in CLIENTS:
         path = out_dir / client
         tmp = out_dir / f".{client}.tmp"
-        tmp.write_bytes(archive_bytes(client))
+        tmp.write_bytes(archive_bytes(client, release))
         os.chmod(tmp, 0o755)  # noqa: S103 - an installable executable, like a release binary
         os.replace(tmp, path)
         result[client] = path
     return result
 
 
+def build_release(mirror_root: Path, release: str) -> dict[str, Path]:
+    """A second (third, ...) build for the lab's release mirror: ``<mirror_root>/<release>/<client>``.
+
+    The lab overlay pins a client to it when the stack file's pin names that release as its version."""
+    return build(mirror_root / check_release(release), release)
+
+
 def main(argv: list[str] | None = None) -> int:
-    """``python -m lab.standins.build OUT_DIR``: build and print ``sha256  path`` lines."""
+    """``python -m lab.standins.build OUT_DIR [--release R]``: build and print ``sha256  path`` lines."""
     parser = argparse.ArgumentParser(description="Build the lab stand-in client executables.")
     parser.add_argument("out_dir", type=Path)
+    parser.add_argument("--release", default=DEFAULT_RELEASE,
+                        help=f"release name the clients report (default {DEFAULT_RELEASE!r}: the lab's first build)")
     args = parser.parse_args(argv)
-    for path in build(args.out_dir).values():
+    for path in build(args.out_dir, args.release).values():
         print(f"{hashlib.sha256(path.read_bytes()).hexdigest()}  {path}")
     return 0
 

@@ -74,7 +74,7 @@ class Node:
 
     @property
     def version(self) -> str:
-        return f"{VERSIONS[self.client]}-stable-qpstandin"
+        return runtime.with_release(f"{VERSIONS[self.client]}-stable-qpstandin")
 
     def synced(self) -> bool:
         """Post-merge rule: no sync without a consensus client driving forkchoice (except --dev)."""
@@ -436,7 +436,7 @@ def main(argv: list[str], client: str) -> int:
         print(_usage(client))
         return 0
     if args.version or args.positional[:1] == ["version"]:
-        print(f"{client.capitalize()}\nVersion: {VERSIONS[client]}-stable-qpstandin")
+        print(f"{client.capitalize()}\nVersion: {runtime.with_release(VERSIONS[client] + '-stable-qpstandin')}")
         return 0
     if not args.positional:
         return _run(args, client)

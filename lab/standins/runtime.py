@@ -134,3 +134,18 @@ def release_lock(fd: int | None) -> None:
 def wait_stop(seconds: float) -> bool:
     """Sleep up to ``seconds`` unless shutdown was requested; return True when stopping."""
     return STOP.wait(max(0.0, seconds))
+
+
+def release() -> str:
+    """The stand-in build's release name ("" for the lab's default build): see lab/standins/build.py."""
+    try:
+        from . import release as build_release  # type: ignore[attr-defined]  # only in non-default builds
+    except ImportError:
+        return ""
+    return str(build_release.RELEASE)
+
+
+def with_release(version: str) -> str:
+    """``version`` with the build's release appended (``v0.1.0+lab2``), unchanged for the default build."""
+    tag = release()
+    return f"{version}+{tag}" if tag else version

@@ -340,7 +340,7 @@ def main(argv: list[str], client: str = NAME) -> int:
                   "export|import] flags: " + " ".join(f"--{n}" for n in sorted(flags_for(NAME))))
             return 0
         if args.version:
-            print("Qrysm/v0.1.0-qpstandin validator")
+            print(f"{runtime.with_release('Qrysm/v0.1.0-qpstandin')} validator")
             return 0
         if not args.flag("accept-terms-of-use"):
             raise cli.UsageError(TERMS_MSG)

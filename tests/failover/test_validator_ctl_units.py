@@ -184,3 +184,27 @@ def test_cli_refusal_is_json_with_exit_1(ctl: ModuleType, capsys: pytest.Capture
     capsys.readouterr()
     assert ctl.main(["oplock", "acquire", "--run-id", "b", "--owner", "o"]) == 1
     assert "another qpool operation" in json.loads(capsys.readouterr().out)["error"]
+
+
+# -- restart pending (issue 11) ----------------------------------------------------------------------------
+
+def test_status_reports_the_clients_bundles_restart_pending_marker(ctl: ModuleType, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """qpool status shows what qp-clients-state wrote: the running validator does not use the installed binary."""
+    monkeypatch.setattr(ctl, "systemctl_show", lambda unit=None: {"ActiveState": "active", "MainPID": "7"})
+    monkeypatch.setattr(ctl, "http_json", lambda url, timeout=3.0: (503, None))
+    monkeypatch.setattr(ctl, "rpc", lambda method, timeout=3.0: None)
+    monkeypatch.setattr(ctl, "validator_pids", lambda: [7])
+    monkeypatch.setattr(ctl, "port_open", lambda host, port, timeout=1.0: True)
+    monkeypatch.setattr(ctl, "chain_clock", lambda: None)
+    monkeypatch.setitem(ctl.CFG, "role_file", str(tmp_path / "role"))
+    monkeypatch.setitem(ctl.CFG, "metrics_host", "127.0.0.1")
+    monkeypatch.setitem(ctl.CFG, "beacon_rest", "http://127.0.0.1:1/qrl/v1")
+    monkeypatch.setitem(ctl.CFG, "rpc_namespace", "qrl")
+    monkeypatch.setitem(ctl.CFG, "db_backup_dir", str(tmp_path / "backups"))
+    assert ctl.status()["restart_pending"] is None, "no marker configured: nothing pending"
+    marker = tmp_path / "validator.restart-pending.json"
+    monkeypatch.setitem(ctl.CFG, "restart_pending_file", str(marker))
+    assert ctl.status()["restart_pending"] is None
+    marker.write_text(json.dumps({"reason": "installed validator binary/unit differs", "since": "x"}))
+    assert ctl.status()["restart_pending"]["reason"].startswith("installed validator binary")

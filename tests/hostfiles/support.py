@@ -16,6 +16,7 @@ import pytest
 import yaml
 
 from cloud_init import HostRenderInputs
+from cloud_init import key_host as kh
 from cloud_init.base import decoded_write_files, host_bundles
 from cloud_init.key_host import key_host_cloud_config, render_key_host_user_data
 from core.config import StackConfig, load_stack_config
@@ -79,8 +80,11 @@ class Rendered:
     inputs: HostRenderInputs
     user_data: str
     doc: dict
-    files: dict[str, str]  # decoded write_files: path -> content
+    files: dict[str, str]  # user-data (decoded write_files) + the clients bundle: path -> content
     bundles: dict[str, str]  # the base bundles' files (firewall, ssh-access, base): path -> content
+    user_data_files: dict[str, str]  # decoded write_files only (first boot)
+    bundle_files: dict[str, str]  # the `clients` bundle (issue 11): path -> content
+    bundle_modes: dict[str, str]  # the `clients` bundle: path -> mode
 
     @property
     def id(self) -> str:
@@ -95,8 +99,13 @@ def render_variant(profile: str, role: str, volume: bool, cfg: StackConfig | Non
     doc = yaml.safe_load(user_data)
     assert doc == yaml.safe_load(render_key_host_user_data(inputs))
     assert key_host_cloud_config(inputs)["hostname"] == host.name
+    first_boot = decoded_write_files(doc)
+    bundle = kh.clients_bundle(inputs)
+    bundle_files = {f.path: f.content for f in bundle.files}
+    assert not set(first_boot) & set(bundle_files), "a file travels either in user-data or in the bundle"
     bundled = {f.path: f.content for b in host_bundles(inputs) for f in b.files}
-    return Rendered(profile, role, volume, inputs, user_data, doc, decoded_write_files(doc), bundled)
+    return Rendered(profile, role, volume, inputs, user_data, doc, {**first_boot, **bundle_files}, bundled,
+                    first_boot, bundle_files, {f.path: f.mode for f in bundle.files})
 
 
 VARIANTS = [(p, r, v) for p in ("gzond", "gqrl") for r in ("primary", "backup") for v in (True, False)]

@@ -69,8 +69,8 @@ def test_runcmd_fails_fast_and_orders_safety_steps(variant: Rendered) -> None:
     assert flat.index("sshd -t") < flat.index("systemctl reload-or-restart ssh.service")
     lock = flat.index(f"systemctl enable --now {kh.LOCK_UNIT}")
     assert flat[lock + 1] == f"test -e {kh.LOCK_FILE}"
-    assert f"systemctl disable {kh.VALIDATOR_UNIT}" in flat
-    assert flat[-1] == "/usr/local/sbin/qp-install-clients"
+    # first boot only: the client units and the pinned installs come with the `clients` bundle (issue 11)
+    assert not [c for c in flat if "qp-install-clients" in c or kh.VALIDATOR_UNIT in c]
     for c in flat:
         assert not re.search(r"systemctl\s+(start|enable|restart|unmask)\b.*qp-validator\.service", c), c
         assert "VALIDATOR_LOCKED" not in c or c.startswith("test -e")
@@ -216,10 +216,14 @@ def test_validator_lock_gates(variant: Rendered) -> None:
     s = sections(u)
     assert "Install" not in s, "the validator unit must not be enable-able"
     assert values(u, "Unit", "AssertPathExists") == [f"!{kh.LOCK_FILE}"]
-    assert values(u, "Service", "ExecStartPre") == [kh.LOCK_CHECK]
-    for key in ("Requires", "After"):
-        deps = " ".join(values(u, "Unit", key)).split()
-        assert kh.LOCK_UNIT in deps and kh.BEACON_UNIT in deps, key
+    # the lock check first; then (only if it passed) the start is recorded, as root, never failing the start
+    assert values(u, "Service", "ExecStartPre") == [kh.LOCK_CHECK, f"-+{kh.CLIENTS_STATE} record validator"]
+    assert values(u, "Unit", "Requires") == [kh.LOCK_UNIT]
+    assert kh.LOCK_UNIT in values(u, "Unit", "After")[0].split() and kh.BEACON_UNIT in values(u, "Unit", "After")[0]
+    # Wants=, not Requires=/BindsTo=/PartOf=: a beacon restart by the `clients` bundle must not propagate here
+    assert values(u, "Unit", "Wants") == [kh.BEACON_UNIT]
+    for key in ("BindsTo", "PartOf", "Requisite"):
+        assert not values(u, "Unit", key), key
     assert values(u, "Service", "Restart") == ["on-failure"]
     assert 1 <= int(values(u, "Unit", "StartLimitBurst")[0]) <= 5
     assert values(u, "Service", "User") == ["qp-validator"]
@@ -261,7 +265,19 @@ def test_scripts_are_strict_bash_and_executable(variant: Rendered) -> None:
     for path in [*kh.SCRIPTS, kh.INSTALL_SECRET]:
         text = variant.files[path]
         assert text.startswith("#!/bin/bash\n") and "set -euo pipefail" in text, path
-        assert entries[path]["permissions"] == "0755" and entries[path]["owner"] == "root:root"
+        if path in kh.FIRST_BOOT_SCRIPTS:
+            assert entries[path]["permissions"] == "0755" and entries[path]["owner"] == "root:root"
+        else:
+            assert path not in entries and variant.bundle_modes[path] == "0755", path
+
+
+def test_user_data_is_first_boot_only(variant: Rendered) -> None:
+    """Issue 11: the lock, the role and qp-wait-ready in user-data; everything config can change in the bundle."""
+    assert set(variant.user_data_files) >= {kh.ROLE_FILE, f"{kh.UNIT_DIR}/{kh.LOCK_UNIT}", kh.LOCK_ARM,
+                                            kh.LOCK_CHECK, kh.WAIT_READY}
+    for path in (*(f"{kh.UNIT_DIR}/{u}" for u in kh.CLIENT_UNITS), kh.CLIENTS_JSON, *kh.CLIENT_SCRIPTS,
+                 kh.INSTALL_SECRET):
+        assert path in variant.bundle_files and path not in variant.user_data_files, path
 
 
 def test_start_clients_never_touches_the_validator(variant: Rendered) -> None:

@@ -165,3 +165,44 @@ def test_interchange_validation(data: list, message: str) -> None:
     doc = {"metadata": {"interchange_format_version": "5", "genesis_validators_root": gvr}, "data": data}
     with pytest.raises(DbError, match=message):
         _parse_interchange(doc, gvr)
+
+
+def test_a_second_release_differs_and_reports_its_name(tmp_path: Path) -> None:
+    """Issue 11: the lab mirror serves a second build so a test can bump pins (other bytes, other sha256)."""
+    from lab.standins.build import build_release
+
+    first = build(tmp_path)
+    second = build_release(tmp_path, "lab2")
+    for client, path in second.items():
+        assert path == tmp_path / "lab2" / client
+        assert path.read_bytes() != first[client].read_bytes()
+        assert archive_bytes(client, "lab2") == path.read_bytes(), "reproducible per release"
+    out = subprocess.run(["/usr/bin/python3", "-I", "-S", str(second["gzond"]), "version"], capture_output=True,
+                         text=True, timeout=30, check=False).stdout
+    assert "+lab2" in out
+    plain = subprocess.run(["/usr/bin/python3", "-I", "-S", str(first["gzond"]), "version"], capture_output=True,
+                           text=True, timeout=30, check=False).stdout
+    assert "+" not in plain
+    with pytest.raises(ValueError, match="stand-in release"):
+        build_release(tmp_path, "../evil")
+
+
+def test_lab_overlay_pins_a_bumped_release_from_the_mirror(tmp_path: Path) -> None:
+    """A stack file whose pin names a release on the mirror gets that build; anything else the default."""
+    import copy
+
+    from lab import overlay
+    from lab.standins.build import build_release
+    from qpool.stacks import load_stack
+
+    artifacts = build(tmp_path)
+    second = build_release(tmp_path, "lab2")
+    loaded = load_stack("testnet")
+    raw = copy.deepcopy(loaded.raw)
+    raw["clients"]["beacon"]["version"] = "lab2"
+    raw["clients"]["validator"]["version"] = "../lab2"  # not a release name: the default build
+    out = overlay.lab_raw_config(raw, loaded.config, "http://m:1", artifacts, {})["clients"]
+    assert out["beacon"] == {"version": "lab2", "url": "http://m:1/lab2/beacon-chain",
+                             "sha256": hashlib.sha256(second["beacon-chain"].read_bytes()).hexdigest()}
+    assert out["validator"]["version"] == "lab" and out["validator"]["url"] == "http://m:1/validator"
+    assert out["execution"]["version"] == "lab"
