@@ -54,8 +54,9 @@ def bumped(tmp_path: Path, *roles: str) -> Path:
 
 def starts(lab: Lab, role: str, unit: str) -> list[int]:
     """Realtime (µs) of every start of `unit` on `role`'s host, from its journal."""
-    text = out(lab.dep, lab.host(role).name, f"journalctl -u {unit} -o json --no-pager MESSAGE_ID={UNIT_STARTED}")
-    return sorted(int(json.loads(line)["__REALTIME_TIMESTAMP"]) for line in text.splitlines() if line.strip())
+    text = out(lab.dep, lab.host(role).name, f"journalctl -u {unit} -o json --no-pager")
+    entries = [json.loads(line) for line in text.splitlines() if line.strip()]
+    return sorted(int(e["__REALTIME_TIMESTAMP"]) for e in entries if e.get("MESSAGE_ID") == UNIT_STARTED)
 
 
 def validator_process(lab: Lab, role: str) -> tuple[str, str]:
