@@ -109,6 +109,10 @@ def test_execution_and_beacon_pin_bump_restarts_standby_first_and_never_the_vali
     standby_last = max(new[("backup", u)][0] for u in ("qp-execution.service", "qp-beacon.service"))
     active_first = min(new[("primary", u)][0] for u in ("qp-execution.service", "qp-beacon.service"))
     assert standby_last < active_first, "the active host restarted before the standby's step finished"
+    print(f"\npin apply: {len(result.ran)} step(s) in {result.seconds:.1f}s; standby restarts at "
+          f"+{(standby_last - min(new[('backup', 'qp-execution.service')])) / 1e6:.1f}s, active's first restart "
+          f"{(active_first - standby_last) / 1e6:.1f}s after the standby's last; "
+          f"validator PID {validator_before[0]} kept")
 
     assert validator_process(lab, "primary") == validator_before, "the apply restarted the active validator"
     lab.wait_signs("primary", after=signed_before)
