@@ -62,8 +62,9 @@ def _scopes_sent(sched: Any, node: _Node) -> list[str]:
 
 def test_longest_unit_first_by_last_runs_figures(tmp_path: Path) -> None:
     """Units go out longest first by the cached figures (same test count), a lab module before short modules."""
-    for name, body in (("test_lab.py", "pytestmark = pytest.mark.lab\n"), ("test_a.py", ""), ("test_b.py", ""),
-                       ("test_c.py", "")):
+    # The marker is spelled in two pieces so that this module's own source does not read as a lab module.
+    lab_source = "pytestmark = pytest.mark." + "lab\n"
+    for name, body in (("test_lab.py", lab_source), ("test_a.py", ""), ("test_b.py", ""), ("test_c.py", "")):
         (tmp_path / name).write_text(body)
     collection = [f"{m}::test_{i}" for m in ("test_a.py", "test_b.py", "test_c.py", "test_lab.py") for i in range(3)]
     measured = {"test_b.py": [3, 50.0], "test_c.py": [3, 200.0], "test_a.py": [2, 999.0]}  # a: other test count
