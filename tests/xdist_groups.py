@@ -32,8 +32,8 @@ CACHE_KEY = "xdist_groups/unit_seconds"
 
 #: What in a module's source marks it as long-running (the scheduler sees node ids only, not markers).
 _LONG_MARKERS = ("pytest.mark.lab", "LAB_MARKS", "shared_lab", "pytest.mark.slow")
-#: Assumed length of a long unit with no measured figure: longer than any non-lab module, so it starts first.
-LONG_DEFAULT_SECONDS = 600.0
+#: Assumed length of a long unit with no measured figure: about what a module with one lab of its own takes.
+LONG_DEFAULT_SECONDS = 300.0
 
 #: Seconds per long unit (setup + calls + teardown of all its tests) in one `make test` on the 2-core machine
 #: (2026-12-02, 4 workers, load average 9-13 from other work; docs/testing.md): the order for a checkout
