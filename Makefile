@@ -21,9 +21,10 @@ system-deps:
 lint: setup
 	$(BIN)/ruff check .
 
-# Three workers even on 2 cores: lab modules wait on their hosts most of the time, so two labs run side by side
-# while the third worker takes the rest; tests/xdist_groups.py keeps each module on one worker, longest first.
-PYTEST_WORKERS ?= 3
+# Four workers even on 2 cores: lab modules wait on their hosts and chain clocks most of the time (a lab module
+# uses about half a core), so up to four labs run side by side (the fault matrix is three modules with a lab
+# each); tests/xdist_groups.py keeps each module on one worker and hands out the longest first.
+PYTEST_WORKERS ?= 4
 
 test: setup system-deps lint
 	$(BIN)/pytest -n $(PYTEST_WORKERS) --dist loadgroup

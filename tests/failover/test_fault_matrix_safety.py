@@ -1,7 +1,7 @@
 """Fault-matrix rows for issue 12 ("exactly one signer, part 2"), in their own lab, in order.
 
 Each row asserts its outcome and then runs the independent double-sign detector and the history check of
-tests/failover/test_fault_matrix.verify (no double or surround vote in any host's signing log; the host
+tests/failover/matrix_lab.verify (no double or surround vote in any host's signing log; the host
 that signs now holds every vote any host ever signed, except votes a fenced path's epoch gate covers):
 
 - an SSH authentication failure on a healthy source: an error, nothing fenced, the source keeps signing;
@@ -31,15 +31,15 @@ from qpool import operations as ops
 from qpool.errors import QpoolError
 from qpool.remote import AuthFailure, Refused
 
-from .test_fault_matrix import (
+from .matrix_lab import (
     CLOCK,
     EPOCH_SECONDS,
     OTHER,
     PAIR,
     Lab,
-    _fenced_failover,
-    _power_back_on,
     assert_exactly,
+    fenced_failover,
+    power_back_on,
     signing_lab,
     verify,
 )
@@ -222,7 +222,7 @@ def test_clean_stop_then_source_vanishes_gate_from_the_later_clock(lab: Lab) -> 
     assert min(r.target_epoch for r in new) >= expected, "signed before the gate of the later clock"
     verify(lab, "clean stop, source vanishes, operator clock behind", f"fenced; gate {expected} from the "
            f"{gate['fence_clock']} (operator's would be {by_operator})", signer=target, gate_epoch=expected)
-    _power_back_on(lab, source)
+    power_back_on(lab, source)
     lab.assert_silent(source)
 
 
@@ -237,7 +237,7 @@ def test_truncated_newest_replica_previous_intact_one_used(lab: Lab) -> None:
     assert newest["path"] != first["path"]
     lab.host(target).exec(["truncate", "-s", "100", newest["path"]], check=True)
     lab.host(source).cut_network()
-    gate_epoch, _new = _fenced_failover(lab, source)
+    gate_epoch, _new = fenced_failover(lab, source)
     moved = lab.journal()["steps"]["move-history"]["data"]
     assert moved["replica"] == PurePosixPath(first["path"]).name
     assert moved["replicas_moved_aside"] == [PurePosixPath(newest["path"]).name]
@@ -245,7 +245,7 @@ def test_truncated_newest_replica_previous_intact_one_used(lab: Lab) -> None:
     assert PurePosixPath(newest["path"]).name in quarantined
     verify(lab, "truncated newest replica on the target", "moved aside; previous intact replica used "
            f"(+{len(moved['merged'])} monitoring copy merged); fenced, gate", signer=target, gate_epoch=gate_epoch)
-    _power_back_on(lab, source)
+    power_back_on(lab, source)
     lab.assert_silent(source)
 
 

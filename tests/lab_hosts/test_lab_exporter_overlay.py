@@ -87,6 +87,7 @@ def test_the_mirror_listing_is_a_find_links_page_for_the_lock(tmp_path: Path) ->
     assert sys.executable in cmd
 
 
+@pytest.mark.slow  # a real venv + pip install of every locked wheel: about a minute of CPU; `make test` runs it
 def test_the_installers_pip_step_works_with_the_lab_pip_conf(tmp_path: Path) -> None:
     """What qp-install-exporter does on the lab's monitoring host, with the overlay's pip.conf: a fresh venv,
     `pip install --require-hashes --only-binary=:all: -r requirements.lock` from the mirror, then the exporter

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 import subprocess
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -36,12 +37,23 @@ def run(cmd: list[str], **kw: object) -> subprocess.CompletedProcess[str]:
     return subprocess.run(cmd, capture_output=True, text=True, check=False, timeout=120, **kw)  # type: ignore[call-overload]
 
 
-@pytest.mark.realtools
-def test_shipped_key_is_grafanas_with_valid_self_signatures(tmp_path: Path) -> None:
-    gpg = tool("gpg")
+@pytest.fixture
+def gnupg_env(tmp_path: Path) -> Iterator[dict[str, str]]:
+    """A throw-away GNUPGHOME; its gpg-agent (which `gpg --import` starts) is stopped when the test ends.
+
+    Why: gpg leaves the agent running after it exits; without the kill every run left a daemon behind."""
     home = tmp_path / "gnupg"
     home.mkdir(mode=0o700)
     env = {"GNUPGHOME": str(home), "PATH": "/usr/bin:/bin"}
+    yield env
+    killed = run([tool("gpgconf"), "--kill", "all"], env=env)
+    assert killed.returncode == 0, f"gpgconf --kill all (GNUPGHOME={home}): {killed.stderr.strip()}"
+
+
+@pytest.mark.realtools
+def test_shipped_key_is_grafanas_with_valid_self_signatures(gnupg_env: dict[str, str]) -> None:
+    gpg = tool("gpg")
+    env = gnupg_env
     key = monitoring.GRAFANA_APT_KEY_SRC
     shown = run([gpg, "--batch", "--show-keys", "--with-colons", str(key)], env=env)
     assert shown.returncode == 0, shown.stderr

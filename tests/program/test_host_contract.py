@@ -8,6 +8,7 @@ cloud_init/monitoring/scripts) cannot import and are left out.
 from __future__ import annotations
 
 import ast
+from functools import cache
 from pathlib import Path
 
 import pytest
@@ -31,8 +32,12 @@ CONTRACT = {
 }
 
 
+@cache
 def _literals() -> dict[str, set[str]]:
-    """string constant -> modules that write it out literally."""
+    """string constant -> modules that write it out literally.
+
+    Parsed once per test process (every parameter of the check reads the same tree; parsing it per
+    parameter cost seconds each). Tests only read the result."""
     found: dict[str, set[str]] = {}
     for package in PACKAGES:
         for path in (REPO / package).rglob("*.py"):

@@ -12,6 +12,8 @@ import itertools
 from collections.abc import Iterable
 from pathlib import Path
 
+import pytest
+
 REPO = Path(__file__).resolve().parents[2]
 
 #: Bottom first. A package may import only packages listed before it.
@@ -65,24 +67,30 @@ def cycles(graph: dict[str, dict[str, set[str]]]) -> list[list[str]]:
     return found
 
 
-def test_no_import_circle_between_packages() -> None:
-    graph = package_imports()
+@pytest.fixture(scope="module")
+def repo_graph() -> dict[str, dict[str, set[str]]]:
+    """The repository's import graph, computed once for the checks below (each used to parse every file)."""
+    return package_imports()
+
+
+def test_no_import_circle_between_packages(repo_graph: dict[str, dict[str, set[str]]]) -> None:
+    graph = repo_graph
     found = cycles(graph)
     detail = [" -> ".join(c) + ": " + "; ".join(
         f"{a}->{b} in {sorted(graph[a][b])}" for a, b in itertools.pairwise(c)) for c in found]
     assert not found, "import circles between packages:\n" + "\n".join(detail)
 
 
-def test_packages_import_only_lower_layers() -> None:
-    graph = package_imports()
+def test_packages_import_only_lower_layers(repo_graph: dict[str, dict[str, set[str]]]) -> None:
+    graph = repo_graph
     upward = [f"{a} imports {b} ({', '.join(sorted(files))})"
               for a, targets in graph.items() for b, files in targets.items()
               if LAYERS.index(b) > LAYERS.index(a)]
     assert not upward, "imports that point up the layers " + " < ".join(LAYERS) + ":\n" + "\n".join(upward)
 
 
-def test_core_imports_nothing_of_the_project() -> None:
-    assert package_imports()["core"] == {}
+def test_core_imports_nothing_of_the_project(repo_graph: dict[str, dict[str, set[str]]]) -> None:
+    assert repo_graph["core"] == {}
 
 
 def test_the_check_finds_a_circle(tmp_path: Path) -> None:
