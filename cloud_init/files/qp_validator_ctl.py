@@ -298,6 +298,47 @@ def stopped_reasons(st: dict[str, Any]) -> list[str]:
     return [_reason_text(code, st) for code in not_stopped_codes(st)]
 
 
+# -- fencing witness: is a peer host alive on the private network? -------------------------------------
+
+def probe_port(address: str, port: int, timeout: float) -> str:
+    """One TCP connect from this host: "open" or "refused" (something at that address answered: its kernel
+    runs), or "timeout"/"unreachable"/"error: ..." (no answer at all, as from a powered-off machine)."""
+    import errno
+
+    try:
+        with socket.create_connection((address, port), timeout=timeout):
+            return "open"
+    except ConnectionRefusedError:
+        return "refused"
+    except TimeoutError:
+        return "timeout"
+    except OSError as exc:
+        if exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN):
+            return "unreachable"
+        return f"error: {exc.strerror or exc}"
+
+
+#: Port outcomes that prove a running machine at the probed address.
+ANSWERED = ("open", "refused")
+
+
+def probe_peer(address: str, ports: list[int], timeout: float, rounds: int) -> dict[str, Any]:
+    """The fencing witness run ON THE TARGET: several rounds of TCP connects to a peer's private address.
+
+    Why from here: the operator's SSH failing says only that the operator cannot reach the peer; the peer
+    shares this host's private network, so an answer here means it is up whatever the Hetzner API says.
+    Any answer in any round counts ("alive"); "silent" needs every probe of every round unanswered.
+    """
+    results: list[dict[str, str]] = []
+    for i in range(max(1, rounds)):
+        if i:
+            time.sleep(1.0)
+        results.append({str(port): probe_port(address, port, timeout) for port in ports})
+    answered = sorted({f"{port}: {outcome}" for r in results for port, outcome in r.items() if outcome in ANSWERED})
+    return {"address": address, "ports": ports, "rounds": results,
+            "verdict": "alive" if answered else "silent", "answered": answered}
+
+
 # -- the operation lock: serialises qpool runs that target this host -------------------------------------
 
 def oplock_dir() -> Path:
@@ -726,6 +767,11 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("export-replica")
     p.add_argument("path")
     sub.add_parser("select-replica")
+    p = sub.add_parser("probe-peer")
+    p.add_argument("address")
+    p.add_argument("--port", type=int, action="append", required=True)
+    p.add_argument("--timeout", type=float, default=3.0)
+    p.add_argument("--rounds", type=int, default=3)
     p = sub.add_parser("import-slashing")
     p.add_argument("--sha256", required=True)
     sub.add_parser("setup")
@@ -754,6 +800,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         elif args.cmd == "select-replica":
             result = select_replica()
+        elif args.cmd == "probe-peer":
+            result = probe_peer(args.address, args.port, args.timeout, args.rounds)
         elif args.cmd == "import-slashing":
             result = import_slashing(sys.stdin.buffer.read(), args.sha256)
         elif args.cmd == "setup":
