@@ -152,3 +152,41 @@ def test_gate_epoch_on_the_host_is_the_earlier_of_its_clock_and_the_beacon_slot_
     assert ctl.current_epoch() == 10
     monkeypatch.setattr(ctl, "http_json", lambda _u: (0, None))  # beacon silent: the host clock alone
     assert ctl.current_epoch() == 10
+
+
+# -- probe-peer: the target's private-network witness (issue 12 item 6) ------------------------------------
+
+def test_probe_peer_listening_port_is_alive(ctl: ModuleType) -> None:
+    import socket
+
+    with socket.socket() as srv:
+        srv.bind(("127.0.0.1", 0))
+        srv.listen()
+        port = srv.getsockname()[1]
+        result = ctl.probe_peer("127.0.0.1", [port], 1.0, 1)
+    assert result["verdict"] == "alive" and result["answered"] == [f"{port}: open"]
+
+
+def test_probe_peer_refused_port_still_proves_a_running_kernel(ctl: ModuleType) -> None:
+    import socket
+
+    with socket.socket() as probe:  # a port nobody listens on: the kernel answers with a reset
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    result = ctl.probe_peer("127.0.0.1", [port], 1.0, 1)
+    assert result["verdict"] == "alive" and result["answered"] == [f"{port}: refused"]
+
+
+def test_probe_peer_silent_only_when_nothing_answers_in_every_round(ctl: ModuleType,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    outcomes = iter([TimeoutError(), OSError(errno.EHOSTUNREACH, "No route to host"), TimeoutError(),
+                     TimeoutError()])
+
+    def connect(_addr: tuple[str, int], timeout: float) -> None:
+        raise next(outcomes)
+
+    monkeypatch.setattr(ctl.socket, "create_connection", connect)
+    monkeypatch.setattr(ctl.time, "sleep", lambda _s: None)
+    result = ctl.probe_peer("10.0.0.11", [22, 8081], 1.0, 2)
+    assert result["verdict"] == "silent"
+    assert result["rounds"] == [{"22": "timeout", "8081": "unreachable"}, {"22": "timeout", "8081": "timeout"}]
