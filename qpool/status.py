@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from qpool import reachability
+from qpool import reachability, witnesses
 from qpool.context import Context
 from qpool.errors import QpoolError
 from qpool.inventory import HostRecord
@@ -60,8 +60,9 @@ def hetzner_fenced(ctx: Context, host: HostRecord) -> bool:
 def pair_status(ctx: Context, pair: str) -> dict[str, Any]:
     active_role = read_active(ctx.config_file, pair)
     hosts = []
-    for host in ctx.inventory.pair_hosts(pair):
-        view = observe(ctx, host)
+    views = [observe(ctx, host) for host in ctx.inventory.pair_hosts(pair)]
+    for view in views:
+        host = view.host
         st = view.status or {}
         backup = st.get("newest_backup") or {}
         hosts.append({
@@ -75,6 +76,10 @@ def pair_status(ctx: Context, pair: str) -> dict[str, Any]:
             "slashing_backup": {"path": backup.get("path"), "age_seconds": backup.get("age_seconds")} if backup
             else None,
             "oplock": st.get("oplock"),
+            # An unreachable host: what the fencing witnesses see (the pair peer's private-network probe and
+            # Prometheus), so "unreachable" is never read from the operator's SSH alone.
+            "witnesses": None if view.status is not None else witnesses.for_status(
+                ctx, host, [v.host for v in views if v.status is not None]),
         })
     signers = [h["host"] for h in hosts if h["signing"]]
     live = [h["host"] for h in hosts if h["may_sign"]]
@@ -99,6 +104,8 @@ def format_status(doc: dict[str, Any]) -> str:
             if not h["reachable"]:
                 fenced = {True: "fenced", False: "NOT fenced", None: "fencing unknown"}[h["fenced"]]
                 lines.append(f"  {h['host']:<32} {h['role']:<8} UNREACHABLE ({fenced}): {h['error']}")
+                lines += [f"      witness {w['name']}: {w['verdict'].upper()} ({w['detail']})"
+                          for w in h.get("witnesses") or []]
                 continue
             backup = h["slashing_backup"]
             age = f"{backup['age_seconds']:.0f}s old" if backup and backup["age_seconds"] is not None else "none"

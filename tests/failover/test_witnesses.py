@@ -209,3 +209,20 @@ def test_beacon_that_stops_during_the_prompt_is_caught(tmp_path: Path, monkeypat
     with pytest.raises(QpoolError, match="is syncing"):
         ops.activate(ctx, "p1")
     assert fake(ctx).changed() == []
+
+
+# -- qpool status shows the witnesses of an unreachable host ------------------------------------------------
+
+def test_status_shows_the_witnesses_of_an_unreachable_host(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from qpool.status import format_status, pair_status
+
+    ctx = make_ctx(tmp_path, monkeypatch)
+    fake(ctx).statuses[PRIMARY.name] = None
+    fake(ctx).probe_answers[PRIMARY.name] = True  # cut off from the operator only: the backup still reaches it
+    doc = pair_status(ctx, "p1")
+    primary = next(h for h in doc["hosts"] if h["host"] == PRIMARY.name)
+    assert [(w["name"], w["verdict"]) for w in primary["witnesses"]] == [("target-probe", "alive"),
+                                                                          ("prometheus", "unknown")]
+    assert next(h for h in doc["hosts"] if h["host"] == BACKUP.name)["witnesses"] is None
+    text = format_status({"stack": "t", "pairs": [doc]})
+    assert "witness target-probe: ALIVE (h-backup reached 10.0.0.11" in text
