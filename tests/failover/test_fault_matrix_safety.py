@@ -5,6 +5,8 @@ tests/failover/test_fault_matrix.verify (no double or surround vote in any host'
 that signs now holds every vote any host ever signed, except votes a fenced path's epoch gate covers):
 
 - an SSH authentication failure on a healthy source: an error, nothing fenced, the source keeps signing;
+- a fencing API that reports "off" while the source runs, cut off from the operator only: refused by the
+  target's own private-network probe (a fencing witness), the source keeps signing;
 - a primary rebuilt with an empty volume while the standby and the monitoring server hold its replicas:
   activate refused (also with --first-start), then the documented recovery (backup, restore, activate);
 - a primary restored from an old archive: restore refused, activate refused, then recovered;
@@ -133,6 +135,44 @@ def test_ssh_auth_failure_on_healthy_source_is_an_error_not_a_fence(lab: Lab, tm
     lab.wait_signs(source)
     lab.assert_silent(target)
     verify(lab, "SSH auth failure on a healthy source", "error, nothing fenced; source signs", signer=source)
+
+
+# -- 1b. the fencing API reports "off" while the source runs, cut off from the operator only ----------------
+
+def test_api_says_off_while_source_runs_cut_off_from_operator_only_is_refused(lab: Lab) -> None:
+    """Issue 12 item 6: the API wrongly reports the source off and its power-off never reaches it; only the
+    operator's path to the source is cut. The fence "succeeds" (Hetzner is one witness); the target's own
+    probe over the private network sees the source alive: refused, the source keeps signing, then the
+    documented recovery (abandon the run once the source answers again) leaves it as it was."""
+    source = lab.active_role()
+    target = OTHER[source]
+    lab.fresh_backup(source)
+    api = lab.session.api
+    assert api is not None
+    api.lie_off(lab.session.server_ids[lab.record(source).name])
+    lab.host(source).partition(lab.dep.network.bridge_ip)  # the operator only: the target still reaches it
+    ctx = lab.context()
+    lines: list[str] = []
+    ctx.report = lines.append
+    try:
+        with pytest.raises(QpoolError, match=r"not proven off \(seen alive by target-probe"):
+            ops.failover(ctx, PAIR, to_role=target, accept_slashing_risk=True)  # no override reaches it
+        assert any("witness target-probe: ALIVE" in line for line in lines), lines
+        assert lab.host(source).is_running(), "the lying API powered nothing off"
+        lab.wait_signs(source)
+        lab.assert_silent(target)
+        assert lab.journal(ctx)["mode"] == "fenced" and not lab.journal(ctx).get("completed")
+    finally:
+        lab.host(source).heal()
+        api.clear_faults()
+    lab.wait_reachable(source)
+    assert "abandoned" in ops.abandon_failover(ctx, PAIR)
+    st = lab.status(source)
+    assert st is not None and ops.running(st) and lab.active_role() == source
+    tgt = lab.status(target)
+    assert tgt is not None and ops.stopped_reasons(tgt) == [] and tgt["oplock"] is None
+    verify(lab, "API says off, source cut off from operator only", "refused by the target's probe; source signs",
+           signer=source)
 
 
 # -- 2. rebuilt primary with an empty volume ------------------------------------------------------------
