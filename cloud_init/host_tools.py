@@ -17,7 +17,8 @@ from pathlib import Path
 
 from cloud_init import HostFile, HostRenderInputs
 from cloud_init.base import NODE_EXPORTER_TEXTFILE_DIR
-from cloud_init.key_host import BACKUP_DIR, LOCK_FILE, ROLE_FILE, VALIDATOR_DIR
+from cloud_init.key_host import BACKUP_DIR, LOCK_FILE, ROLE_FILE, VALIDATOR_DIR, WALLET_DIR
+from cloud_init.secrets_table import WALLET_PASSWORD_FILE
 from core import ports
 
 CTL_PATH = "/usr/local/sbin/qp-validator-ctl"
@@ -90,6 +91,8 @@ def _ctl_config(inputs: HostRenderInputs, ship_public_key: str) -> dict:
         "validator_bin": "/opt/quantapool/bin/validator",
         "validator_user": "qp-validator",
         "validator_datadir": VALIDATOR_DIR,
+        "wallet_dir": WALLET_DIR,  # `status` lists the loaded public keys (key ownership across pairs)
+        "wallet_password_file": WALLET_PASSWORD_FILE,
         "db_backup_dir": BACKUP_DIR,
         "metrics_host": host.private_ip,
         "metrics_port": ports.VALIDATOR_METRICS,

@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from qpool import epoch_gate as epoch_gate_clocks
-from qpool import history_coverage, interchange, reachability, replicas, witnesses
+from qpool import history_coverage, interchange, key_ownership, reachability, replicas, witnesses
 from qpool.context import Context
 from qpool.errors import QpoolError
 from qpool.inventory import HostRecord
@@ -141,13 +141,16 @@ def activate(ctx: Context, pair: str, *, first_start: bool = False, archives: li
                                      f"be on {target.name}; use `qpool failover` (replica + epoch gate)")
             target_status = ctx.ssh.status(target)
             ctx.report(f"  {target.name}: {require_beacon_ready(target, target_status)}")
+            ctx.report(f"  {key_ownership.check_before_start(ctx, target, target_status)}")
             _check_history_covers(ctx, target, target_status, peers, first_start, archives)
             if not ctx.confirm(f"Start the validator on {target.name}?"):
                 raise QpoolError("aborted at the confirmation prompt; nothing changed")
             # Re-check right before the start: the confirmation prompt may have waited a long time.
             for peer in peers:
                 verify_peer_safe(ctx, peer)
-            require_beacon_ready(target, ctx.ssh.status(target))
+            fresh = ctx.ssh.status(target)
+            require_beacon_ready(target, fresh)
+            key_ownership.check_before_start(ctx, target, fresh)
             args = ["activate", "--run-id", run_id] + (["--first-start"] if first_start else [])
             ctx.ssh.ctl(target, *args, timeout=180)
             ctx.report(f"{target.name}: validator running")
@@ -454,7 +457,9 @@ def _start_target(run: _Failover) -> None:
                                  "re-run the failover to move it again")
         # Every copy of the pair's history (replicas on both hosts and the monitoring server) must be covered.
         history_coverage.check_before_start(ctx, target, st, first_start=False, peer_dbs=False, failover=True)
-        say(f"      {target.name}: {require_beacon_ready(target, ctx.ssh.status(target))}")
+        fresh = ctx.ssh.status(target)
+        say(f"      {target.name}: {require_beacon_ready(target, fresh)}")
+        say(f"      {key_ownership.check_before_start(ctx, target, fresh)}")
         args = ["activate", "--run-id", j.run_id]
         gate = j.data("epoch-gate").get("gate_epoch") if j.mode == "fenced" else None
         if gate is not None and not j.data("epoch-gate").get("overridden"):

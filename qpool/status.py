@@ -76,6 +76,8 @@ def pair_status(ctx: Context, pair: str) -> dict[str, Any]:
             "slashing_backup": {"path": backup.get("path"), "age_seconds": backup.get("age_seconds")} if backup
             else None,
             "oplock": st.get("oplock"),
+            # The public keys its wallet holds (key ownership across pairs: qpool/key_ownership.py).
+            "wallet_pubkeys": (st.get("wallet") or {}).get("pubkeys") if st else None,
             # An unreachable host: what the fencing witnesses see (the pair peer's private-network probe and
             # Prometheus), so "unreachable" is never read from the operator's SSH alone.
             "witnesses": None if view.status is not None else witnesses.for_status(
@@ -92,6 +94,12 @@ def _sync_word(client: dict[str, Any]) -> str:
     if not client.get("reachable"):
         return "down"
     return "syncing" if client.get("syncing") else "synced"
+
+
+def _keys_word(keys: list[str] | None) -> str:
+    if keys is None:
+        return "keys=UNKNOWN"
+    return f"keys={len(keys)}" + (f" ({','.join(k[:14] + '...' for k in keys)})" if keys else "")
 
 
 def format_status(doc: dict[str, Any]) -> str:
@@ -116,5 +124,6 @@ def format_status(doc: dict[str, Any]) -> str:
                 f"lock={'on' if h['locked'] else 'OFF'} unit={h['unit']} procs={len(h['processes'] or [])} "
                 f"beacon={_sync_word(beacon)}"
                 f"@{beacon.get('head_slot')} "
-                f"execution={_sync_word(execution)}@{execution.get('block')} slashing-backup={age}")
+                f"execution={_sync_word(execution)}@{execution.get('block')} slashing-backup={age} "
+                f"{_keys_word(h.get('wallet_pubkeys'))}")
     return "\n".join([*lines, format_next_actions(doc)])

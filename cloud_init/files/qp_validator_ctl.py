@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import pwd
+import re
 import shutil
 import socket
 import subprocess
@@ -194,6 +195,47 @@ def select_replica() -> dict[str, Any]:
     return {"path": None, "skipped": skipped}
 
 
+WALLET_CACHE = Path(os.environ.get("QP_CTL_WALLET_CACHE", "/run/quantapool/wallet-pubkeys.json"))
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_LISTED = re.compile(r"\[validating public key\]\s+(0x[0-9a-fA-F]+)")
+
+
+def parse_accounts_list(text: str) -> list[str]:
+    """Public keys from `validator accounts list` (qrysm colours it unconditionally: strip the escapes)."""
+    return [key.lower() for key in _LISTED.findall(_ANSI.sub("", text))]
+
+
+def wallet_pubkeys() -> dict[str, Any]:
+    """The public keys loaded in this host's wallet (what its validator would sign with), as the client itself
+    lists them. Cached under /run by the wallet file's sha256, so `status` decrypts the wallet only after it
+    changed. {"pubkeys": [...]} or {"pubkeys": None, "error": "..."} (unknown is never "none")."""
+    wallet = Path(cfg("wallet_dir")) / "direct" / "accounts" / "all-accounts.keystore.json"
+    try:
+        digest = hashlib.sha256(wallet.read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return {"pubkeys": []}
+    except OSError as exc:
+        return {"pubkeys": None, "error": f"wallet unreadable: {_oserror_cause(exc)}"}
+    cached = _read_json(WALLET_CACHE)
+    if isinstance(cached, dict) and cached.get("sha256") == digest and isinstance(cached.get("pubkeys"), list):
+        return {"pubkeys": cached["pubkeys"]}
+    try:
+        proc = _as_validator([cfg("validator_bin"), "accounts", "list", f"--wallet-dir={cfg('wallet_dir')}",
+                              f"--wallet-password-file={cfg('wallet_password_file')}", "--accept-terms-of-use"],
+                             timeout=120)
+    except (KeyError, OSError, subprocess.TimeoutExpired) as exc:
+        return {"pubkeys": None, "error": f"accounts list failed: {exc}"}
+    if proc.returncode != 0:
+        return {"pubkeys": None, "error": _client_cause("accounts list", proc.stderr, cfg("wallet_dir"))}
+    keys = parse_accounts_list(proc.stdout.decode(errors="replace"))
+    with contextlib.suppress(OSError):
+        WALLET_CACHE.parent.mkdir(parents=True, exist_ok=True)
+        tmp = WALLET_CACHE.with_name(f".{WALLET_CACHE.name}.tmp")
+        tmp.write_text(json.dumps({"sha256": digest, "pubkeys": keys}))
+        os.replace(tmp, WALLET_CACHE)
+    return {"pubkeys": keys}
+
+
 def chain_clock() -> dict[str, Any] | None:
     """genesis time and slot/epoch lengths from the local beacon node (the chain's own clock)."""
     prefix = cfg("beacon_rest")
@@ -235,6 +277,7 @@ def status() -> dict[str, Any]:
         "execution": {"reachable": eth_block is not None, "syncing": bool(eth_syncing) if eth_block else None,
                       "block": int(eth_block, 16) if isinstance(eth_block, str) else None},
         "chain_clock": chain_clock(),
+        "wallet": wallet_pubkeys() if "wallet_dir" in CFG else {"pubkeys": None, "error": "no wallet configured"},
         "oplock": read_oplock(),
         "activated_by": _read_json(ACTIVATED_BY),
         "runtime_blocked": RUNTIME_BLOCK.exists(),

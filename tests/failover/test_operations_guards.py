@@ -32,7 +32,7 @@ KEY = "0x" + "cd" * 16
 def stopped_status(**over: Any) -> dict[str, Any]:
     st = {"unit": {"active": "inactive"}, "processes": [], "metrics_port_open": False, "locked": True,
           "db_present": True, "newest_backup": None, "chain_clock": None, "oplock": None,
-          "beacon": {"reachable": True, "syncing": False, "head_slot": 100}}
+          "beacon": {"reachable": True, "syncing": False, "head_slot": 100}, "wallet": {"pubkeys": [KEY]}}
     st.update(over)
     return st
 

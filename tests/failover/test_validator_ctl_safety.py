@@ -190,3 +190,42 @@ def test_probe_peer_silent_only_when_nothing_answers_in_every_round(ctl: ModuleT
     result = ctl.probe_peer("10.0.0.11", [22, 8081], 1.0, 2)
     assert result["verdict"] == "silent"
     assert result["rounds"] == [{"22": "timeout", "8081": "unreachable"}, {"22": "timeout", "8081": "timeout"}]
+
+
+# -- wallet public keys in `status` (issue 12 item 2) ---------------------------------------------------------
+
+LISTING = ("(keymanager kind) \x1b[1;92mlocal wallet\x1b[0m\n\nShowing \x1b[93m2\x1b[0m validator accounts\n"
+           "\n\x1b[1;94mAccount 0\x1b[0m | \x1b[1;92mx\x1b[0m\n\x1b[1;95m[validating public key]\x1b[0m 0xAB12\n"
+           "\n\x1b[1;94mAccount 1\x1b[0m | \x1b[1;92my\x1b[0m\n\x1b[1;95m[validating public key]\x1b[0m 0xcd34\n")
+
+
+def test_accounts_list_parsed_through_its_colours(ctl: ModuleType) -> None:
+    assert ctl.parse_accounts_list(LISTING) == ["0xab12", "0xcd34"]
+    assert ctl.parse_accounts_list("Showing 0 validator accounts\n") == []
+
+
+def test_wallet_pubkeys_cached_by_wallet_digest(ctl: ModuleType, tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    import subprocess
+
+    wallet = tmp_path / "wallet"
+    ctl.CFG.update(wallet_dir=str(wallet), wallet_password_file=str(tmp_path / "pw"), validator_bin="/bin/validator")
+    monkeypatch.setattr(ctl, "WALLET_CACHE", tmp_path / "run" / "wallet-pubkeys.json")
+    assert ctl.wallet_pubkeys() == {"pubkeys": []}, "no wallet file: no keys (not unknown)"
+    (wallet / "direct" / "accounts").mkdir(parents=True)
+    (wallet / "direct" / "accounts" / "all-accounts.keystore.json").write_text("{}")
+    calls = []
+
+    def fake(argv: list[str], timeout: float = 300) -> subprocess.CompletedProcess[bytes]:
+        calls.append(argv)
+        return subprocess.CompletedProcess(argv, 0, LISTING.encode(), b"")
+
+    monkeypatch.setattr(ctl, "_as_validator", fake)
+    assert ctl.wallet_pubkeys() == {"pubkeys": ["0xab12", "0xcd34"]}
+    assert ctl.wallet_pubkeys() == {"pubkeys": ["0xab12", "0xcd34"]}
+    assert len(calls) == 1 and calls[0][1:3] == ["accounts", "list"], "the second read came from the cache"
+    (wallet / "direct" / "accounts" / "all-accounts.keystore.json").write_text('{"changed": 1}')
+    monkeypatch.setattr(ctl, "_as_validator", lambda argv, timeout=300: subprocess.CompletedProcess(
+        argv, 1, b"", b"wrong password for wallet entered"))
+    got = ctl.wallet_pubkeys()
+    assert got["pubkeys"] is None and "wrong password" in got["error"], "a changed wallet is read again"
