@@ -179,14 +179,16 @@ def import_root(host: Rendered, tmp_path: Path) -> tuple[Path, Path]:
 echo "validator $*" >> "{root}/calls.log"
 wallet="{root}/wallet-keys"; touch "$wallet"
 for a in "$@"; do case "$a" in --keys-dir=*) ls "${{a#*=}}" > "{root}/keys-seen"
-    for f in "${{a#*=}}"/keystore-*.json; do k="$(jq -r .pubkey "$f")"; grep -qx "$k" "$wallet" || echo "$k" >> "$wallet"; done;;
+    for f in "${{a#*=}}"/keystore-*.json; do k="$(jq -r .pubkey "$f")"
+      grep -qx "$k" "$wallet" || echo "$k" >> "$wallet"; done;;
   --delete-public-keys=*) [ -n "${{QP_STUB_KEEP_KEYS:-}}" ] && continue
     tr , '\\n' <<< "${{a#*=}}" > "{root}/deleted"; grep -vxF -f "{root}/deleted" "$wallet" > "$wallet.new" || true
     mv "$wallet.new" "$wallet";;
   --wallet-password-file=*) test -s "${{a#*=}}" || exit 9;; esac; done
 case "$1 $2" in
   "accounts import") echo "Imported accounts 0xabababab... (full key would be here)";;
-  "accounts list") while read -r k; do printf '\\n\\033[1;95m[validating public key]\\033[0m %s\\n' "$k"; done < "$wallet";;
+  "accounts list") while read -r k; do printf '\\n\\033[1;95m[validating public key]\\033[0m %s\\n' "$k"
+    done < "$wallet";;
 esac
 """)
     validator.chmod(0o755)
