@@ -76,10 +76,13 @@ WantedBy=timers.target
 def _ctl_config(inputs: HostRenderInputs, ship_public_key: str) -> dict:
     cfg, host = inputs.config, inputs.host
     # Only the key hosts that may send this host backups (its pair partner; every key host for monitoring).
-    senders = ([h.private_ip for h in cfg.key_hosts()] if not host.is_key_host
-               else [h.private_ip for h in cfg.key_hosts(host.pair) if h.name != host.name])
+    sender_hosts = (cfg.key_hosts() if not host.is_key_host
+                    else [h for h in cfg.key_hosts(host.pair) if h.name != host.name])
+    senders = [h.private_ip for h in sender_hosts]
     common = {"role_file": ROLE_FILE, "replica_dir": REPLICA_DIR, "backup_keep": BACKUP_KEEP,
               "backup_senders": senders,
+              # The receiver names each stored copy after the sender it authenticated (address -> host name).
+              "backup_sender_names": {h.private_ip: h.name for h in sender_hosts},
               "textfile_dir": NODE_EXPORTER_TEXTFILE_DIR, "ship_public_key": ship_public_key.strip(),
               "timers": []}
     if not host.is_key_host:

@@ -135,11 +135,20 @@ def rpc(method: str, timeout: float = 3.0) -> Any:
         return None
 
 
+def replica_files(directory: Path) -> list[Path]:
+    """Replicated copies shipped by this host's configured senders (names carry the authenticated sender);
+    anything else in the directory is never a candidate."""
+    if not directory.is_dir():
+        return []
+    senders = set(CFG.get("backup_sender_names", {}).values())
+    return [p for p in directory.glob("*.db") if p.is_file() and p.name.split("--")[0] in senders]
+
+
 def newest_backup() -> dict[str, Any] | None:
     directory = Path(cfg("replica_dir"))
     if not directory.is_dir():
         return None
-    files = sorted((p for p in directory.glob("*.db") if p.is_file()), key=lambda p: p.stat().st_mtime)
+    files = sorted(replica_files(directory), key=lambda p: p.stat().st_mtime)
     if not files:
         return None
     newest = files[-1]
@@ -173,8 +182,7 @@ def select_replica() -> dict[str, Any]:
     <replica_dir>/quarantine/ (kept for inspection, never used, never chosen again) and reported: a corrupt
     newest file must not stop a failover, nor send it to an older file silently."""
     directory = Path(cfg("replica_dir"))
-    files = sorted((p for p in directory.glob("*.db") if p.is_file()), key=lambda p: p.stat().st_mtime,
-                   reverse=True) if directory.is_dir() else []
+    files = sorted(replica_files(directory), key=lambda p: p.stat().st_mtime, reverse=True)
     skipped = []
     for replica in files:
         fault = _replica_fault(replica)
@@ -687,8 +695,11 @@ def write_state_metrics() -> dict[str, Any]:
     return {"locked": locked, "active": active}
 
 
-def prune(directory: Path, keep: int) -> None:
-    files = sorted((p for p in directory.glob("*.db") if p.is_file()), key=lambda p: p.stat().st_mtime)
+def prune(directory: Path, keep: int, sender: str | None = None) -> None:
+    """Keep the newest `keep` copies: of one sender (each sender has its own retention: a flood from one host
+    cannot push out another host's copies), or of the whole directory."""
+    pattern = f"{sender}--*.db" if sender else "*.db"
+    files = sorted((p for p in directory.glob(pattern) if p.is_file()), key=lambda p: p.stat().st_mtime)
     for old in files[:-keep] if keep > 0 else []:
         old.unlink(missing_ok=True)
         old.with_suffix(old.suffix + ".sha256").unlink(missing_ok=True)
@@ -748,21 +759,38 @@ def _previous_backup_timestamp() -> list[str]:
         return []
 
 
-def receive_backup(name: str, expected: str, data: bytes) -> dict[str, Any]:
-    """Forced command of the `qp-backup` user: store a shipped copy only if its checksum holds."""
-    if "/" in name or not name.endswith(".db") or "--" not in name or name.startswith("."):
-        raise Refused(f"bad backup name {name!r}")
+def authenticated_sender(ssh_connection: str) -> str:
+    """The sending host's name, from the address sshd saw (SSH_CONNECTION) and this host's config: the only
+    hosts allowed to ship here (authorized_keys `from=` admits the same addresses). Never from the sender's
+    own words: a key host must not be able to write files named after another host, or another pair."""
+    address = ssh_connection.split()[0] if ssh_connection.split() else ""
+    names = cfg("backup_sender_names")
+    if address not in names:
+        raise Refused(f"backup from {address or 'an unknown address'} refused: not one of this host's senders "
+                      f"({', '.join(sorted(names.values())) or 'none'})")
+    return str(names[address])
+
+
+def receive_backup(claimed: str, expected: str, data: bytes, ssh_connection: str) -> dict[str, Any]:
+    """Forced command of the `qp-backup` user: store a shipped copy only if its checksum holds, named after the
+    AUTHENTICATED sender (`<sender>--<receiver's UTC time>.db`); each sender has its own retention."""
+    sender = authenticated_sender(ssh_connection)
+    if not claimed.startswith(f"{sender}--"):
+        raise Refused(f"{sender} shipped a copy named {claimed[:80]!r}: a host may only ship its own history; "
+                      "discarded")
     actual = hashlib.sha256(data).hexdigest()
     if actual != expected:
-        raise Refused(f"checksum mismatch for {name}: got {actual}, expected {expected}; discarded")
+        raise Refused(f"checksum mismatch for {claimed[:80]}: got {actual}, expected {expected}; discarded")
     directory = Path(cfg("replica_dir"))
     directory.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    name = f"{sender}--{time.strftime('%Y%m%dT%H%M%S', time.gmtime(now))}{int(now * 1e6) % 1000000:06d}Z.db"
     tmp = directory / f".{name}.tmp"
     tmp.write_bytes(data)
     (directory / f"{name}.sha256").write_text(f"{actual}  {name}\n")
     os.replace(tmp, directory / name)
-    prune(directory, int(cfg("backup_keep")))
-    return {"stored": name}
+    prune(directory, int(cfg("backup_keep")), sender)
+    return {"stored": name, "sender": sender}
 
 
 def setup() -> dict[str, Any]:
@@ -858,7 +886,8 @@ def main(argv: list[str] | None = None) -> int:
             words = os.environ.get("SSH_ORIGINAL_COMMAND", "").split()
             if len(words) != 2:
                 raise Refused("usage over SSH: <name> <sha256> with the file on stdin")
-            result = receive_backup(words[0], words[1], sys.stdin.buffer.read())
+            result = receive_backup(words[0], words[1], sys.stdin.buffer.read(),
+                                    os.environ.get("SSH_CONNECTION", ""))
         elif args.action == "acquire":
             result = oplock_acquire(args.run_id, args.owner)
         elif args.action in ("release", "force-release"):

@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
+import re
 import secrets
 import subprocess
 import time
@@ -80,7 +82,7 @@ def _restore(lab: Lab, role: str, archive: Path) -> None:
     backups.restore(lab.ctx, lab.record(role).name, opened, lab.dep.secrets["validatorKeysPassphrase"])
 
 
-def _stop_and_ship(lab: Lab, role: str) -> str:
+def _stop_and_ship(lab: Lab, role: str) -> list[str]:
     """Stop `role`'s validator (locked), then ship its final DB to the standby and the monitoring server, as
     the backup timer would have at that moment: the replicas hold everything it signed."""
     host = lab.host(role)
@@ -94,10 +96,14 @@ def _stop_and_ship(lab: Lab, role: str) -> str:
     sha = hashlib.sha256(db).hexdigest()
     mon = lab.ctx.inventory.monitoring()
     assert mon is not None
+    sender = lab.record(role).private_ip  # the receiver names the copy after the sender sshd saw
+    stored = []
     for receiver in (lab.host(OTHER[role]), lab.dep.hosts[mon.name]):
-        receiver.exec(["runuser", "-u", "qp-backup", "--", "env", f"SSH_ORIGINAL_COMMAND={name} {sha}", CTL,
-                       "receive-backup"], input=db, timeout=60, check=True)
-    return name
+        res = receiver.exec(["runuser", "-u", "qp-backup", "--", "env", f"SSH_ORIGINAL_COMMAND={name} {sha}",
+                             f"SSH_CONNECTION={sender} 40000 0.0.0.0 22", CTL, "receive-backup"], input=db,
+                            timeout=60, check=True)
+        stored.append(json.loads(res.stdout)["stored"])
+    return stored  # the names each receiver gave the copy (its sender's name and the receiver's time)
 
 
 def _wipe_volume(lab: Lab, role: str) -> None:
@@ -184,7 +190,7 @@ def test_rebuilt_primary_with_empty_volume_refused_then_recovered(lab: Lab, arch
     with pytest.raises(QpoolError) as refused:
         ops.activate(lab.ctx, PAIR)
     msg = str(refused.value)
-    assert shipped in msg and "qpool backup" in msg and "qpool restore" in msg
+    assert any(n in msg for n in shipped) and "qpool backup" in msg and "qpool restore" in msg
     assert "re-run with --first-start" not in msg
     with pytest.raises(QpoolError, match="--first-start refused"):
         ops.activate(lab.ctx, PAIR, first_start=True)
@@ -210,10 +216,10 @@ def test_primary_restored_from_old_archive_is_refused(lab: Lab, archive_dir: Pat
     _wipe_volume(lab, "primary")
     with pytest.raises(QpoolError, match="archive is too old") as refused:
         _restore(lab, "primary", old)
-    assert shipped in str(refused.value)
+    assert any(n in str(refused.value) for n in shipped)
     st = lab.status("primary")
     assert st is not None and not st["db_present"] and st["oplock"] is None, "a refused restore changed the host"
-    with pytest.raises(QpoolError, match=shipped):
+    with pytest.raises(QpoolError, match="|".join(re.escape(n) for n in shipped)):
         ops.activate(lab.ctx, PAIR)
     assert lab.signers() == []
     fresh = _take_backup(lab, archive_dir)
