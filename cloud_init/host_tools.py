@@ -60,6 +60,29 @@ Type=oneshot
 ExecStart=/usr/local/sbin/qp-validator-ctl backup
 TimeoutStartSec=300
 """
+#: The monitoring host's only way to the validator's metrics: /metrics relayed from the validator's loopback
+#: listener, which also serves the unauthenticated /db/backup webhook (qp-validator-ctl metrics-relay).
+#: BindsTo + WantedBy: it runs exactly while the validator runs, so the private port answers only then.
+METRICS_RELAY_UNIT = "qp-validator-metrics-relay.service"
+_RELAY_SERVICE = """[Unit]
+Description=QuantaPool: relay GET /metrics of the validator (loopback) to the private network; never /db/backup
+BindsTo=qp-validator.service
+After=qp-validator.service
+
+[Service]
+Type=simple
+ExecStart=/usr/local/sbin/qp-validator-ctl metrics-relay
+Restart=on-failure
+RestartSec=2
+DynamicUser=yes
+NoNewPrivileges=yes
+ProtectSystem=strict
+ProtectHome=yes
+PrivateTmp=yes
+
+[Install]
+WantedBy=qp-validator.service
+"""
 _BACKUP_TIMER = f"""[Unit]
 Description=QuantaPool: slashing-protection backup every {BACKUP_INTERVAL}
 
@@ -97,7 +120,10 @@ def _ctl_config(inputs: HostRenderInputs, ship_public_key: str) -> dict:
         "wallet_dir": WALLET_DIR,  # `status` lists the loaded public keys (key ownership across pairs)
         "wallet_password_file": WALLET_PASSWORD_FILE,
         "db_backup_dir": BACKUP_DIR,
-        "metrics_host": host.private_ip,
+        # The validator listens on loopback only (its /db/backup webhook shares the metrics listener);
+        # qp-validator-metrics-relay serves GET /metrics on the private address.
+        "metrics_host": "127.0.0.1",
+        "metrics_relay_listen": host.private_ip,
         "metrics_port": ports.VALIDATOR_METRICS,
         "beacon_rest": f"http://127.0.0.1:{ports.BEACON_REST}{cfg.clients.beacon_rest_prefix}",
         "execution_rpc": f"http://127.0.0.1:{ports.EXECUTION_RPC}",
@@ -107,6 +133,7 @@ def _ctl_config(inputs: HostRenderInputs, ship_public_key: str) -> dict:
         "ship_key": "/etc/quantapool/secrets/backup-ship-key",
         "ship_known_hosts": SHIP_KNOWN_HOSTS,
         "timers": ["qp-validator-state.timer", "qp-slashing-backup.timer"],
+        "units_enabled": [METRICS_RELAY_UNIT],
     }
 
 
@@ -125,6 +152,7 @@ def host_tools_files(inputs: HostRenderInputs, ship_public_key: str) -> list[Hos
             HostFile("/etc/systemd/system/qp-validator-state.timer", _STATE_TIMER),
             HostFile("/etc/systemd/system/qp-slashing-backup.service", _BACKUP_SERVICE),
             HostFile("/etc/systemd/system/qp-slashing-backup.timer", _BACKUP_TIMER),
+            HostFile(f"/etc/systemd/system/{METRICS_RELAY_UNIT}", _RELAY_SERVICE),
         ]
     return files
 

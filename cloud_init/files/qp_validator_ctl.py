@@ -681,7 +681,9 @@ def write_textfile(name: str, lines: list[str]) -> None:
 
 
 def write_state_metrics() -> dict[str, Any]:
-    """Lock and unit state for the alert rules (which host is meant to sign, and whether it does)."""
+    """Lock and unit state for the alert rules (which host is meant to sign, and whether it does); also
+    prunes leftover local webhook copies (every 15 s, so nothing accumulates between backups)."""
+    prune_local_copies()
     locked = Path(cfg("lock_file")).exists()
     active = systemctl_show()["ActiveState"] == "active"
     write_textfile("quantapool_validator_state", [
@@ -705,8 +707,28 @@ def prune(directory: Path, keep: int, sender: str | None = None) -> None:
         old.with_suffix(old.suffix + ".sha256").unlink(missing_ok=True)
 
 
+#: Local webhook copies older than this are leftovers (a failed run): take_backup reads its copy within
+#: seconds, then deletes it. The replicas on the receivers are the retention, not these files.
+LOCAL_COPY_MAX_AGE = 600.0
+
+
+def prune_local_copies(max_age: float = LOCAL_COPY_MAX_AGE) -> list[str]:
+    """Delete webhook copies left in db_backup_dir (each is a full DB; nothing else may fill the volume)."""
+    directory = Path(CFG.get("db_backup_dir") or "/nonexistent")
+    removed = []
+    if directory.is_dir():
+        now = time.time()
+        for old in directory.iterdir():
+            with contextlib.suppress(OSError):
+                if old.is_file() and not old.is_symlink() and now - old.stat().st_mtime > max_age:
+                    old.unlink()
+                    removed.append(old.name)
+    return removed
+
+
 def take_backup() -> dict[str, Any]:
     """On the signing host: consistent copy via the validator's webhook, checksum, keep N, ship to peers."""
+    prune_local_copies()
     if systemctl_show()["ActiveState"] != "active":
         write_state_metrics()
         return {"skipped": "validator not active on this host"}
@@ -817,7 +839,70 @@ def setup() -> dict[str, Any]:
     run(["systemctl", "daemon-reload"], check=True)
     for timer in cfg("timers"):
         run(["systemctl", "enable", "--now", timer], check=True)
-    return {"setup": True, "timers": cfg("timers")}
+    for unit in CFG.get("units_enabled", []):  # started by what wants them (the relay: with the validator)
+        run(["systemctl", "enable", unit], check=True)
+    return {"setup": True, "timers": cfg("timers"), "units_enabled": CFG.get("units_enabled", [])}
+
+
+# -- the validator's metrics, relayed without its /db/backup webhook ---------------------------------------
+
+def metrics_relay(listen: str, port: int, upstream: str) -> None:
+    """Run the relay until stopped (see relay_server)."""
+    relay_server(listen, port, upstream).serve_forever()
+
+
+def relay_server(listen: str, port: int, upstream: str) -> Any:
+    """Serve GET /metrics on the private address by relaying the validator's own listener on loopback.
+
+    Why: qrysm serves `/db/backup` (--enable-db-backup-webhook) on the SAME listener as `/metrics`
+    (validator/node/node.go registerPrometheusService), with no authentication; each call writes a full DB
+    copy. A firewall cannot tell the two paths apart (nftables does not parse HTTP, and pipelined requests
+    defeat payload matching), so the validator listens on 127.0.0.1 only and this relay, started and stopped
+    with it (BindsTo=), lets the monitoring host scrape /metrics and nothing else: every other path is 404,
+    every other method 405. An upstream that does not answer is a 503, so Prometheus sees `up == 0`.
+    """
+    import http.server
+
+    class Relay(http.server.BaseHTTPRequestHandler):
+        server_version = "qp-metrics-relay"
+
+        def _send(self, code: int, body: bytes, ctype: str = "text/plain; charset=utf-8") -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        def do_GET(self) -> None:
+            self.close_connection = True
+            if self.path.split("?", 1)[0] != "/metrics":
+                self._send(404, b"only /metrics is served here\n")
+                return
+            try:
+                with urllib.request.urlopen(upstream, timeout=10) as resp:  # noqa: S310 - loopback URL from config
+                    body, ctype = resp.read(), resp.headers.get("Content-Type", "text/plain; version=0.0.4")
+            except (OSError, ValueError) as exc:
+                self._send(503, f"validator metrics unavailable: {exc}\n".encode())
+                return
+            self._send(200, body, ctype)
+
+        def do_HEAD(self) -> None:
+            self.do_GET()
+
+        def _refuse(self) -> None:
+            self.close_connection = True
+            self._send(405, b"method not allowed\n")
+
+        do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _refuse
+
+        def log_message(self, *_args: Any) -> None:
+            pass  # one line per scrape would flood the journal
+
+    server = http.server.ThreadingHTTPServer((listen, port), Relay)
+    server.daemon_threads = True
+    return server
 
 
 # -- CLI ------------------------------------------------------------------------------------------------
@@ -838,6 +923,7 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("export-replica")
     p.add_argument("path")
     sub.add_parser("select-replica")
+    sub.add_parser("metrics-relay")
     p = sub.add_parser("probe-peer")
     p.add_argument("address")
     p.add_argument("--port", type=int, action="append", required=True)
@@ -871,6 +957,10 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         elif args.cmd == "select-replica":
             result = select_replica()
+        elif args.cmd == "metrics-relay":
+            metrics_relay(cfg("metrics_relay_listen"), int(cfg("metrics_port")),
+                          f"http://{cfg('metrics_host')}:{cfg('metrics_port')}/metrics")
+            return 0
         elif args.cmd == "probe-peer":
             result = probe_peer(args.address, args.port, args.timeout, args.rounds)
         elif args.cmd == "import-slashing":

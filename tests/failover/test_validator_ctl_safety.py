@@ -15,6 +15,7 @@ import json
 import os
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
 from types import ModuleType
 
@@ -230,3 +231,105 @@ def test_wallet_pubkeys_cached_by_wallet_digest(ctl: ModuleType, tmp_path: Path,
         argv, 1, b"", b"wrong password for wallet entered"))
     got = ctl.wallet_pubkeys()
     assert got["pubkeys"] is None and "wrong password" in got["error"], "a changed wallet is read again"
+
+
+# -- the metrics relay: /metrics only, never /db/backup (issue 12 item 4) -----------------------------------
+
+@pytest.fixture
+def upstream() -> Iterator[tuple[int, list[str]]]:
+    """A stand-in for the validator's loopback listener: /metrics and the /db/backup webhook."""
+    import http.server
+    import threading
+
+    seen: list[str] = []
+
+    class Validator(http.server.BaseHTTPRequestHandler):
+        def _any(self) -> None:
+            seen.append(f"{self.command} {self.path}")
+            body = b"validator_statuses 3\n" if self.path == "/metrics" else b"OK"
+            self.send_response(200)
+            self.send_header("Content-Type", "text/plain; version=0.0.4")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        do_GET = do_POST = _any
+
+        def log_message(self, *_a: object) -> None:
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Validator)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1], seen
+    server.shutdown()
+
+
+@pytest.fixture
+def relay(ctl: ModuleType, upstream: tuple[int, list[str]]) -> Iterator[tuple[int, list[str]]]:
+    import threading
+
+    port, seen = upstream
+    server = ctl.relay_server("127.0.0.1", 0, f"http://127.0.0.1:{port}/metrics")
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield server.server_address[1], seen
+    server.shutdown()
+
+
+def _http(port: int, raw: bytes) -> bytes:
+    import socket
+
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as conn:
+        conn.sendall(raw)
+        chunks = []
+        while chunk := conn.recv(65536):
+            chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_relay_serves_metrics(relay: tuple[int, list[str]]) -> None:
+    port, seen = relay
+    answer = _http(port, b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n")
+    assert answer.startswith(b"HTTP/1.0 200") and answer.endswith(b"validator_statuses 3\n")
+    assert seen == ["GET /metrics"]
+
+
+@pytest.mark.parametrize("raw", [
+    b"GET /db/backup HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"POST /db/backup HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+    b"GET /db/backup?permanent HTTP/1.1\r\nHost: x\r\n\r\n",
+    b"GET /metrics/../db/backup HTTP/1.1\r\nHost: x\r\n\r\n",
+    # pipelined: a scrape followed by the webhook on one connection (payload matching would miss this)
+    b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\nGET /db/backup HTTP/1.1\r\nHost: x\r\n\r\n",
+])
+def test_relay_never_reaches_the_backup_webhook(relay: tuple[int, list[str]], raw: bytes) -> None:
+    port, seen = relay
+    answer = _http(port, raw)
+    assert answer.startswith((b"HTTP/1.0 404", b"HTTP/1.0 405", b"HTTP/1.0 200"))
+    assert not any("/db/backup" in call for call in seen), seen
+
+
+def test_relay_without_validator_is_503(ctl: ModuleType) -> None:
+    import socket
+    import threading
+
+    with socket.socket() as free:
+        free.bind(("127.0.0.1", 0))
+        dead = free.getsockname()[1]
+    server = ctl.relay_server("127.0.0.1", 0, f"http://127.0.0.1:{dead}/metrics")
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        assert _http(server.server_address[1], b"GET /metrics HTTP/1.1\r\nHost: x\r\n\r\n").startswith(b"HTTP/1.0 503")
+    finally:
+        server.shutdown()
+
+
+def test_leftover_local_webhook_copies_are_pruned(ctl: ModuleType, tmp_path: Path) -> None:
+    out = tmp_path / "db-backups"
+    out.mkdir()
+    ctl.CFG["db_backup_dir"] = str(out)
+    old, fresh = out / "qrysm_validatordb_1.backup", out / "qrysm_validatordb_2.backup"
+    old.write_bytes(b"x")
+    fresh.write_bytes(b"y")
+    os.utime(old, (time.time() - 3600, time.time() - 3600))
+    assert ctl.prune_local_copies() == [old.name]
+    assert sorted(p.name for p in out.iterdir()) == [fresh.name]
