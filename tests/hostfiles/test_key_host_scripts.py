@@ -276,6 +276,20 @@ def test_import_removes_many_keys_in_batches_under_the_argument_limit(import_roo
     assert (root / "wallet-keys").read_text().split() == PUBKEYS
 
 
+def test_import_removes_nothing_when_the_listing_does_not_show_the_imported_keys(
+        import_root: tuple[Path, Path]) -> None:
+    """A listing that does not match the archive (e.g. truncated keys in a changed client) must never turn
+    the pair's own keys into "stale" ones."""
+    root, script = import_root
+    (root / "etc/quantapool/VALIDATOR_LOCKED").write_text("locked\n")
+    (root / "wallet-keys").write_text("0xabababab\n0xcdcdcdcd\n")  # what a truncating listing would show
+    validator = root / "opt/quantapool/bin/validator"
+    validator.write_text(validator.read_text().replace('grep -qx "$k" "$wallet" || echo "$k" >> "$wallet"', ":"))
+    res = run(root, script, stdin=keys_tar())
+    assert res.returncode == 1 and "lacks 2 of the imported key(s); nothing removed" in res.stderr
+    assert not [c for c in calls(root) if c.startswith("validator accounts delete")]
+
+
 def test_import_fails_loudly_when_a_removal_did_not_happen(import_root: tuple[Path, Path]) -> None:
     root, script = import_root
     (root / "etc/quantapool/VALIDATOR_LOCKED").write_text("locked\n")
