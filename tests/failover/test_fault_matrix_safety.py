@@ -7,6 +7,8 @@ that signs now holds every vote any host ever signed, except votes a fenced path
 - an SSH authentication failure on a healthy source: an error, nothing fenced, the source keeps signing;
 - a fencing API that reports "off" while the source runs, cut off from the operator only: refused by the
   target's own private-network probe (a fencing witness), the source keeps signing;
+- a replica forged for another host (an unknown sender, or a sender claiming another host's copy): refused,
+  and a file named after another pair's host in the replica directory is never a candidate;
 - a primary rebuilt with an empty volume while the standby and the monitoring server hold its replicas:
   activate refused (also with --first-start), then the documented recovery (backup, restore, activate);
 - a primary restored from an old archive: restore refused, activate refused, then recovered;
@@ -179,6 +181,43 @@ def test_api_says_off_while_source_runs_cut_off_from_operator_only_is_refused(la
     assert tgt is not None and ops.stopped_reasons(tgt) == [] and tgt["oplock"] is None
     verify(lab, "API says off, source cut off from operator only", "refused by the target's probe; source signs",
            signer=source)
+
+
+# -- 1c. a replica forged for another host --------------------------------------------------------------
+
+def test_replica_forged_for_another_host_is_refused_and_ignored(lab: Lab) -> None:
+    """Issue 12 item 3: the receiver names a copy after the sender it authenticated. A host that is not a
+    sender, or a sender claiming another host's copy, is refused; a copy named after another (pair's) host
+    that lands in the replica directory anyway is never a candidate."""
+    source = lab.active_role()
+    target = OTHER[source]
+    src = lab.record(source)
+    mon = lab.ctx.inventory.monitoring()
+    assert mon is not None
+    receiver = lab.host(target)
+    lab.fresh_backup(source)
+    data = b"forged slashing-protection copy"
+    sha = hashlib.sha256(data).hexdigest()
+
+    def ship(claim: str, address: str) -> subprocess.CompletedProcess[bytes]:
+        return receiver.exec(["runuser", "-u", "qp-backup", "--", "env", f"SSH_ORIGINAL_COMMAND={claim} {sha}",
+                              f"SSH_CONNECTION={address} 40000 0.0.0.0 22", CTL, "receive-backup"], input=data,
+                             timeout=60)
+
+    res = ship(f"{src.name}--20990101T000000Z.db", mon.private_ip)
+    assert res.returncode == 1 and b"not one of this host's senders" in res.stdout, res.stdout
+    res = ship("qp-testnet-p2-primary--20990101T000000Z.db", src.private_ip)
+    assert res.returncode == 1 and b"may only ship its own history" in res.stdout, res.stdout
+    forged = f"{REPLICA_DIR}/qp-testnet-p2-primary--20990101T000000Z.db"
+    receiver.exec(["sh", "-c", f"printf forged > {forged} && sha256sum {forged} | cut -d' ' -f1 > {forged}.sha256"
+                   f" && touch -d '+1 hour' {forged}"], check=True)
+    try:
+        st = lab.status(target)
+        assert st is not None and (st["newest_backup"] or {}).get("source") == src.name, st["newest_backup"]
+    finally:
+        receiver.exec(["rm", "-f", forged, f"{forged}.sha256"], check=True)
+    lab.wait_signs(source)
+    verify(lab, "replica forged for another host", "refused / never a candidate; source signs", signer=source)
 
 
 # -- 2. rebuilt primary with an empty volume ------------------------------------------------------------
