@@ -9,6 +9,7 @@ that signs now holds every vote any host ever signed, except votes a fenced path
   target's own private-network probe (a fencing witness), the source keeps signing;
 - a replica forged for another host (an unknown sender, or a sender claiming another host's copy): refused,
   and a file named after another pair's host in the replica directory is never a candidate;
+- a /db/backup flood from the monitoring host: answered 404/405 by the metrics relay, no copy written;
 - a primary rebuilt with an empty volume while the standby and the monitoring server hold its replicas:
   activate refused (also with --first-start), then the documented recovery (backup, restore, activate);
 - a primary restored from an old archive: restore refused, activate refused, then recovered;
@@ -218,6 +219,34 @@ def test_replica_forged_for_another_host_is_refused_and_ignored(lab: Lab) -> Non
         receiver.exec(["rm", "-f", forged, f"{forged}.sha256"], check=True)
     lab.wait_signs(source)
     verify(lab, "replica forged for another host", "refused / never a candidate; source signs", signer=source)
+
+
+# -- 1d. webhook flood from the monitoring host ----------------------------------------------------------
+
+def test_backup_webhook_flood_from_the_monitoring_host_is_refused(lab: Lab) -> None:
+    """Issue 12 item 4: the validator listens on loopback; the private :8081 is the relay, which serves GET
+    /metrics only. A flood of /db/backup calls from the monitoring host writes no copy; scrapes still work."""
+    source = lab.active_role()
+    src = lab.record(source)
+    mon = lab.ctx.inventory.monitoring()
+    assert mon is not None
+    monitor = lab.dep.hosts[mon.name]
+    backup_dir = f"{VALIDATOR_DIR}/backups"
+    count = f"ls -1 {backup_dir} 2>/dev/null | wc -l"
+    before = lab.host(source).exec(["sh", "-c", count], check=True).stdout
+    codes = []
+    for method, path in [("POST", "/db/backup"), ("GET", "/db/backup"), ("GET", "/db/backup?permanent")] * 10:
+        res = monitor.exec(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", method, "-m", "5",
+                            f"http://{src.private_ip}:8081{path}"], timeout=30)
+        codes.append(res.stdout.decode())
+    assert set(codes) <= {"404", "405"}, codes
+    scrape = monitor.exec(["curl", "-sf", "-m", "5", f"http://{src.private_ip}:8081/metrics"], timeout=30)
+    assert scrape.returncode == 0 and b"validator_" in scrape.stdout, "the relay must still serve /metrics"
+    after = lab.host(source).exec(["sh", "-c", count], check=True).stdout
+    assert int(after) <= int(before), "a webhook copy was written (the backup timer deletes its own at once)"
+    lab.wait_signs(source)
+    verify(lab, "webhook flood from the monitoring host", "404/405 at the relay; no copy; source signs",
+           signer=source)
 
 
 # -- 2. rebuilt primary with an empty volume ------------------------------------------------------------
