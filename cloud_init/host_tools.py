@@ -17,7 +17,8 @@ from pathlib import Path
 
 from cloud_init import HostFile, HostRenderInputs
 from cloud_init.base import NODE_EXPORTER_TEXTFILE_DIR
-from cloud_init.key_host import BACKUP_DIR, LOCK_FILE, RESTART_PENDING_FILE, ROLE_FILE, VALIDATOR_DIR
+from cloud_init.key_host import BACKUP_DIR, LOCK_FILE, RESTART_PENDING_FILE, ROLE_FILE, VALIDATOR_DIR, WALLET_DIR
+from cloud_init.secrets_table import WALLET_PASSWORD_FILE
 from core import ports
 
 CTL_PATH = "/usr/local/sbin/qp-validator-ctl"
@@ -59,6 +60,29 @@ Type=oneshot
 ExecStart=/usr/local/sbin/qp-validator-ctl backup
 TimeoutStartSec=300
 """
+#: The monitoring host's only way to the validator's metrics: /metrics relayed from the validator's loopback
+#: listener, which also serves the unauthenticated /db/backup webhook (qp-validator-ctl metrics-relay).
+#: BindsTo + WantedBy: it runs exactly while the validator runs, so the private port answers only then.
+METRICS_RELAY_UNIT = "qp-validator-metrics-relay.service"
+_RELAY_SERVICE = """[Unit]
+Description=QuantaPool: relay GET /metrics of the validator (loopback) to the private network; never /db/backup
+BindsTo=qp-validator.service
+After=qp-validator.service
+
+[Service]
+Type=simple
+ExecStart=/usr/local/sbin/qp-validator-ctl metrics-relay
+Restart=on-failure
+RestartSec=2
+DynamicUser=yes
+NoNewPrivileges=yes
+ProtectSystem=strict
+ProtectHome=yes
+PrivateTmp=yes
+
+[Install]
+WantedBy=qp-validator.service
+"""
 _BACKUP_TIMER = f"""[Unit]
 Description=QuantaPool: slashing-protection backup every {BACKUP_INTERVAL}
 
@@ -75,10 +99,13 @@ WantedBy=timers.target
 def _ctl_config(inputs: HostRenderInputs, ship_public_key: str) -> dict:
     cfg, host = inputs.config, inputs.host
     # Only the key hosts that may send this host backups (its pair partner; every key host for monitoring).
-    senders = ([h.private_ip for h in cfg.key_hosts()] if not host.is_key_host
-               else [h.private_ip for h in cfg.key_hosts(host.pair) if h.name != host.name])
+    sender_hosts = (cfg.key_hosts() if not host.is_key_host
+                    else [h for h in cfg.key_hosts(host.pair) if h.name != host.name])
+    senders = [h.private_ip for h in sender_hosts]
     common = {"role_file": ROLE_FILE, "replica_dir": REPLICA_DIR, "backup_keep": BACKUP_KEEP,
               "backup_senders": senders,
+              # The receiver names each stored copy after the sender it authenticated (address -> host name).
+              "backup_sender_names": {h.private_ip: h.name for h in sender_hosts},
               "textfile_dir": NODE_EXPORTER_TEXTFILE_DIR, "ship_public_key": ship_public_key.strip(),
               "timers": []}
     if not host.is_key_host:
@@ -91,8 +118,13 @@ def _ctl_config(inputs: HostRenderInputs, ship_public_key: str) -> dict:
         "validator_bin": "/opt/quantapool/bin/validator",
         "validator_user": "qp-validator",
         "validator_datadir": VALIDATOR_DIR,
+        "wallet_dir": WALLET_DIR,  # `status` lists the loaded public keys (key ownership across pairs)
+        "wallet_password_file": WALLET_PASSWORD_FILE,
         "db_backup_dir": BACKUP_DIR,
-        "metrics_host": host.private_ip,
+        # The validator listens on loopback only (its /db/backup webhook shares the metrics listener);
+        # qp-validator-metrics-relay serves GET /metrics on the private address.
+        "metrics_host": "127.0.0.1",
+        "metrics_relay_listen": host.private_ip,
         "metrics_port": ports.VALIDATOR_METRICS,
         "beacon_rest": f"http://127.0.0.1:{ports.BEACON_REST}{cfg.clients.beacon_rest_prefix}",
         "execution_rpc": f"http://127.0.0.1:{ports.EXECUTION_RPC}",
@@ -102,6 +134,7 @@ def _ctl_config(inputs: HostRenderInputs, ship_public_key: str) -> dict:
         "ship_key": "/etc/quantapool/secrets/backup-ship-key",
         "ship_known_hosts": SHIP_KNOWN_HOSTS,
         "timers": ["qp-validator-state.timer", "qp-slashing-backup.timer"],
+        "units_enabled": [METRICS_RELAY_UNIT],
     }
 
 
@@ -116,6 +149,7 @@ def host_tools_files(inputs: HostRenderInputs, ship_public_key: str) -> list[Hos
             HostFile("/etc/systemd/system/qp-validator-state.timer", _STATE_TIMER),
             HostFile("/etc/systemd/system/qp-slashing-backup.service", _BACKUP_SERVICE),
             HostFile("/etc/systemd/system/qp-slashing-backup.timer", _BACKUP_TIMER),
+            HostFile(f"/etc/systemd/system/{METRICS_RELAY_UNIT}", _RELAY_SERVICE),
         ]
     return files
 

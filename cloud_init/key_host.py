@@ -227,7 +227,8 @@ def validator_args(inputs: HostRenderInputs) -> list[str]:
         _flag("wallet-dir", WALLET_DIR),
         _flag("wallet-password-file", WALLET_PASSWORD_FILE),
         _flag("beacon-rpc-provider", f"127.0.0.1:{ports.BEACON_GRPC}"),
-        _flag("monitoring-host", inputs.host.private_ip), _flag("monitoring-port", ports.VALIDATOR_METRICS),
+        # Loopback only: /db/backup shares this listener; qp-validator-metrics-relay serves /metrics (issue 12).
+        _flag("monitoring-host", "127.0.0.1"), _flag("monitoring-port", ports.VALIDATOR_METRICS),
         _flag("suggested-fee-recipient", pair.fee_recipient),
         _flag("graffiti", pair.graffiti),
         _flag("enable-db-backup-webhook"), _flag("db-backup-output-dir", BACKUP_DIR),

@@ -29,7 +29,8 @@ BEACON_REST = 3500  # localhost only
 BEACON_METRICS = 8080
 
 # Validator client
-VALIDATOR_METRICS = 8081  # also serves /db/backup: never exposed beyond the monitoring host
+VALIDATOR_METRICS = 8081  # validator on 127.0.0.1 (it also serves /db/backup there); the private address is
+#                            qp-validator-metrics-relay (GET /metrics only), for the monitoring host only
 
 NODE_EXPORTER = 9100
 CONTRACT_EXPORTER = 9101

@@ -176,6 +176,7 @@ class _Server:
     off_delay_polls: int = 0  # reports "stopping" for this many GETs after the host is off
     fail_next_action: tuple[str, str] | None = None  # (code, message)
     off_polls_seen: int = 0
+    lying_off: bool = False  # reports "off" whatever the power, and power actions never reach the machine
 
 
 @dataclass
@@ -499,6 +500,12 @@ class FakeHetzner:
         with self._lock:
             self._get(server_id).stuck_status = status
 
+    def lie_off(self, server_id: int) -> None:
+        """A wrong API: report ``off`` for this server whatever its real power, and let power actions
+        "succeed" without reaching the machine (issue 12: the fence must not rest on this one reading)."""
+        with self._lock:
+            self._get(server_id).lying_off = True
+
     def set_off_delay(self, server_id: int, polls: int) -> None:
         """After the host is off, report ``stopping`` for this many more server GETs."""
         with self._lock:
@@ -563,6 +570,7 @@ class FakeHetzner:
                 server.action_latency_polls = None
                 server.action_latency_seconds = None
                 server.stuck_status = None
+                server.lying_off = False
                 server.off_delay_polls = 0
                 server.fail_next_action = None
 
@@ -639,6 +647,8 @@ class FakeHetzner:
         return None
 
     def _status(self, server: _Server, *, count_poll: bool) -> str:
+        if server.lying_off:
+            return "off"
         running = server.backend.is_running()
         busy = self._busy_action(server)
         if busy is not None and busy.command == "stop_server" and running:
@@ -761,7 +771,7 @@ class FakeHetzner:
             # ACPI shutdown is only a request to the guest OS: "sent" is all Hetzner confirms.
             # Modelled as an unresponsive guest, which is exactly the host fencing must handle.
             action.worker_done.set()
-        elif fail is not None:
+        elif fail is not None or server.lying_off:
             action.worker_done.set()
         else:
             power = server.backend.power_off if command == "stop_server" else server.backend.power_on

@@ -248,10 +248,14 @@ def _add_interchange(col: _Collected, data: bytes, label: str, info: dict[str, A
     col.sources.append({**info, "member": member, "sha256": _sha256(data), "keys": summarize(history)})
 
 
-def _newest_replica_on(ctx: Context, host: HostRecord, directory: str) -> tuple[str, float, str | None] | None:
-    """(name, mtime, sidecar sha256) of the newest replicated copy in `directory` on `host`, or None."""
+def _newest_replica_on(ctx: Context, host: HostRecord, directory: str, owners: list[str]
+                       ) -> tuple[str, float, str | None] | None:
+    """(name, mtime, sidecar sha256) of the newest replicated copy in `directory` on `host` shipped by one of
+    `owners` (this pair's hosts: the receiver names each file after its authenticated sender), or None. A copy
+    of another pair is never this pair's history."""
+    names = " -o ".join(f"-name {shlex.quote(owner + '--*.db')}" for owner in owners)
     script = (f"cd {shlex.quote(directory)} 2>/dev/null || exit 0; "
-              "f=$(find . -maxdepth 1 -type f -name '*.db' -printf '%T@ %f\\n' | sort -n | tail -n1); "
+              f"f=$(find . -maxdepth 1 -type f \\( {names} \\) -printf '%T@ %f\\n' | sort -n | tail -n1); "
               "[ -n \"$f\" ] || exit 0; n=${f#* }; echo \"$f\"; cat -- \"$n.sha256\" 2>/dev/null || true")
     res = ctx.ssh.run(host, f"sudo sh -c {shlex.quote(script)}", timeout=60)
     if res.rc != 0:
@@ -337,7 +341,8 @@ def collect(ctx: Context, pair: str, run_id: str) -> _Collected:
     if mon is not None:
         col.hosts[mon.name] = {"role": mon.role, "private_ip": mon.private_ip}
         try:
-            newest = _newest_replica_on(ctx, mon, MONITORING_REPLICA_DIR)
+            newest = _newest_replica_on(ctx, mon, MONITORING_REPLICA_DIR,
+                                        [h.name for h in ctx.inventory.pair_hosts(pair)])
         except Unreachable as exc:
             col.hosts[mon.name]["state"] = "unreachable"
             col.warnings.append(f"{mon.name} unreachable ({exc}): no replica from the monitoring server")

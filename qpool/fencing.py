@@ -175,8 +175,9 @@ def fence_server(
 ) -> FenceResult:
     """Hard power-off ``server_id``, verify ``status == "off"``, then label it fenced.
 
-    Idempotent: a server already off gets no power action but is still verified and labelled, so
-    a resumed failover simply runs this again. Raises :class:`FenceError` on anything short of a
+    Idempotent: the hard power-off is sent every time, also to a server the API already reports off
+    (a wrong "off" must not save a running source from its fence), then ``off`` is polled for and
+    the label written, so a resumed failover simply runs this again. Raises :class:`FenceError` on anything short of a
     verified ``off``, naming the server and the API error code; no label is written then.
     """
     if poll_interval <= 0 or action_timeout <= 0 or off_timeout <= 0:
@@ -186,11 +187,17 @@ def fence_server(
 
     initial = fence.read_server(clock() + action_timeout)
     already_off = initial.status == STATUS_OFF
-    if already_off:
-        log.info("%s: already off, no power action needed; verifying", fence.label)
-    else:
-        log.info("%s: status %s", fence.label, initial.status)
+    log.info("%s: status %s%s", fence.label, initial.status, " (sending the power-off anyway)" if already_off else "")
+    # Always sent, also when the API already says "off": that reading may be wrong (a stale or mistaken
+    # status), and a hard power-off of a server that really is off changes nothing.
+    try:
         fence.power_off(action_timeout)
+    except FenceError as exc:
+        if not already_off:
+            raise
+        # The API may refuse powering off what it believes is off; the poll below still has to see "off".
+        log.warning("%s: power-off of an already-off server not confirmed (%s); verifying its status", fence.label,
+                    exc)
 
     verified = fence.wait_off(off_timeout)
     fenced_at = wall_clock()

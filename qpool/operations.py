@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from qpool import epoch_gate as epoch_gate_clocks
-from qpool import history_coverage, interchange, reachability, replicas
+from qpool import history_coverage, interchange, key_ownership, reachability, replicas, witnesses
 from qpool.context import Context
 from qpool.errors import QpoolError
 from qpool.inventory import HostRecord
@@ -53,6 +53,22 @@ def verify_peer_safe(ctx: Context, peer: HostRecord) -> str:
         return "fenced (powered off through the Hetzner API)"
     raise QpoolError(f"refusing: {peer.name} is unreachable and not fenced ({view.error}); with HCLOUD_TOKEN set, "
                      "`qpool failover` fences it first")
+
+
+def require_beacon_ready(host: HostRecord, status: dict[str, Any]) -> str:
+    """Before ANY validator start: the host's own beacon node answers and is not syncing (the same reading
+    `qpool status` shows). A validator started against a dead or syncing beacon node cannot attest, and its
+    first epochs would be missed; refusing keeps the host stopped and locked."""
+    beacon = status.get("beacon") or {}
+    if not beacon.get("reachable"):
+        raise QpoolError(f"refusing: {host.name}'s beacon node does not answer on its REST API; nothing was started. "
+                         "Fix it first (runbook BeaconNotSynced, `journalctl -u qp-beacon` on the host), then re-run")
+    if beacon.get("syncing") is not False:
+        state = "is syncing" if beacon.get("syncing") else "does not report its sync state"
+        raise QpoolError(f"refusing: {host.name}'s beacon node {state} (head slot {beacon.get('head_slot')}, "
+                         f"current slot {beacon.get('current_slot')}); nothing was started. Wait until `qpool status` "
+                         "shows it synced (runbook BeaconNotSynced), then re-run")
+    return f"beacon node synced at slot {beacon.get('head_slot')}"
 
 
 def _owner() -> str:
@@ -124,12 +140,17 @@ def activate(ctx: Context, pair: str, *, first_start: bool = False, archives: li
                     raise QpoolError(f"refusing: {peer.name} is fenced/unreachable, so its newest history may not "
                                      f"be on {target.name}; use `qpool failover` (replica + epoch gate)")
             target_status = ctx.ssh.status(target)
+            ctx.report(f"  {target.name}: {require_beacon_ready(target, target_status)}")
+            ctx.report(f"  {key_ownership.check_before_start(ctx, target, target_status)}")
             _check_history_covers(ctx, target, target_status, peers, first_start, archives)
             if not ctx.confirm(f"Start the validator on {target.name}?"):
                 raise QpoolError("aborted at the confirmation prompt; nothing changed")
             # Re-check right before the start: the confirmation prompt may have waited a long time.
             for peer in peers:
                 verify_peer_safe(ctx, peer)
+            fresh = ctx.ssh.status(target)
+            require_beacon_ready(target, fresh)
+            key_ownership.check_before_start(ctx, target, fresh)
             args = ["activate", "--run-id", run_id] + (["--first-start"] if first_start else [])
             ctx.ssh.ctl(target, *args, timeout=180)
             ctx.report(f"{target.name}: validator running")
@@ -436,6 +457,9 @@ def _start_target(run: _Failover) -> None:
                                  "re-run the failover to move it again")
         # Every copy of the pair's history (replicas on both hosts and the monitoring server) must be covered.
         history_coverage.check_before_start(ctx, target, st, first_start=False, peer_dbs=False, failover=True)
+        fresh = ctx.ssh.status(target)
+        say(f"      {target.name}: {require_beacon_ready(target, fresh)}")
+        say(f"      {key_ownership.check_before_start(ctx, target, fresh)}")
         args = ["activate", "--run-id", j.run_id]
         gate = j.data("epoch-gate").get("gate_epoch") if j.mode == "fenced" else None
         if gate is not None and not j.data("epoch-gate").get("overridden"):
@@ -481,7 +505,7 @@ def _activated_by_this_run(status: dict[str, Any], j: Journal) -> bool:
 def _ensure_source_safe(ctx: Context, j: Journal, source: HostRecord) -> str:
     """Fresh proof the source cannot sign; if contact is lost after a clean stop, fence it (safe direction)."""
     if j.mode == "fenced":
-        return _verify_fenced(ctx, source)
+        return _proven_off(ctx, j, source)
     view = observe(ctx, source)
     if view.status is not None:
         reasons = stopped_reasons(view.status)
@@ -496,7 +520,26 @@ def _ensure_source_safe(ctx: Context, j: Journal, source: HostRecord) -> str:
     j.steps.setdefault("stop", {"done": True, "at": ctx.clock(), "data": {}})["data"].update(fenced)
     j.steps.pop("epoch-gate", None)
     j.save()
-    return _verify_fenced(ctx, source)
+    return _proven_off(ctx, j, source)
+
+
+def _proven_off(ctx: Context, j: Journal, source: HostRecord) -> str:
+    """Fenced means proven off by independent witnesses (qpool/witnesses.py), fresh at every call: the Hetzner
+    API (off, after this run's power-off), the target's own probe of the source's private address, and
+    Prometheus' scrapes of the source's validator since the fence. Raises unless the accepted rule holds."""
+    target = ctx.inventory.hosts[j.target]
+    stop = j.data("stop")
+    hetzner_text = _verify_fenced(ctx, source)  # refuses at once if the API says not off, or SSH answers
+    hetzner = (witnesses.Witness("hetzner", witnesses.OFF, f"{hetzner_text.split(' and ')[0]} after a power-off "
+                                 "sent by this run")
+               if stop.get("power_off_sent") else
+               witnesses.Witness("hetzner", witnesses.UNKNOWN, "reports off, but this run's journal shows no "
+                                 "power-off sent (older qpool): abandon the run and fail over again"))
+    operator = witnesses.Witness("operator-ssh", witnesses.UNKNOWN, f"no answer to {ctx.inventory.ssh_user}@"
+                                 f"{source.address} (not counted: the reason for the fence)")
+    found = witnesses.collect(ctx, source, target, fenced_at=float(stop.get("fenced_at") or ctx.clock()),
+                              hetzner=hetzner, operator_ssh=operator)
+    return witnesses.require_off(ctx, source, target, found, j.pair)
 
 
 def _fence(ctx: Context, source: HostRecord, j: Journal) -> dict[str, Any]:
@@ -509,7 +552,7 @@ def _fence(ctx: Context, source: HostRecord, j: Journal) -> dict[str, Any]:
     result = fence_server(ctx.hcloud, source.server_id, reason=f"qpool failover run {j.run_id}",
                           sleep=ctx.sleep, wall_clock=ctx.clock)  # the operator's clock, as the gate reads it
     ctx.report(f"      {source.name}: off (fenced at {result.fenced_at:.0f})")
-    return {"fenced_at": result.fenced_at, "already_off": result.already_off}
+    return {"fenced_at": result.fenced_at, "already_off": result.already_off, "power_off_sent": True}
 
 
 def _check_server_identity(ctx: Context, host: HostRecord) -> None:

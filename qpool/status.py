@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from qpool import reachability
+from qpool import reachability, witnesses
 from qpool.context import Context
 from qpool.errors import QpoolError
 from qpool.inventory import HostRecord
@@ -60,8 +60,9 @@ def hetzner_fenced(ctx: Context, host: HostRecord) -> bool:
 def pair_status(ctx: Context, pair: str) -> dict[str, Any]:
     active_role = read_active(ctx.config_file, pair)
     hosts = []
-    for host in ctx.inventory.pair_hosts(pair):
-        view = observe(ctx, host)
+    views = [observe(ctx, host) for host in ctx.inventory.pair_hosts(pair)]
+    for view in views:
+        host = view.host
         st = view.status or {}
         backup = st.get("newest_backup") or {}
         hosts.append({
@@ -77,6 +78,12 @@ def pair_status(ctx: Context, pair: str) -> dict[str, Any]:
             "oplock": st.get("oplock"),
             # a validator binary/unit installed by `pulumi up` that the running validator does not use yet
             "restart_pending": st.get("restart_pending"),
+            # The public keys its wallet holds (key ownership across pairs: qpool/key_ownership.py).
+            "wallet_pubkeys": (st.get("wallet") or {}).get("pubkeys") if st else None,
+            # An unreachable host: what the fencing witnesses see (the pair peer's private-network probe and
+            # Prometheus), so "unreachable" is never read from the operator's SSH alone.
+            "witnesses": None if view.status is not None else witnesses.for_status(
+                ctx, host, [v.host for v in views if v.status is not None]),
         })
     signers = [h["host"] for h in hosts if h["signing"]]
     live = [h["host"] for h in hosts if h["may_sign"]]
@@ -91,6 +98,12 @@ def _sync_word(client: dict[str, Any]) -> str:
     return "syncing" if client.get("syncing") else "synced"
 
 
+def _keys_word(keys: list[str] | None) -> str:
+    if keys is None:
+        return "keys=UNKNOWN"
+    return f"keys={len(keys)}" + (f" ({','.join(k[:14] + '...' for k in keys)})" if keys else "")
+
+
 def format_status(doc: dict[str, Any]) -> str:
     lines = []
     for pair in doc["pairs"]:
@@ -101,6 +114,8 @@ def format_status(doc: dict[str, Any]) -> str:
             if not h["reachable"]:
                 fenced = {True: "fenced", False: "NOT fenced", None: "fencing unknown"}[h["fenced"]]
                 lines.append(f"  {h['host']:<32} {h['role']:<8} UNREACHABLE ({fenced}): {h['error']}")
+                lines += [f"      witness {w['name']}: {w['verdict'].upper()} ({w['detail']})"
+                          for w in h.get("witnesses") or []]
                 continue
             backup = h["slashing_backup"]
             age = f"{backup['age_seconds']:.0f}s old" if backup and backup["age_seconds"] is not None else "none"
@@ -111,7 +126,8 @@ def format_status(doc: dict[str, Any]) -> str:
                 f"lock={'on' if h['locked'] else 'OFF'} unit={h['unit']} procs={len(h['processes'] or [])} "
                 f"beacon={_sync_word(beacon)}"
                 f"@{beacon.get('head_slot')} "
-                f"execution={_sync_word(execution)}@{execution.get('block')} slashing-backup={age}")
+                f"execution={_sync_word(execution)}@{execution.get('block')} slashing-backup={age} "
+                f"{_keys_word(h.get('wallet_pubkeys'))}")
             if h.get("restart_pending"):
                 lines.append(f"  {'':<32} validator RESTART PENDING: {h['restart_pending'].get('reason')} "
                              f"(`qpool validator-restart --pair {pair['pair']}` or the next failover)")

@@ -18,6 +18,7 @@ import hashlib
 import json
 import os
 import pwd
+import re
 import shutil
 import socket
 import subprocess
@@ -134,11 +135,20 @@ def rpc(method: str, timeout: float = 3.0) -> Any:
         return None
 
 
+def replica_files(directory: Path) -> list[Path]:
+    """Replicated copies shipped by this host's configured senders (names carry the authenticated sender);
+    anything else in the directory is never a candidate."""
+    if not directory.is_dir():
+        return []
+    senders = set(CFG.get("backup_sender_names", {}).values())
+    return [p for p in directory.glob("*.db") if p.is_file() and p.name.split("--")[0] in senders]
+
+
 def newest_backup() -> dict[str, Any] | None:
     directory = Path(cfg("replica_dir"))
     if not directory.is_dir():
         return None
-    files = sorted((p for p in directory.glob("*.db") if p.is_file()), key=lambda p: p.stat().st_mtime)
+    files = sorted(replica_files(directory), key=lambda p: p.stat().st_mtime)
     if not files:
         return None
     newest = files[-1]
@@ -172,8 +182,7 @@ def select_replica() -> dict[str, Any]:
     <replica_dir>/quarantine/ (kept for inspection, never used, never chosen again) and reported: a corrupt
     newest file must not stop a failover, nor send it to an older file silently."""
     directory = Path(cfg("replica_dir"))
-    files = sorted((p for p in directory.glob("*.db") if p.is_file()), key=lambda p: p.stat().st_mtime,
-                   reverse=True) if directory.is_dir() else []
+    files = sorted(replica_files(directory), key=lambda p: p.stat().st_mtime, reverse=True)
     skipped = []
     for replica in files:
         fault = _replica_fault(replica)
@@ -192,6 +201,47 @@ def select_replica() -> dict[str, Any]:
                         "age_seconds": max(0.0, time.time() - replica.stat().st_mtime)
                         if replica.exists() else None})
     return {"path": None, "skipped": skipped}
+
+
+WALLET_CACHE = Path(os.environ.get("QP_CTL_WALLET_CACHE", "/run/quantapool/wallet-pubkeys.json"))
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_LISTED = re.compile(r"\[validating public key\]\s+(0x[0-9a-fA-F]+)")
+
+
+def parse_accounts_list(text: str) -> list[str]:
+    """Public keys from `validator accounts list` (qrysm colours it unconditionally: strip the escapes)."""
+    return [key.lower() for key in _LISTED.findall(_ANSI.sub("", text))]
+
+
+def wallet_pubkeys() -> dict[str, Any]:
+    """The public keys loaded in this host's wallet (what its validator would sign with), as the client itself
+    lists them. Cached under /run by the wallet file's sha256, so `status` decrypts the wallet only after it
+    changed. {"pubkeys": [...]} or {"pubkeys": None, "error": "..."} (unknown is never "none")."""
+    wallet = Path(cfg("wallet_dir")) / "direct" / "accounts" / "all-accounts.keystore.json"
+    try:
+        digest = hashlib.sha256(wallet.read_bytes()).hexdigest()
+    except FileNotFoundError:
+        return {"pubkeys": []}
+    except OSError as exc:
+        return {"pubkeys": None, "error": f"wallet unreadable: {_oserror_cause(exc)}"}
+    cached = _read_json(WALLET_CACHE)
+    if isinstance(cached, dict) and cached.get("sha256") == digest and isinstance(cached.get("pubkeys"), list):
+        return {"pubkeys": cached["pubkeys"]}
+    try:
+        proc = _as_validator([cfg("validator_bin"), "accounts", "list", f"--wallet-dir={cfg('wallet_dir')}",
+                              f"--wallet-password-file={cfg('wallet_password_file')}", "--accept-terms-of-use"],
+                             timeout=120)
+    except (KeyError, OSError, subprocess.TimeoutExpired) as exc:
+        return {"pubkeys": None, "error": f"accounts list failed: {exc}"}
+    if proc.returncode != 0:
+        return {"pubkeys": None, "error": _client_cause("accounts list", proc.stderr, cfg("wallet_dir"))}
+    keys = parse_accounts_list(proc.stdout.decode(errors="replace"))
+    with contextlib.suppress(OSError):
+        WALLET_CACHE.parent.mkdir(parents=True, exist_ok=True)
+        tmp = WALLET_CACHE.with_name(f".{WALLET_CACHE.name}.tmp")
+        tmp.write_text(json.dumps({"sha256": digest, "pubkeys": keys}))
+        os.replace(tmp, WALLET_CACHE)
+    return {"pubkeys": keys}
 
 
 def chain_clock() -> dict[str, Any] | None:
@@ -235,6 +285,7 @@ def status() -> dict[str, Any]:
         "execution": {"reachable": eth_block is not None, "syncing": bool(eth_syncing) if eth_block else None,
                       "block": int(eth_block, 16) if isinstance(eth_block, str) else None},
         "chain_clock": chain_clock(),
+        "wallet": wallet_pubkeys() if "wallet_dir" in CFG else {"pubkeys": None, "error": "no wallet configured"},
         "oplock": read_oplock(),
         "activated_by": _read_json(ACTIVATED_BY),
         "runtime_blocked": RUNTIME_BLOCK.exists(),
@@ -299,6 +350,47 @@ def _reason_text(code: str, st: dict[str, Any]) -> str:
 def stopped_reasons(st: dict[str, Any]) -> list[str]:
     """The same checks as text, for people: nothing decides on these words."""
     return [_reason_text(code, st) for code in not_stopped_codes(st)]
+
+
+# -- fencing witness: is a peer host alive on the private network? -------------------------------------
+
+def probe_port(address: str, port: int, timeout: float) -> str:
+    """One TCP connect from this host: "open" or "refused" (something at that address answered: its kernel
+    runs), or "timeout"/"unreachable"/"error: ..." (no answer at all, as from a powered-off machine)."""
+    import errno
+
+    try:
+        with socket.create_connection((address, port), timeout=timeout):
+            return "open"
+    except ConnectionRefusedError:
+        return "refused"
+    except TimeoutError:
+        return "timeout"
+    except OSError as exc:
+        if exc.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH, errno.EHOSTDOWN):
+            return "unreachable"
+        return f"error: {exc.strerror or exc}"
+
+
+#: Port outcomes that prove a running machine at the probed address.
+ANSWERED = ("open", "refused")
+
+
+def probe_peer(address: str, ports: list[int], timeout: float, rounds: int) -> dict[str, Any]:
+    """The fencing witness run ON THE TARGET: several rounds of TCP connects to a peer's private address.
+
+    Why from here: the operator's SSH failing says only that the operator cannot reach the peer; the peer
+    shares this host's private network, so an answer here means it is up whatever the Hetzner API says.
+    Any answer in any round counts ("alive"); "silent" needs every probe of every round unanswered.
+    """
+    results: list[dict[str, str]] = []
+    for i in range(max(1, rounds)):
+        if i:
+            time.sleep(1.0)
+        results.append({str(port): probe_port(address, port, timeout) for port in ports})
+    answered = sorted({f"{port}: {outcome}" for r in results for port, outcome in r.items() if outcome in ANSWERED})
+    return {"address": address, "ports": ports, "rounds": results,
+            "verdict": "alive" if answered else "silent", "answered": answered}
 
 
 # -- the operation lock: serialises qpool runs that target this host -------------------------------------
@@ -592,7 +684,9 @@ def write_textfile(name: str, lines: list[str]) -> None:
 
 
 def write_state_metrics() -> dict[str, Any]:
-    """Lock and unit state for the alert rules (which host is meant to sign, and whether it does)."""
+    """Lock and unit state for the alert rules (which host is meant to sign, and whether it does); also
+    prunes leftover local webhook copies (every 15 s, so nothing accumulates between backups)."""
+    prune_local_copies()
     locked = Path(cfg("lock_file")).exists()
     active = systemctl_show()["ActiveState"] == "active"
     write_textfile("quantapool_validator_state", [
@@ -606,15 +700,38 @@ def write_state_metrics() -> dict[str, Any]:
     return {"locked": locked, "active": active}
 
 
-def prune(directory: Path, keep: int) -> None:
-    files = sorted((p for p in directory.glob("*.db") if p.is_file()), key=lambda p: p.stat().st_mtime)
+def prune(directory: Path, keep: int, sender: str | None = None) -> None:
+    """Keep the newest `keep` copies: of one sender (each sender has its own retention: a flood from one host
+    cannot push out another host's copies), or of the whole directory."""
+    pattern = f"{sender}--*.db" if sender else "*.db"
+    files = sorted((p for p in directory.glob(pattern) if p.is_file()), key=lambda p: p.stat().st_mtime)
     for old in files[:-keep] if keep > 0 else []:
         old.unlink(missing_ok=True)
         old.with_suffix(old.suffix + ".sha256").unlink(missing_ok=True)
 
 
+#: Local webhook copies older than this are leftovers (a failed run): take_backup reads its copy within
+#: seconds, then deletes it. The replicas on the receivers are the retention, not these files.
+LOCAL_COPY_MAX_AGE = 600.0
+
+
+def prune_local_copies(max_age: float = LOCAL_COPY_MAX_AGE) -> list[str]:
+    """Delete webhook copies left in db_backup_dir (each is a full DB; nothing else may fill the volume)."""
+    directory = Path(CFG.get("db_backup_dir") or "/nonexistent")
+    removed = []
+    if directory.is_dir():
+        now = time.time()
+        for old in directory.iterdir():
+            with contextlib.suppress(OSError):
+                if old.is_file() and not old.is_symlink() and now - old.stat().st_mtime > max_age:
+                    old.unlink()
+                    removed.append(old.name)
+    return removed
+
+
 def take_backup() -> dict[str, Any]:
     """On the signing host: consistent copy via the validator's webhook, checksum, keep N, ship to peers."""
+    prune_local_copies()
     if systemctl_show()["ActiveState"] != "active":
         write_state_metrics()
         return {"skipped": "validator not active on this host"}
@@ -667,21 +784,38 @@ def _previous_backup_timestamp() -> list[str]:
         return []
 
 
-def receive_backup(name: str, expected: str, data: bytes) -> dict[str, Any]:
-    """Forced command of the `qp-backup` user: store a shipped copy only if its checksum holds."""
-    if "/" in name or not name.endswith(".db") or "--" not in name or name.startswith("."):
-        raise Refused(f"bad backup name {name!r}")
+def authenticated_sender(ssh_connection: str) -> str:
+    """The sending host's name, from the address sshd saw (SSH_CONNECTION) and this host's config: the only
+    hosts allowed to ship here (authorized_keys `from=` admits the same addresses). Never from the sender's
+    own words: a key host must not be able to write files named after another host, or another pair."""
+    address = ssh_connection.split()[0] if ssh_connection.split() else ""
+    names = cfg("backup_sender_names")
+    if address not in names:
+        raise Refused(f"backup from {address or 'an unknown address'} refused: not one of this host's senders "
+                      f"({', '.join(sorted(names.values())) or 'none'})")
+    return str(names[address])
+
+
+def receive_backup(claimed: str, expected: str, data: bytes, ssh_connection: str) -> dict[str, Any]:
+    """Forced command of the `qp-backup` user: store a shipped copy only if its checksum holds, named after the
+    AUTHENTICATED sender (`<sender>--<receiver's UTC time>.db`); each sender has its own retention."""
+    sender = authenticated_sender(ssh_connection)
+    if not claimed.startswith(f"{sender}--"):
+        raise Refused(f"{sender} shipped a copy named {claimed[:80]!r}: a host may only ship its own history; "
+                      "discarded")
     actual = hashlib.sha256(data).hexdigest()
     if actual != expected:
-        raise Refused(f"checksum mismatch for {name}: got {actual}, expected {expected}; discarded")
+        raise Refused(f"checksum mismatch for {claimed[:80]}: got {actual}, expected {expected}; discarded")
     directory = Path(cfg("replica_dir"))
     directory.mkdir(parents=True, exist_ok=True)
+    now = time.time()
+    name = f"{sender}--{time.strftime('%Y%m%dT%H%M%S', time.gmtime(now))}{int(now * 1e6) % 1000000:06d}Z.db"
     tmp = directory / f".{name}.tmp"
     tmp.write_bytes(data)
     (directory / f"{name}.sha256").write_text(f"{actual}  {name}\n")
     os.replace(tmp, directory / name)
-    prune(directory, int(cfg("backup_keep")))
-    return {"stored": name}
+    prune(directory, int(cfg("backup_keep")), sender)
+    return {"stored": name, "sender": sender}
 
 
 def setup() -> dict[str, Any]:
@@ -708,7 +842,70 @@ def setup() -> dict[str, Any]:
     run(["systemctl", "daemon-reload"], check=True)
     for timer in cfg("timers"):
         run(["systemctl", "enable", "--now", timer], check=True)
-    return {"setup": True, "timers": cfg("timers")}
+    for unit in CFG.get("units_enabled", []):  # started by what wants them (the relay: with the validator)
+        run(["systemctl", "enable", unit], check=True)
+    return {"setup": True, "timers": cfg("timers"), "units_enabled": CFG.get("units_enabled", [])}
+
+
+# -- the validator's metrics, relayed without its /db/backup webhook ---------------------------------------
+
+def metrics_relay(listen: str, port: int, upstream: str) -> None:
+    """Run the relay until stopped (see relay_server)."""
+    relay_server(listen, port, upstream).serve_forever()
+
+
+def relay_server(listen: str, port: int, upstream: str) -> Any:
+    """Serve GET /metrics on the private address by relaying the validator's own listener on loopback.
+
+    Why: qrysm serves `/db/backup` (--enable-db-backup-webhook) on the SAME listener as `/metrics`
+    (validator/node/node.go registerPrometheusService), with no authentication; each call writes a full DB
+    copy. A firewall cannot tell the two paths apart (nftables does not parse HTTP, and pipelined requests
+    defeat payload matching), so the validator listens on 127.0.0.1 only and this relay, started and stopped
+    with it (BindsTo=), lets the monitoring host scrape /metrics and nothing else: every other path is 404,
+    every other method 405. An upstream that does not answer is a 503, so Prometheus sees `up == 0`.
+    """
+    import http.server
+
+    class Relay(http.server.BaseHTTPRequestHandler):
+        server_version = "qp-metrics-relay"
+
+        def _send(self, code: int, body: bytes, ctype: str = "text/plain; charset=utf-8") -> None:
+            self.send_response(code)
+            self.send_header("Content-Type", ctype)
+            self.send_header("Content-Length", str(len(body)))
+            self.send_header("Connection", "close")
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(body)
+
+        def do_GET(self) -> None:
+            self.close_connection = True
+            if self.path.split("?", 1)[0] != "/metrics":
+                self._send(404, b"only /metrics is served here\n")
+                return
+            try:
+                with urllib.request.urlopen(upstream, timeout=10) as resp:  # noqa: S310 - loopback URL from config
+                    body, ctype = resp.read(), resp.headers.get("Content-Type", "text/plain; version=0.0.4")
+            except (OSError, ValueError) as exc:
+                self._send(503, f"validator metrics unavailable: {exc}\n".encode())
+                return
+            self._send(200, body, ctype)
+
+        def do_HEAD(self) -> None:
+            self.do_GET()
+
+        def _refuse(self) -> None:
+            self.close_connection = True
+            self._send(405, b"method not allowed\n")
+
+        do_POST = do_PUT = do_DELETE = do_PATCH = do_OPTIONS = _refuse
+
+        def log_message(self, *_args: Any) -> None:
+            pass  # one line per scrape would flood the journal
+
+    server = http.server.ThreadingHTTPServer((listen, port), Relay)
+    server.daemon_threads = True
+    return server
 
 
 # -- CLI ------------------------------------------------------------------------------------------------
@@ -729,6 +926,12 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("export-replica")
     p.add_argument("path")
     sub.add_parser("select-replica")
+    sub.add_parser("metrics-relay")
+    p = sub.add_parser("probe-peer")
+    p.add_argument("address")
+    p.add_argument("--port", type=int, action="append", required=True)
+    p.add_argument("--timeout", type=float, default=3.0)
+    p.add_argument("--rounds", type=int, default=3)
     p = sub.add_parser("import-slashing")
     p.add_argument("--sha256", required=True)
     sub.add_parser("setup")
@@ -757,6 +960,12 @@ def main(argv: list[str] | None = None) -> int:
             return 0
         elif args.cmd == "select-replica":
             result = select_replica()
+        elif args.cmd == "metrics-relay":
+            metrics_relay(cfg("metrics_relay_listen"), int(cfg("metrics_port")),
+                          f"http://{cfg('metrics_host')}:{cfg('metrics_port')}/metrics")
+            return 0
+        elif args.cmd == "probe-peer":
+            result = probe_peer(args.address, args.port, args.timeout, args.rounds)
         elif args.cmd == "import-slashing":
             result = import_slashing(sys.stdin.buffer.read(), args.sha256)
         elif args.cmd == "setup":
@@ -770,7 +979,8 @@ def main(argv: list[str] | None = None) -> int:
             words = os.environ.get("SSH_ORIGINAL_COMMAND", "").split()
             if len(words) != 2:
                 raise Refused("usage over SSH: <name> <sha256> with the file on stdin")
-            result = receive_backup(words[0], words[1], sys.stdin.buffer.read())
+            result = receive_backup(words[0], words[1], sys.stdin.buffer.read(),
+                                    os.environ.get("SSH_CONNECTION", ""))
         elif args.action == "acquire":
             result = oplock_acquire(args.run_id, args.owner)
         elif args.action in ("release", "force-release"):

@@ -20,7 +20,7 @@ from pathlib import Path
 from . import chain, cli, netio, runtime
 from .flagsets import flags_for
 from .slashing_db import DbError, SlashingDB
-from .wallet import Account, WalletError, import_keystores, open_wallet, read_password_file
+from .wallet import Account, WalletError, delete_accounts, import_keystores, open_wallet, read_password_file
 
 NAME = "validator"
 TERMS_MSG = ("could not confirm acceptance of terms of use: running non-interactively, pass "
@@ -250,6 +250,35 @@ def _cmd_accounts_import(args: cli.Parsed) -> int:
     return 0
 
 
+def _hex(pubkey: str) -> str:
+    return pubkey.lower() if pubkey.lower().startswith("0x") else "0x" + pubkey.lower()
+
+
+def _cmd_accounts_list(args: cli.Parsed) -> int:
+    """qrysm's local-keymanager listing (ListKeymanagerAccounts), colours included: qrysm always prints them."""
+    wallet_dir = Path(_need(args, "wallet-dir")).expanduser()
+    wallet_pw = read_password_file(Path(_need(args, "wallet-password-file")), "wallet-password-file")
+    accounts = open_wallet(wallet_dir, wallet_pw)
+    print("(keymanager kind) \x1b[1;92mlocal wallet\x1b[0m\n")
+    print(f"Showing \x1b[93m{len(accounts)}\x1b[0m validator account{'' if len(accounts) == 1 else 's'}")
+    print("\x1b[91mView the zond deposit transaction data for your accounts by running "
+          "`validator accounts list --show-deposit-data`\x1b[0m")
+    for i, account in enumerate(accounts):
+        print(f"\n\x1b[1;94mAccount {i}\x1b[0m | \x1b[1;92maccount-{i}\x1b[0m")
+        print(f"\x1b[1;95m[validating public key]\x1b[0m {_hex(account.pubkey)}")
+    print("")
+    return 0
+
+
+def _cmd_accounts_delete(args: cli.Parsed) -> int:
+    wallet_dir = Path(_need(args, "wallet-dir")).expanduser()
+    wallet_pw = read_password_file(Path(_need(args, "wallet-password-file")), "wallet-password-file")
+    keys = [k.strip() for k in _need(args, "delete-public-keys").split(",") if k.strip()]
+    removed = delete_accounts(wallet_dir, wallet_pw, keys)
+    runtime.log(NAME, "info", f"Successfully deleted {removed} accounts", wallet_dir=str(wallet_dir))
+    return 0
+
+
 def _cmd_export(args: cli.Parsed) -> int:
     datadir = Path(_need(args, "datadir")).expanduser()
     out_dir = Path(_need(args, "slashing-protection-export-dir")).expanduser()
@@ -336,7 +365,7 @@ def main(argv: list[str], client: str = NAME) -> int:
     try:
         args = cli.parse(argv, flags_for(NAME))
         if args.help:
-            print(f"{NAME} (QuantaPool lab stand-in) [accounts import | slashing-protection-history "
+            print(f"{NAME} (QuantaPool lab stand-in) [accounts import|list|delete | slashing-protection-history "
                   "export|import] flags: " + " ".join(f"--{n}" for n in sorted(flags_for(NAME))))
             return 0
         if args.version:
@@ -349,6 +378,10 @@ def main(argv: list[str], client: str = NAME) -> int:
             return _run(args)
         if command == ["accounts", "import"]:
             return _cmd_accounts_import(args)
+        if command == ["accounts", "list"]:
+            return _cmd_accounts_list(args)
+        if command == ["accounts", "delete"]:
+            return _cmd_accounts_delete(args)
         if command == ["slashing-protection-history", "export"]:
             return _cmd_export(args)
         if command == ["slashing-protection-history", "import"]:

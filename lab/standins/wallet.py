@@ -179,3 +179,21 @@ def import_keystores(wallet_dir: Path, wallet_password: str, keys_dir: Path, acc
     if added or not wallet_file(wallet_dir).exists():
         save_wallet(wallet_dir, wallet_password, existing + added)
     return len(added)
+
+
+def delete_accounts(wallet_dir: Path, wallet_password: str, pubkeys: list[str]) -> int:
+    """Remove the listed keys from the wallet (qrysm `accounts delete --delete-public-keys`); returns how many
+    were removed. An empty wallet is an error, as in qrysm ("wallet is empty, no accounts to delete"); a key
+    not in the wallet is an error too (qrysm's filter refuses keys it does not hold)."""
+    existing = open_wallet(wallet_dir, wallet_password)
+    if not existing:
+        raise WalletError("wallet is empty, no accounts to delete")
+    held = {a.pubkey.lower() for a in existing}
+    wanted = {k.lower() if k.lower().startswith("0x") else "0x" + k.lower() for k in pubkeys if k}
+    missing = sorted(wanted - {h if h.startswith("0x") else "0x" + h for h in held})
+    if missing:
+        raise WalletError(f"could not filter public keys for deletion: {missing[0][:14]}... is not in the wallet")
+    kept = [a for a in existing if (a.pubkey.lower() if a.pubkey.lower().startswith("0x")
+                                    else "0x" + a.pubkey.lower()) not in wanted]
+    save_wallet(wallet_dir, wallet_password, kept)
+    return len(existing) - len(kept)

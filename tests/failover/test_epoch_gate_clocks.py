@@ -78,7 +78,8 @@ def _late_fence_setup(ctx: ops.Context, monkeypatch: pytest.MonkeyPatch, target_
         st = ssh.statuses[BACKUP.name]
         assert st is not None
         st["time"] = clock.now + target_ahead
-        st["beacon"] = {"current_slot": int((clock.now + beacon_ahead - cc["genesis_time"]) // 60)}
+        st["beacon"] = {"current_slot": int((clock.now + beacon_ahead - cc["genesis_time"]) // 60),
+                        "reachable": True, "syncing": False}
 
     ssh.on_status = on_status
     ctx.hcloud = object()
@@ -89,7 +90,8 @@ def _late_fence_setup(ctx: ops.Context, monkeypatch: pytest.MonkeyPatch, target_
 
     ctx.report = report
     _fenced_by_hetzner(monkeypatch, lambda _c, _h: False)
-    monkeypatch.setattr(ops, "_fence", lambda c, _h, _j: {"fenced_at": c.clock(), "already_off": False})
+    monkeypatch.setattr(ops, "_fence", lambda c, _h, _j: {"fenced_at": c.clock(), "already_off": False,
+                                                          "power_off_sent": True})
     monkeypatch.setattr(ops, "_verify_fenced", lambda _c, _h: "powered off (fake)")
     return record_starts(ssh, clock)
 

@@ -5,6 +5,11 @@ tests/failover/matrix_lab.verify (no double or surround vote in any host's signi
 that signs now holds every vote any host ever signed, except votes a fenced path's epoch gate covers):
 
 - an SSH authentication failure on a healthy source: an error, nothing fenced, the source keeps signing;
+- a fencing API that reports "off" while the source runs, cut off from the operator only: refused by the
+  target's own private-network probe (a fencing witness), the source keeps signing;
+- a replica forged for another host (an unknown sender, or a sender claiming another host's copy): refused,
+  and a file named after another pair's host in the replica directory is never a candidate;
+- a /db/backup flood from the monitoring host: answered 404/405 by the metrics relay, no copy written;
 - a primary rebuilt with an empty volume while the standby and the monitoring server hold its replicas:
   activate refused (also with --first-start), then the documented recovery (backup, restore, activate);
 - a primary restored from an old archive: restore refused, activate refused, then recovered;
@@ -17,6 +22,8 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import json
+import re
 import secrets
 import subprocess
 import time
@@ -78,7 +85,7 @@ def _restore(lab: Lab, role: str, archive: Path) -> None:
     backups.restore(lab.ctx, lab.record(role).name, opened, lab.dep.secrets["validatorKeysPassphrase"])
 
 
-def _stop_and_ship(lab: Lab, role: str) -> str:
+def _stop_and_ship(lab: Lab, role: str) -> list[str]:
     """Stop `role`'s validator (locked), then ship its final DB to the standby and the monitoring server, as
     the backup timer would have at that moment: the replicas hold everything it signed."""
     host = lab.host(role)
@@ -92,10 +99,14 @@ def _stop_and_ship(lab: Lab, role: str) -> str:
     sha = hashlib.sha256(db).hexdigest()
     mon = lab.ctx.inventory.monitoring()
     assert mon is not None
+    sender = lab.record(role).private_ip  # the receiver names the copy after the sender sshd saw
+    stored = []
     for receiver in (lab.host(OTHER[role]), lab.dep.hosts[mon.name]):
-        receiver.exec(["runuser", "-u", "qp-backup", "--", "env", f"SSH_ORIGINAL_COMMAND={name} {sha}", CTL,
-                       "receive-backup"], input=db, timeout=60, check=True)
-    return name
+        res = receiver.exec(["runuser", "-u", "qp-backup", "--", "env", f"SSH_ORIGINAL_COMMAND={name} {sha}",
+                             f"SSH_CONNECTION={sender} 40000 0.0.0.0 22", CTL, "receive-backup"], input=db,
+                            timeout=60, check=True)
+        stored.append(json.loads(res.stdout)["stored"])
+    return stored  # the names each receiver gave the copy (its sender's name and the receiver's time)
 
 
 def _wipe_volume(lab: Lab, role: str) -> None:
@@ -135,6 +146,109 @@ def test_ssh_auth_failure_on_healthy_source_is_an_error_not_a_fence(lab: Lab, tm
     verify(lab, "SSH auth failure on a healthy source", "error, nothing fenced; source signs", signer=source)
 
 
+# -- 1b. the fencing API reports "off" while the source runs, cut off from the operator only ----------------
+
+def test_api_says_off_while_source_runs_cut_off_from_operator_only_is_refused(lab: Lab) -> None:
+    """Issue 12 item 6: the API wrongly reports the source off and its power-off never reaches it; only the
+    operator's path to the source is cut. The fence "succeeds" (Hetzner is one witness); the target's own
+    probe over the private network sees the source alive: refused, the source keeps signing, then the
+    documented recovery (abandon the run once the source answers again) leaves it as it was."""
+    source = lab.active_role()
+    target = OTHER[source]
+    lab.fresh_backup(source)
+    api = lab.session.api
+    assert api is not None
+    api.lie_off(lab.session.server_ids[lab.record(source).name])
+    lab.host(source).partition(lab.dep.network.bridge_ip)  # the operator only: the target still reaches it
+    ctx = lab.context()
+    lines: list[str] = []
+    ctx.report = lines.append
+    try:
+        with pytest.raises(QpoolError, match=r"not proven off \(seen alive by target-probe"):
+            ops.failover(ctx, PAIR, to_role=target, accept_slashing_risk=True)  # no override reaches it
+        assert any("witness target-probe: ALIVE" in line for line in lines), lines
+        assert lab.host(source).is_running(), "the lying API powered nothing off"
+        lab.wait_signs(source)
+        lab.assert_silent(target)
+        assert lab.journal(ctx)["mode"] == "fenced" and not lab.journal(ctx).get("completed")
+    finally:
+        lab.host(source).heal()
+        api.clear_faults()
+    lab.wait_reachable(source)
+    assert "abandoned" in ops.abandon_failover(ctx, PAIR)
+    st = lab.status(source)
+    assert st is not None and ops.running(st) and lab.active_role() == source
+    tgt = lab.status(target)
+    assert tgt is not None and ops.stopped_reasons(tgt) == [] and tgt["oplock"] is None
+    verify(lab, "API says off, source cut off from operator only", "refused by the target's probe; source signs",
+           signer=source)
+
+
+# -- 1c. a replica forged for another host --------------------------------------------------------------
+
+def test_replica_forged_for_another_host_is_refused_and_ignored(lab: Lab) -> None:
+    """Issue 12 item 3: the receiver names a copy after the sender it authenticated. A host that is not a
+    sender, or a sender claiming another host's copy, is refused; a copy named after another (pair's) host
+    that lands in the replica directory anyway is never a candidate."""
+    source = lab.active_role()
+    target = OTHER[source]
+    src = lab.record(source)
+    mon = lab.ctx.inventory.monitoring()
+    assert mon is not None
+    receiver = lab.host(target)
+    lab.fresh_backup(source)
+    data = b"forged slashing-protection copy"
+    sha = hashlib.sha256(data).hexdigest()
+
+    def ship(claim: str, address: str) -> subprocess.CompletedProcess[bytes]:
+        return receiver.exec(["runuser", "-u", "qp-backup", "--", "env", f"SSH_ORIGINAL_COMMAND={claim} {sha}",
+                              f"SSH_CONNECTION={address} 40000 0.0.0.0 22", CTL, "receive-backup"], input=data,
+                             timeout=60)
+
+    res = ship(f"{src.name}--20990101T000000Z.db", mon.private_ip)
+    assert res.returncode == 1 and b"not one of this host's senders" in res.stdout, res.stdout
+    res = ship("qp-testnet-p2-primary--20990101T000000Z.db", src.private_ip)
+    assert res.returncode == 1 and b"may only ship its own history" in res.stdout, res.stdout
+    forged = f"{REPLICA_DIR}/qp-testnet-p2-primary--20990101T000000Z.db"
+    receiver.exec(["sh", "-c", f"printf forged > {forged} && sha256sum {forged} | cut -d' ' -f1 > {forged}.sha256"
+                   f" && touch -d '+1 hour' {forged}"], check=True)
+    try:
+        st = lab.status(target)
+        assert st is not None and (st["newest_backup"] or {}).get("source") == src.name, st["newest_backup"]
+    finally:
+        receiver.exec(["rm", "-f", forged, f"{forged}.sha256"], check=True)
+    lab.wait_signs(source)
+    verify(lab, "replica forged for another host", "refused / never a candidate; source signs", signer=source)
+
+
+# -- 1d. webhook flood from the monitoring host ----------------------------------------------------------
+
+def test_backup_webhook_flood_from_the_monitoring_host_is_refused(lab: Lab) -> None:
+    """Issue 12 item 4: the validator listens on loopback; the private :8081 is the relay, which serves GET
+    /metrics only. A flood of /db/backup calls from the monitoring host writes no copy; scrapes still work."""
+    source = lab.active_role()
+    src = lab.record(source)
+    mon = lab.ctx.inventory.monitoring()
+    assert mon is not None
+    monitor = lab.dep.hosts[mon.name]
+    backup_dir = f"{VALIDATOR_DIR}/backups"
+    count = f"ls -1 {backup_dir} 2>/dev/null | wc -l"
+    before = lab.host(source).exec(["sh", "-c", count], check=True).stdout
+    codes = []
+    for method, path in [("POST", "/db/backup"), ("GET", "/db/backup"), ("GET", "/db/backup?permanent")] * 10:
+        res = monitor.exec(["curl", "-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", method, "-m", "5",
+                            f"http://{src.private_ip}:8081{path}"], timeout=30)
+        codes.append(res.stdout.decode())
+    assert set(codes) <= {"404", "405"}, codes
+    scrape = monitor.exec(["curl", "-sf", "-m", "5", f"http://{src.private_ip}:8081/metrics"], timeout=30)
+    assert scrape.returncode == 0 and b"validator_" in scrape.stdout, "the relay must still serve /metrics"
+    after = lab.host(source).exec(["sh", "-c", count], check=True).stdout
+    assert int(after) <= int(before), "a webhook copy was written (the backup timer deletes its own at once)"
+    lab.wait_signs(source)
+    verify(lab, "webhook flood from the monitoring host", "404/405 at the relay; no copy; source signs",
+           signer=source)
+
+
 # -- 2. rebuilt primary with an empty volume ------------------------------------------------------------
 
 def test_rebuilt_primary_with_empty_volume_refused_then_recovered(lab: Lab, archive_dir: Path) -> None:
@@ -144,7 +258,7 @@ def test_rebuilt_primary_with_empty_volume_refused_then_recovered(lab: Lab, arch
     with pytest.raises(QpoolError) as refused:
         ops.activate(lab.ctx, PAIR)
     msg = str(refused.value)
-    assert shipped in msg and "qpool backup" in msg and "qpool restore" in msg
+    assert any(n in msg for n in shipped) and "qpool backup" in msg and "qpool restore" in msg
     assert "re-run with --first-start" not in msg
     with pytest.raises(QpoolError, match="--first-start refused"):
         ops.activate(lab.ctx, PAIR, first_start=True)
@@ -170,10 +284,10 @@ def test_primary_restored_from_old_archive_is_refused(lab: Lab, archive_dir: Pat
     _wipe_volume(lab, "primary")
     with pytest.raises(QpoolError, match="archive is too old") as refused:
         _restore(lab, "primary", old)
-    assert shipped in str(refused.value)
+    assert any(n in str(refused.value) for n in shipped)
     st = lab.status("primary")
     assert st is not None and not st["db_present"] and st["oplock"] is None, "a refused restore changed the host"
-    with pytest.raises(QpoolError, match=shipped):
+    with pytest.raises(QpoolError, match="|".join(re.escape(n) for n in shipped)):
         ops.activate(lab.ctx, PAIR)
     assert lab.signers() == []
     fresh = _take_backup(lab, archive_dir)

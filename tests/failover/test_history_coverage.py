@@ -82,6 +82,8 @@ class PairSsh(FakeSsh):
         if command.startswith("sudo bash -c") and input is not None:  # the conversion on a key host
             assert hashlib.sha256(input).hexdigest() in command, "the raw copy is checked against its sha256"
             return RemoteResult(0, self.raw_to_interchange[input], b"")
+        if host.name == MON.name and "api/v1/query" in command:  # the fencing witness: Prometheus down
+            return RemoteResult(7, b"", b"curl: (7) Failed to connect to 127.0.0.1 port 9090")
         raise AssertionError(f"unexpected command on {host.name}: {command[:60]}")
 
     def ship_to_monitoring(self, name: str, data: bytes, *, corrupt: bool = False) -> None:
@@ -222,7 +224,8 @@ def _fenced_setup(ctx: ops.Context, monkeypatch: pytest.MonkeyPatch) -> PairSsh:
     ssh.set_replica(BACKUP, "h-primary--A.db", interchange((1, 2)))
     ctx.hcloud = object()
     _fenced_by_hetzner(monkeypatch, lambda _c, _h: False)
-    monkeypatch.setattr(ops, "_fence", lambda c, _h, _j: {"fenced_at": c.clock(), "already_off": False})
+    monkeypatch.setattr(ops, "_fence", lambda c, _h, _j: {"fenced_at": c.clock(), "already_off": False,
+                                                          "power_off_sent": True})
     monkeypatch.setattr(ops, "_verify_fenced", lambda _c, _h: "powered off (fake)")
     return ssh
 

@@ -31,7 +31,8 @@ KEY = "0x" + "cd" * 16
 
 def stopped_status(**over: Any) -> dict[str, Any]:
     st = {"unit": {"active": "inactive"}, "processes": [], "metrics_port_open": False, "locked": True,
-          "db_present": True, "newest_backup": None, "chain_clock": None, "beacon": {}, "oplock": None}
+          "db_present": True, "newest_backup": None, "chain_clock": None, "oplock": None,
+          "beacon": {"reachable": True, "syncing": False, "head_slot": 100}, "wallet": {"pubkeys": [KEY]}}
     st.update(over)
     return st
 
@@ -59,6 +60,9 @@ class FakeSsh:
         self.oplock: dict[str, str] = {}
         self.stop_works = True
         self.on_status: Any = None
+        self.private_ips = {PRIMARY.name: PRIMARY.private_ip, BACKUP.name: BACKUP.private_ip}
+        #: What the target's probe-peer sees per host (default: alive iff the host answers SSH).
+        self.probe_answers: dict[str, bool] = {}
 
     def status(self, host: HostRecord) -> dict[str, Any]:
         if self.on_status is not None:
@@ -90,6 +94,11 @@ class FakeSsh:
             newest = self.statuses[host.name].get("newest_backup")  # type: ignore[union-attr]
             return {"path": None, "skipped": []} if not newest else {
                 "name": newest["path"].rsplit("/", 1)[-1], "skipped": [], **newest}
+        if args[0] == "probe-peer":  # the target's private-network probe: a host that answers SSH is alive
+            peer = next(n for n in self.statuses if n in self.private_ips and self.private_ips[n] == args[1])
+            alive = self.statuses[peer] is not None if peer not in self.probe_answers else self.probe_answers[peer]
+            return {"verdict": "alive" if alive else "silent", "answered": ["22: open"] if alive else [],
+                    "rounds": [{"22": "open" if alive else "timeout"}] * 3}
         if args[0] == "stop":
             if self.stop_works:
                 self.statuses[host.name] = stopped_status()
@@ -385,7 +394,8 @@ def fenced_ctx(ctx: ops.Context, monkeypatch: pytest.MonkeyPatch) -> ops.Context
                      "slots_per_epoch": 128})
     ctx.hcloud = object()
     _fenced_by_hetzner(monkeypatch, lambda _c, _h: False)
-    monkeypatch.setattr(ops, "_fence", lambda c, _h, _j: {"fenced_at": c.clock(), "already_off": False})
+    monkeypatch.setattr(ops, "_fence", lambda c, _h, _j: {"fenced_at": c.clock(), "already_off": False,
+                                                          "power_off_sent": True})
     monkeypatch.setattr(ops, "_verify_fenced", lambda _c, _h: "powered off (fake)")
     monkeypatch.setattr(ops, "_label_active", lambda _c, _s, _t: False)
     return ctx

@@ -63,7 +63,8 @@ def _fenced(ctx: ops.Context, monkeypatch: pytest.MonkeyPatch, copies: list[tupl
     ctx.ssh = ssh  # type: ignore[assignment]
     ctx.hcloud = object()
     _fenced_by_hetzner(monkeypatch, lambda _c, _h: False)
-    monkeypatch.setattr(ops, "_fence", lambda c, _h, _j: {"fenced_at": c.clock(), "already_off": False})
+    monkeypatch.setattr(ops, "_fence", lambda c, _h, _j: {"fenced_at": c.clock(), "already_off": False,
+                                                          "power_off_sent": True})
     monkeypatch.setattr(ops, "_verify_fenced", lambda _c, _h: "powered off (fake)")
     return ssh
 

@@ -32,6 +32,7 @@ def ctl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
         "validator_datadir": str(tmp_path / "validator"),
         "metrics_port": 1,
         "textfile_dir": str(tmp_path / "textfiles"),
+        "backup_sender_names": {"10.0.0.11": "qp-p1-primary", "10.0.0.21": "qp-p2-primary"},
     }
     path = tmp_path / "validator-ctl.json"
     path.write_text(json.dumps(config))
@@ -81,38 +82,77 @@ def test_activate_refused_without_the_oplock(ctl: ModuleType) -> None:
 # -- receive_backup -------------------------------------------------------------------------------------
 
 GOOD = "qp-p1-primary--20260101T000000Z.db"
+FROM_P1 = "10.0.0.11 50022 10.0.0.12 22"  # SSH_CONNECTION as sshd sets it for the forced command
+FROM_P2 = "10.0.0.21 50022 10.0.0.12 22"
 
 
-@pytest.mark.parametrize("name", ["../evil--x.db", "sub/dir--x.db", "primary--x.txt", "nodoubledash.db",
-                                  ".hidden--x.db"])
-def test_receive_backup_rejects_bad_names(ctl: ModuleType, name: str) -> None:
-    data = b"db"
-    with pytest.raises(ctl.Refused, match="bad backup name"):
-        ctl.receive_backup(name, hashlib.sha256(data).hexdigest(), data)
-    assert not Path(ctl.cfg("replica_dir")).exists() or not any(Path(ctl.cfg("replica_dir")).iterdir())
+def _receive(ctl: ModuleType, name: str, data: bytes, conn: str = FROM_P1) -> dict[str, Any]:
+    return ctl.receive_backup(name, hashlib.sha256(data).hexdigest(), data, conn)
+
+
+def _stored(ctl: ModuleType) -> list[str]:
+    replicas = Path(ctl.cfg("replica_dir"))
+    return sorted(p.name for p in replicas.glob("*.db")) if replicas.exists() else []
+
+
+@pytest.mark.parametrize("name", ["../evil--x.db", "sub/dir--x.db", "nodoubledash.db", ".hidden--x.db",
+                                  "qp-p2-primary--20260101T000000Z.db"])
+def test_receive_backup_refuses_a_name_that_is_not_the_senders(ctl: ModuleType, name: str) -> None:
+    """Issue 12 item 3: the sender's own words never name a file; a claim that is not its own is refused."""
+    with pytest.raises(ctl.Refused, match="may only ship its own history"):
+        _receive(ctl, name, b"db")
+    assert _stored(ctl) == []
+
+
+@pytest.mark.parametrize("conn", ["10.0.0.99 1 10.0.0.12 22", ""])
+def test_receive_backup_refuses_an_unknown_sender(ctl: ModuleType, conn: str) -> None:
+    with pytest.raises(ctl.Refused, match="not one of this host's senders"):
+        _receive(ctl, GOOD, b"db", conn)
+    assert _stored(ctl) == []
+
+
+def test_receive_backup_names_the_file_from_the_authenticated_sender(ctl: ModuleType) -> None:
+    got = _receive(ctl, "qp-p1-primary--../../../etc/cron.d/x", b"db")
+    assert got["sender"] == "qp-p1-primary" and got["stored"].startswith("qp-p1-primary--")
+    assert "/" not in got["stored"] and _stored(ctl) == [got["stored"]]
 
 
 def test_receive_backup_rejects_checksum_mismatch(ctl: ModuleType) -> None:
     with pytest.raises(ctl.Refused, match="checksum mismatch"):
-        ctl.receive_backup(GOOD, hashlib.sha256(b"original").hexdigest(), b"corrupted")
-    replicas = Path(ctl.cfg("replica_dir"))
-    assert not replicas.exists() or not any(replicas.iterdir())
+        ctl.receive_backup(GOOD, hashlib.sha256(b"original").hexdigest(), b"corrupted", FROM_P1)
+    assert _stored(ctl) == []
 
 
-def test_receive_backup_stores_with_checksum_and_prunes(ctl: ModuleType) -> None:
+def test_receive_backup_stores_with_checksum_and_prunes_per_sender(ctl: ModuleType) -> None:
+    """Each sender has its own retention: p2's flood does not push out p1's copies."""
     import os
 
     replicas = Path(ctl.cfg("replica_dir"))
+    names = []
     for i in range(5):
         data = f"db-{i}".encode()
-        name = f"qp-p1-primary--2026010{i}T000000Z.db"
-        assert ctl.receive_backup(name, hashlib.sha256(data).hexdigest(), data) == {"stored": name}
+        name = _receive(ctl, f"qp-p1-primary--2026010{i}T000000Z.db", data)["stored"]
         os.utime(replicas / name, (1_000_000 + i, 1_000_000 + i))
-    kept = sorted(p.name for p in replicas.glob("*.db"))
-    assert len(kept) == 3 and kept[-1].startswith("qp-p1-primary--20260104")
-    newest = replicas / kept[-1]
-    assert (replicas / f"{kept[-1]}.sha256").read_text().split()[0] == hashlib.sha256(newest.read_bytes()).hexdigest()
-    assert ctl.newest_backup()["path"] == str(newest)
+        names.append(name)
+    for i in range(6):
+        _receive(ctl, f"qp-p2-primary--2026020{i}T000000Z.db", f"p2-{i}".encode(), FROM_P2)
+    kept = _stored(ctl)
+    assert [n for n in kept if n.startswith("qp-p1-")] == sorted(names[-3:])
+    assert len([n for n in kept if n.startswith("qp-p2-")]) == 3
+    newest = replicas / names[-1]
+    assert (replicas / f"{names[-1]}.sha256").read_text().split()[0] == hashlib.sha256(newest.read_bytes()).hexdigest()
+
+
+def test_newest_backup_ignores_files_of_hosts_that_are_not_senders(ctl: ModuleType) -> None:
+    import os
+
+    name = _receive(ctl, GOOD, b"mine")["stored"]
+    replicas = Path(ctl.cfg("replica_dir"))
+    forged = replicas / "qp-p9-primary--20990101T000000Z.db"  # dropped there by any other means
+    forged.write_bytes(b"forged")
+    os.utime(replicas / name, (1_000_000, 1_000_000))
+    assert ctl.newest_backup()["path"] == str(replicas / name)
+    assert ctl.select_replica()["name"] == name
 
 
 # -- import_slashing ------------------------------------------------------------------------------------
@@ -172,8 +212,7 @@ def test_export_replica_only_from_replica_dir_and_checksummed(ctl: ModuleType, t
     with pytest.raises(ctl.Refused, match="not a replicated backup"):
         ctl.export_replica(str(outside))
     data = b"replica"
-    ctl.receive_backup(GOOD, hashlib.sha256(data).hexdigest(), data)
-    stored = Path(ctl.cfg("replica_dir")) / GOOD
+    stored = Path(ctl.cfg("replica_dir")) / _receive(ctl, GOOD, data)["stored"]
     stored.write_bytes(b"bit rot")
     with pytest.raises(ctl.Refused, match="fails its checksum"):
         ctl.export_replica(str(stored))

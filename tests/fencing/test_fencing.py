@@ -46,13 +46,13 @@ def test_fence_keeps_existing_labels(fake, client, primary, fake_time):
     assert set(after) == set(before) | {"qpool-fenced", "qpool-fenced-at"}
 
 
-def test_already_off_needs_no_power_action_but_is_verified_and_labelled(fake, client, fake_time, fenced_labels):
+def test_already_off_still_gets_the_power_off_and_is_verified_and_labelled(fake, client, fake_time, fenced_labels):
+    """Issue 12: an "off" reading is never trusted alone: the hard power-off is sent anyway."""
     sid = fake.add_server("qp-off", {"app": "quantapool"}, None, None, InMemoryPower(running=False))
     result = _fence(client, sid, fake_time)
 
     assert result.already_off is True
-    assert result.polls == 1
-    assert _posts(fake, sid, "poweroff") == []
+    assert len(_posts(fake, sid, "poweroff")) == 1
     assert fenced_labels(sid)["qpool-fenced"] == "true"
     status_reads = [r for r in fake.requests if r.method == "GET" and r.path == f"/v1/servers/{sid}"]
     assert len(status_reads) >= 2  # the initial read and the verification
@@ -211,7 +211,7 @@ def test_fencing_twice_is_idempotent(fake, client, primary, fake_time, fenced_la
     second = _fence(client, primary, fake_time)
     assert first.already_off is False
     assert second.already_off is True
-    assert len(_posts(fake, primary, "poweroff")) == 1
+    assert len(_posts(fake, primary, "poweroff")) == 2  # sent again: idempotent on an off server
     assert fenced_labels(primary)["qpool-fenced-at"] == str(int(second.fenced_at))
 
 
@@ -264,3 +264,20 @@ def test_request_timeout_is_retried(fake, primary, fake_time, token, fenced_labe
     assert fake_time.sleeps[0] == 0.5
     assert result.server_id == primary
     assert fenced_labels(primary)["qpool-fenced"] == "true"
+
+
+def test_api_that_wrongly_reports_off_still_gets_the_power_off(fake, client, primary, fake_time, fenced_labels):
+    """The API says "off" while the machine runs: the fence sends the power-off anyway (and reports the
+    server off, which is why qpool.witnesses must not take this reading as proof on its own)."""
+    fake.lie_off(primary)
+    result = _fence(client, primary, fake_time)
+    assert result.already_off is True
+    assert len(_posts(fake, primary, "poweroff")) == 1
+
+
+def test_power_off_error_on_an_already_off_server_is_tolerated(fake, client, fake_time, fenced_labels):
+    sid = fake.add_server("qp-off2", {"app": "quantapool"}, None, None, InMemoryPower(running=False))
+    fake.fail_next_action(sid, code="server_not_running", message="server is already off")
+    result = _fence(client, sid, fake_time)
+    assert result.already_off is True
+    assert fenced_labels(sid)["qpool-fenced"] == "true"

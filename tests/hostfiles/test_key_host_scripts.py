@@ -173,11 +173,23 @@ def import_root(host: Rendered, tmp_path: Path) -> tuple[Path, Path]:
     stub(root, "runuser", 'while [ "$1" != "--" ]; do shift; done; shift; exec "$@"')
     validator = root / "opt/quantapool/bin/validator"
     validator.parent.mkdir(parents=True)
+    # The wallet is a file of public keys: `accounts import` adds the keystores' keys, `accounts list` prints
+    # them as qrysm does (coloured), `accounts delete --delete-public-keys=a,b` removes them.
     validator.write_text(f"""#!/bin/bash
 echo "validator $*" >> "{root}/calls.log"
-for a in "$@"; do case "$a" in --keys-dir=*) ls "${{a#*=}}" > "{root}/keys-seen";;
+wallet="{root}/wallet-keys"; touch "$wallet"
+for a in "$@"; do case "$a" in --keys-dir=*) ls "${{a#*=}}" > "{root}/keys-seen"
+    for f in "${{a#*=}}"/keystore-*.json; do k="$(jq -r .pubkey "$f")"
+      grep -qx "$k" "$wallet" || echo "$k" >> "$wallet"; done;;
+  --delete-public-keys=*) [ -n "${{QP_STUB_KEEP_KEYS:-}}" ] && continue
+    tr , '\\n' <<< "${{a#*=}}" > "{root}/deleted"; grep -vxF -f "{root}/deleted" "$wallet" > "$wallet.new" || true
+    mv "$wallet.new" "$wallet";;
   --wallet-password-file=*) test -s "${{a#*=}}" || exit 9;; esac; done
-echo "Imported accounts 0xabababab... (full key would be here)"
+case "$1 $2" in
+  "accounts import") echo "Imported accounts 0xabababab... (full key would be here)";;
+  "accounts list") while read -r k; do printf '\\n\\033[1;95m[validating public key]\\033[0m %s\\n' "$k"
+    done < "$wallet";;
+esac
 """)
     validator.chmod(0o755)
     return root, install(root, "qp-import-keys", host.files["/usr/local/sbin/qp-import-keys"])
@@ -213,7 +225,7 @@ def test_import_succeeds_locked_and_leaves_no_plaintext(import_root: tuple[Path,
     (root / "etc/quantapool/VALIDATOR_LOCKED").write_text("locked\n")
     res = run(root, script, stdin=keys_tar())
     assert res.returncode == 0, res.stderr
-    [call] = [c for c in calls(root) if c.startswith("validator ")]
+    [call] = [c for c in calls(root) if c.startswith("validator accounts import")]
     names = [n for n, _ in long_flags(call.split()[1:])]
     assert call.split()[1:3] == ["accounts", "import"]
     assert set(names) == {"wallet-dir", "keys-dir", "wallet-password-file", "account-password-file",
@@ -231,6 +243,60 @@ def test_import_succeeds_locked_and_leaves_no_plaintext(import_root: tuple[Path,
     # idempotent: the same archive again works and keeps the wallet password
     before = pw.read_text()
     assert run(root, script, stdin=keys_tar()).returncode == 0 and pw.read_text() == before
+
+
+def test_import_removes_keys_no_longer_assigned_to_the_pair(import_root: tuple[Path, Path]) -> None:
+    """Issue 12 item 2: a key moved to another pair leaves this (locked) host's wallet at the next import."""
+    root, script = import_root
+    (root / "etc/quantapool/VALIDATOR_LOCKED").write_text("locked\n")
+    moved = "0x" + "ef" * 2592
+    (root / "wallet-keys").write_text(f"{PUBKEYS[0]}\n{moved}\n")
+    res = run(root, script, stdin=keys_tar())
+    assert res.returncode == 0, res.stderr
+    assert (root / "wallet-keys").read_text().split() == PUBKEYS, "exactly the pair's keys remain"
+    [delete] = [c for c in calls(root) if c.startswith("validator accounts delete")]
+    assert f"--delete-public-keys={moved}" in delete.split()
+    assert {n for n, _ in long_flags(delete.split()[1:])} <= ACCEPTED["validator"]
+    assert f"removed key {moved[:14]}..." in res.stdout and moved not in res.stdout + res.stderr
+    # Nothing stale: no delete call at all.
+    res = run(root, script, stdin=keys_tar())
+    assert res.returncode == 0
+    assert len([c for c in calls(root) if c.startswith("validator accounts delete")]) == 1
+
+
+def test_import_removes_many_keys_in_batches_under_the_argument_limit(import_root: tuple[Path, Path]) -> None:
+    root, script = import_root
+    (root / "etc/quantapool/VALIDATOR_LOCKED").write_text("locked\n")
+    stale = [f"0x{i:04x}" + "ef" * 2590 for i in range(23)]
+    (root / "wallet-keys").write_text("\n".join([*PUBKEYS, *stale]) + "\n")
+    res = run(root, script, stdin=keys_tar())
+    assert res.returncode == 0, res.stderr
+    deletes = [c for c in calls(root) if c.startswith("validator accounts delete")]
+    assert len(deletes) == 3 and all(len(c) < 128 * 1024 for c in deletes)
+    assert (root / "wallet-keys").read_text().split() == PUBKEYS
+
+
+def test_import_removes_nothing_when_the_listing_does_not_show_the_imported_keys(
+        import_root: tuple[Path, Path]) -> None:
+    """A listing that does not match the archive (e.g. truncated keys in a changed client) must never turn
+    the pair's own keys into "stale" ones."""
+    root, script = import_root
+    (root / "etc/quantapool/VALIDATOR_LOCKED").write_text("locked\n")
+    (root / "wallet-keys").write_text("0xabababab\n0xcdcdcdcd\n")  # what a truncating listing would show
+    validator = root / "opt/quantapool/bin/validator"
+    validator.write_text(validator.read_text().replace('grep -qx "$k" "$wallet" || echo "$k" >> "$wallet"', ":"))
+    res = run(root, script, stdin=keys_tar())
+    assert res.returncode == 1 and "lacks 2 of the imported key(s); nothing removed" in res.stderr
+    assert not [c for c in calls(root) if c.startswith("validator accounts delete")]
+
+
+def test_import_fails_loudly_when_a_removal_did_not_happen(import_root: tuple[Path, Path]) -> None:
+    root, script = import_root
+    (root / "etc/quantapool/VALIDATOR_LOCKED").write_text("locked\n")
+    moved = "0x" + "ef" * 2592
+    (root / "wallet-keys").write_text(f"{moved}\n")
+    res = run(root, script, stdin=keys_tar(), env={"QP_STUB_KEEP_KEYS": "1"})  # the delete keeps the key
+    assert res.returncode == 1 and "still in the wallet after its removal" in res.stderr
 
 
 def test_import_refuses_unexpected_members_and_missing_password(import_root: tuple[Path, Path]) -> None:

@@ -94,6 +94,31 @@ def test_accounts_import_idempotent_and_wallet_password(runner: Runner, tmp_path
     assert "wrong password for wallet" in res.stderr
 
 
+def _listed(runner: Runner, wallet_dir: Path, keys: dict[str, Any]) -> list[str]:
+    import re
+
+    res = runner.run("validator", "accounts", "list", f"--wallet-dir={wallet_dir}",
+                     f"--wallet-password-file={keys['wallet_pw']}", "--accept-terms-of-use")
+    assert res.returncode == 0, res.stderr
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", res.stdout)  # qrysm colours its listing unconditionally
+    return re.findall(r"\[validating public key\] (0x[0-9a-f]+)", plain)
+
+
+def test_accounts_list_and_delete_as_qrysm(runner: Runner, tmp_path: Path, keys: dict[str, Any]) -> None:
+    """qp-import-keys lists the wallet and deletes keys no longer assigned to the pair (issue 12 item 2)."""
+    wallet_dir = _wallet(runner, tmp_path, keys)
+    assert _listed(runner, wallet_dir, keys) == keys["pubkeys"]
+    res = runner.run("validator", "accounts", "delete", f"--wallet-dir={wallet_dir}",
+                     f"--wallet-password-file={keys['wallet_pw']}", f"--delete-public-keys={keys['pubkeys'][0]}",
+                     "--accept-terms-of-use")
+    assert res.returncode == 0, res.stderr
+    assert _listed(runner, wallet_dir, keys) == keys["pubkeys"][1:]
+    res = runner.run("validator", "accounts", "delete", f"--wallet-dir={wallet_dir}",
+                     f"--wallet-password-file={keys['wallet_pw']}", f"--delete-public-keys={keys['pubkeys'][0]}",
+                     "--accept-terms-of-use")
+    assert res.returncode == 1 and "not in the wallet" in res.stderr
+
+
 def test_signing_log_metrics_lock_and_backup(runner: Runner, stack: Stack, tmp_path: Path,
                                              keys: dict[str, Any]) -> None:
     wallet_dir = _wallet(runner, tmp_path, keys)
