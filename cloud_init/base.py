@@ -21,7 +21,7 @@ from dataclasses import dataclass
 
 import yaml
 
-from cloud_init import HostFile, HostRenderInputs
+from cloud_init import HostFile, HostRenderInputs, host_keys
 from cloud_init.render import render
 from core import ports
 
@@ -186,6 +186,7 @@ def base_cloud_config(
     }
     if groups:
         doc["groups"] = sorted(set(groups))
+    doc.update(host_keys.cloud_config(inputs.host_key))  # the pinned SSH host key (issue 13)
     if data_dir and inputs.volume_device:
         doc["fs_setup"] = [{
             "label": DATA_LABEL,

@@ -15,7 +15,7 @@ import pulumi_random as random
 
 from cloud_init.host_tools import digest
 from cloud_init.key_host import IMPORT_KEYS, START_CLIENTS, render_key_host_user_data
-from components import bootstrap
+from components import bootstrap, host_identity
 from components.host_server import create_host_server
 from components.network import Network
 from core.config import HostSpec, StackConfig
@@ -50,12 +50,15 @@ class _KeyHost(pulumi.ComponentResource):
         pair = cfg.pair(host.pair or "")
         # Chain data, wallet and slashing-protection DB live on the volume: protected regardless of stack
         # settings, so deleting the stack never silently deletes slashing history (unprotect to tear down).
+        # The host's SSH host key exists before the host: user-data installs it, every step verifies it.
+        host_key = host_identity.host_ssh_key(name, self)
+        self.host_key = host_identity.public_line(host_key)
         hs = create_host_server(
             self, name, cfg, host, volume_suffix="chain", volume_gib=pair.chain_volume_gib, protect_volume=True,
             render_user_data=render_key_host_user_data, firewall_id=args.network.validator_firewall.id,
             network=args.network.network, subnet=args.network.subnet, ssh_key_ids=args.ssh_key_ids,
             deploy_public_key=args.deploy_public_key, protect_server=cfg.hetzner.protection,
-            placement_group_id=args.network.placement_group_id(pair.name))
+            host_key=host_identity.host_key_of(host_key), placement_group_id=args.network.placement_group_id(pair.name))
         self.volume, self.server, attachment = hs.volume, hs.server, hs.attachment
 
         # Engine API secret shared by this host's execution client and beacon node.
@@ -64,11 +67,10 @@ class _KeyHost(pulumi.ComponentResource):
                                                                   additional_secret_outputs=["hex", "base64"]))
         jwt_hex = pulumi.Output.secret(self.jwt.hex)
 
-        steps = bootstrap.Steps(name, self, bootstrap.connection(self.server.ipv4_address, args.deploy_private_key),
-                                self.server.id)
+        conn = bootstrap.connection(self.server.ipv4_address, args.deploy_private_key, self.host_key)
+        steps = bootstrap.Steps(name, self, conn, self.server.id)
         steps.last = attachment
         steps.wait_ready()
-        self.host_key = steps.host_key().stdout
         steps.host_env(self.server.ipv4_address)
         steps.host_tools(cfg, host, args.ship_public_key)
         steps.secret_file("backup-ship-key", args.ship_private_key)

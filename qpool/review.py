@@ -18,6 +18,8 @@ from typing import Any
 
 import yaml
 
+from cloud_init import host_keys
+from cloud_init.base import to_user_data
 from core.config import warnings_for
 from qpool.errors import QpoolError
 from qpool.program import SECRET_MARK, ProgramRun, RecordedResource, run_program
@@ -106,6 +108,24 @@ def host_of(run: ProgramRun, resource: RecordedResource) -> str | None:
     return None
 
 
+def reviewable_user_data(server: RecordedResource) -> str | None:
+    """A server's user-data as a reviewer may read it: the SSH host key's private half replaced by `[secret]`.
+
+    The host key makes the whole user-data a secret input (cloud_init/host_keys.py). Everything else in it is
+    reviewable, so it is shown re-serialised with the same dumper that wrote it (byte-identical apart from the
+    key; tests/program/test_host_key_pinning.py). A secret user-data without a host key to redact is not shown.
+    """
+    if not server.input_is_secret("userData"):
+        value = server.display_inputs().get("userData")
+        return value if isinstance(value, str) else None
+    plain = server.plain_inputs().get("userData")
+    if not isinstance(plain, str) or not plain.startswith("#cloud-config"):
+        return None
+    doc = yaml.safe_load(plain) or {}
+    shown = host_keys.redacted(doc, SECRET_MARK)
+    return to_user_data(shown) if shown is not doc else None
+
+
 def _safe_relative(path: str) -> PurePosixPath:
     rel = PurePosixPath(path.lstrip("/"))
     if ".." in rel.parts or not rel.parts:
@@ -129,7 +149,7 @@ def host_files(run: ProgramRun) -> dict[str, dict[str, bytes]]:
     for server in run.of_type("hcloud:index/server:Server"):
         inputs = server.display_inputs()
         host = inputs.get("name") or server.name
-        user_data = inputs.get("userData")
+        user_data = reviewable_user_data(server)
         if not isinstance(user_data, str):
             continue
         per_host = files.setdefault(host, {})
