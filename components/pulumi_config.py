@@ -81,6 +81,41 @@ def plaintext_secret_issues(present: set[str]) -> list[ConfigIssue]:
             for key in sorted(present) if not runtime_config.is_config_secret(f"{NAMESPACE}:{key}")]
 
 
+#: The hcloud provider's token, per stack (one Hetzner project per environment): stack config, secret.
+PROVIDER_TOKEN_KEY = "hcloud:token"  # noqa: S105 - a config key, not a secret
+
+
+def provider_token_problems(value: str | None, is_secret: bool) -> list[str]:
+    """Why this stack's `hcloud:token` is unusable: one line per problem (none: fine)."""
+    if value is None:
+        return [f"{PROVIDER_TOKEN_KEY}: not set in this stack; run `pulumi config set --secret {PROVIDER_TOKEN_KEY} "
+                "<API token of this stack's Hetzner project>` (the ambient HCLOUD_TOKEN is not accepted)"]
+    if not is_secret:
+        return [f"{PROVIDER_TOKEN_KEY}: stored in plain text; remove it and run `pulumi config set --secret "
+                f"{PROVIDER_TOKEN_KEY} ...`"]
+    return []
+
+
+def refuse_ambient_provider_token() -> None:
+    """Stop a real preview/up, before any resource, unless `hcloud:token` is a secret of this stack.
+
+    Why not the ambient HCLOUD_TOKEN: one shell variable serves whichever stack is selected, so a testnet
+    session could change mainnet's project (or the reverse). A per-stack secret ties the token to its stack
+    and its Hetzner project. Not checked under `qpool plan`'s mocks, which need no token.
+    """
+    from pulumi.runtime.mocks import MockMonitor
+    from pulumi.runtime.settings import get_monitor
+
+    if isinstance(get_monitor(), MockMonitor):
+        return
+    problems = provider_token_problems(pulumi.Config("hcloud").get("token"),
+                                       runtime_config.is_config_secret(PROVIDER_TOKEN_KEY))
+    for line in problems:
+        pulumi.log.error(line)
+    if problems:
+        raise pulumi.RunError(f"{PROVIDER_TOKEN_KEY} is not usable; nothing was changed")
+
+
 def read_stack_config() -> tuple[StackConfig, StackSecrets]:
     """The validated config of the running stack (its name keys the mainnet guardrails) and its secrets."""
     cfg = pulumi.Config(NAMESPACE)

@@ -24,7 +24,7 @@ from components.host_server import volume_device
 from components.key_host import BackupNode, KeyHostArgs, ValidatorNode
 from components.monitoring_server import MonitoringServer, MonitoringServerArgs
 from components.network import Network, NetworkArgs
-from components.pulumi_config import StackSecrets, read_stack_config
+from components.pulumi_config import StackSecrets, read_stack_config, refuse_ambient_provider_token
 from core.config import APP_LABEL, ConfigError, ConfigIssue, StackConfig, deployment_issues
 
 #: (sealed bundle as base64, passphrase, pair names) -> pair -> base64 tar of the keys its hosts import.
@@ -102,6 +102,7 @@ def build_stack(open_key_bundle: OpenKeyBundle) -> None:
             pulumi.log.error(str(issue))
         raise pulumi.RunError(f"stack config has {len(exc.issues)} problem(s); nothing was changed") from None
     _refuse_unmonitored_deploy(cfg)
+    refuse_ambient_provider_token()  # hcloud:token per stack (issue 13)
 
     env = cfg.environment
     network = Network("qp", NetworkArgs(config=cfg))

@@ -124,9 +124,9 @@ def _context(stack: str, inventory: Path | None, yes: bool = True, progress: str
     inv = resolve_inventory(stack, inventory)
     client = None
     token_file = inv.extra.get("hcloud_token_file")
-    if not os.environ.get("HCLOUD_TOKEN") and token_file and Path(token_file).exists():
-        os.environ["HCLOUD_TOKEN"] = Path(token_file).read_text().strip()  # the lab's fake API
-    if os.environ.get("HCLOUD_TOKEN"):
+    if not os.environ.get("HCLOUD_FENCING_TOKEN") and token_file and Path(token_file).exists():
+        os.environ["HCLOUD_FENCING_TOKEN"] = Path(token_file).read_text().strip()  # the lab's fake API
+    if os.environ.get("HCLOUD_FENCING_TOKEN"):
         from qpool.hetzner import make_client
 
         client = make_client(endpoint=inv.hcloud_endpoint)
