@@ -12,6 +12,7 @@ import yaml
 from pulumi.runtime import config as runtime_config
 
 from core.config import (
+    KEYS_PASSPHRASE_ENV,
     NAMESPACE,
     SECRET_KEYS,
     ConfigError,
@@ -114,6 +115,41 @@ def refuse_ambient_provider_token() -> None:
         pulumi.log.error(line)
     if problems:
         raise pulumi.RunError(f"{PROVIDER_TOKEN_KEY} is not usable; nothing was changed")
+
+
+async def _value(value: Any) -> Any:
+    return value
+
+
+def keys_passphrase(secrets: StackSecrets) -> pulumi.Output[str] | None:
+    """The sealed bundle's passphrase: the stack secret if set, else $QPOOL_KEYS_PASSPHRASE (issue 13).
+
+    Why the variable: a stack secret is readable by anything that can preview the stack (CI included); the
+    variable exists only in the operator's `pulumi up` shell. Without either, a preview gets an unknown value
+    (the key imports show as unknown, never as deleted); a real `up` was already stopped by
+    `refuse_missing_keys_passphrase`, before any resource.
+    """
+    from_stack = secrets.get("validatorKeysPassphrase")
+    if from_stack is not None:
+        return from_stack
+    from_env = os.environ.get(KEYS_PASSPHRASE_ENV)
+    if from_env:
+        return pulumi.Output.secret(from_env)
+    if secrets.get("validatorKeys") is None:
+        return None
+    pulumi.log.warn(f"validatorKeys: no passphrase in this preview ({KEYS_PASSPHRASE_ENV} unset): the key "
+                    "import steps are shown with unknown input")
+    return pulumi.Output(set(), _value(None), _value(False), _value(True))
+
+
+def refuse_missing_keys_passphrase(secrets: StackSecrets) -> None:
+    """A real `up` with a key bundle but no passphrase (stack secret or $QPOOL_KEYS_PASSPHRASE) stops here,
+    before any resource, naming what to export. Previews go on (see `keys_passphrase`)."""
+    if (secrets.get("validatorKeys") is None or secrets.get("validatorKeysPassphrase") is not None
+            or os.environ.get(KEYS_PASSPHRASE_ENV) or pulumi.runtime.is_dry_run()):
+        return
+    raise pulumi.RunError(f"validatorKeysPassphrase: not in the stack and {KEYS_PASSPHRASE_ENV} is not set; export "
+                          "it (from your password manager) for this `pulumi up`; nothing was changed")
 
 
 def read_stack_config() -> tuple[StackConfig, StackSecrets]:

@@ -24,7 +24,13 @@ from components.host_server import volume_device
 from components.key_host import BackupNode, KeyHostArgs, ValidatorNode
 from components.monitoring_server import MonitoringServer, MonitoringServerArgs
 from components.network import Network, NetworkArgs
-from components.pulumi_config import StackSecrets, read_stack_config, refuse_ambient_provider_token
+from components.pulumi_config import (
+    StackSecrets,
+    keys_passphrase,
+    read_stack_config,
+    refuse_ambient_provider_token,
+    refuse_missing_keys_passphrase,
+)
 from core.config import APP_LABEL, ConfigError, ConfigIssue, StackConfig, deployment_issues
 
 #: (sealed bundle as base64, passphrase, pair names) -> pair -> base64 tar of the keys its hosts import.
@@ -67,7 +73,7 @@ def preflight_issues(cfg: StackConfig) -> list[ConfigIssue]:
 def _validator_keys(secrets: StackSecrets, pairs: list[str],
                     open_bundle: OpenKeyBundle) -> dict[str, pulumi.Output[str]]:
     """Per pair, the keys its two hosts import (each pair its own keys; see qpool/keys/host_bundle.py)."""
-    bundle, passphrase = secrets.get("validatorKeys"), secrets.get("validatorKeysPassphrase")
+    bundle, passphrase = secrets.get("validatorKeys"), keys_passphrase(secrets)  # stack secret or env (issue 13)
     if bundle is None or passphrase is None:
         return {}
     tars = pulumi.Output.all(bundle, passphrase).apply(lambda v: open_bundle(v[0], v[1], pairs))
@@ -103,6 +109,7 @@ def build_stack(open_key_bundle: OpenKeyBundle) -> None:
         raise pulumi.RunError(f"stack config has {len(exc.issues)} problem(s); nothing was changed") from None
     _refuse_unmonitored_deploy(cfg)
     refuse_ambient_provider_token()  # hcloud:token per stack (issue 13)
+    refuse_missing_keys_passphrase(secrets)  # the passphrase may come from the environment (issue 13)
 
     env = cfg.environment
     network = Network("qp", NetworkArgs(config=cfg))
