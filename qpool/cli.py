@@ -233,10 +233,31 @@ def release_oplock(stack: str, inventory: Path | None, host_name: str, yes: bool
     click.echo(f"{host_name}: released the lock of run {held.get('run_id')}")
 
 
+@click.command("push")
+@stack_option
+@inventory_option
+@click.option("--pair", "-p", "pairs", multiple=True, help="Validator pair (default: every pair).")
+@click.option("--key-bundle", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The sealed key bundle (`qpool keys seal` output; one directory per pair with several pairs).")
+@click.option("--passphrase-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Bundle passphrase file (else $QPOOL_KEYS_PASSPHRASE, else a hidden prompt).")
+@operator_errors
+def keys_push(stack: str, inventory: Path | None, pairs: tuple[str, ...], key_bundle: Path,
+              passphrase_file: Path | None) -> None:
+    """Import each pair's keys on its LOCKED key hosts over the pinned SSH connection (no keys in the stack)."""
+    from qpool.keys.cli import _passphrase
+    from qpool.keys.push import push_keys
+
+    passphrase = _passphrase(passphrase_file, confirm=False)
+    ctx = _context(stack, inventory)
+    push_keys(ctx, key_bundle.read_bytes(), passphrase, _pairs(ctx, pairs))
+
+
 def _register_groups() -> None:
     """Subcommand groups that live in their own modules (lab's is added by qpool_cli.main, above both)."""
     from qpool.keys.cli import keys
 
+    keys.add_command(keys_push)  # needs the inventory and SSH, which the keys module does not know
     main.add_command(keys)
 
 
