@@ -1,9 +1,15 @@
-"""The part of every host's cloud-config that does not depend on its role.
+"""The part of every host's configuration that does not depend on its role: first boot and base bundles.
 
-Admin user with key-only SSH, no root login, security-only unattended upgrades without reboots, chrony,
-the nftables ruleset, the node exporter on the private address, hostname and timezone, and the optional
-data volume. Role modules (key_host.py, the monitoring module) pass their packages, firewall rules, files
-and commands in; this module owns the ordering rules that make first boot fail loudly instead of half-way.
+User-data (first boot only, `base_cloud_config`): admin user with key-only SSH (operator keys + deploy key,
+so an operator can log in even if the bootstrap fails), no root login, base packages, the optional data
+volume, a minimal first-boot firewall (cloud_init.nftables.first_boot_ruleset), the hardened sshd drop-in,
+hostname and timezone. Role modules pass their packages, files and commands in; this module owns the
+ordering rules that make first boot fail loudly instead of half-way.
+
+Everything a stack-config edit can change is a bundle (cloud_init/bundles.py), re-applied by `pulumi up`:
+`firewall` (cloud_init.nftables.firewall_bundle), `ssh-access` (sshd drop-in + the admin's whole
+authorized_keys: a removed operator key is really removed) and `base` (unattended-upgrades, the node
+exporter's listen address and drop-in). `host_bundles()` lists them in the order the bootstrap applies them.
 
 Module order that the design relies on (Debian's cloud.cfg): write_files (init stage) -> disk_setup ->
 mounts -> users-groups -> ... packages (final stage) -> write_files deferred -> runcmd script (final).
@@ -22,6 +28,8 @@ from dataclasses import dataclass
 import yaml
 
 from cloud_init import HostFile, HostRenderInputs, host_keys
+from cloud_init.bundles import Bundle, Check, OnChange
+from cloud_init.nftables import NFTABLES_CONF, firewall_bundle, first_boot_ruleset
 from cloud_init.render import render
 from core import ports
 
@@ -31,8 +39,12 @@ BASE_PACKAGES: tuple[str, ...] = (
     "ca-certificates", "python3-venv",
 )
 NODE_EXPORTER_TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
-NFTABLES_CONF = "/etc/nftables.conf"
 SSHD_DROPIN = "/etc/ssh/sshd_config.d/10-quantapool.conf"
+AUTHORIZED_KEYS = f"/home/{ADMIN_USER}/.ssh/authorized_keys"
+UNATTENDED_UPGRADES_CONF = "/etc/apt/apt.conf.d/52quantapool-unattended-upgrades"
+AUTO_UPGRADES_CONF = "/etc/apt/apt.conf.d/21quantapool-auto-upgrades"
+NODE_EXPORTER_DEFAULT = "/etc/default/prometheus-node-exporter"
+NODE_EXPORTER_DROPIN = "/etc/systemd/system/prometheus-node-exporter.service.d/10-quantapool.conf"
 DATA_LABEL = "qpdata"  # ext4 labels hold at most 16 bytes
 #: Hetzner accepts at most 32 KiB of user-data. Files above this size are stored gzip+base64
 #: (`encoding: gz+b64`), which keeps a key host near 20 KiB; reviewers read the plain files that
@@ -66,21 +78,72 @@ def sshd_local_forwards(inputs: HostRenderInputs) -> list[str]:
     return [f"127.0.0.1:{port}" for port in (ports.PROMETHEUS, ports.ALERTMANAGER, ports.GRAFANA)]
 
 
-def base_files(inputs: HostRenderInputs, nft_rules: str) -> list[HostFile]:
-    """Files every host gets (the role's files come on top)."""
-    private_ip = str(ipaddress.IPv4Address(inputs.host.private_ip))
+def sshd_dropin(inputs: HostRenderInputs) -> str:
+    return render("sshd-quantapool.conf.j2", local_forwards=sshd_local_forwards(inputs))
+
+
+def first_boot_files(inputs: HostRenderInputs) -> list[HostFile]:
+    """Files every host's user-data carries (the role's first-boot files come on top)."""
     return [
-        HostFile(NFTABLES_CONF, nft_rules, "0755"),
-        HostFile(SSHD_DROPIN, render("sshd-quantapool.conf.j2", local_forwards=sshd_local_forwards(inputs)),
-                 "0644"),
-        HostFile("/etc/apt/apt.conf.d/52quantapool-unattended-upgrades", render("unattended-upgrades.conf.j2")),
-        HostFile("/etc/apt/apt.conf.d/21quantapool-auto-upgrades", render("auto-upgrades.conf.j2")),
-        HostFile("/etc/default/prometheus-node-exporter",
+        HostFile(NFTABLES_CONF, first_boot_ruleset(inputs), "0755"),
+        HostFile(SSHD_DROPIN, sshd_dropin(inputs), "0644"),
+    ]
+
+
+def authorized_keys(inputs: HostRenderInputs) -> str:
+    """The admin user's whole authorized_keys: operator keys, then the deploy key (Pulumi's own access)."""
+    keys = [k.strip() for k in inputs.config.operator_ssh_keys] + [inputs.deploy_public_key.strip()]
+    return ("# Managed by QuantaPool (ssh-access bundle): written whole on every change; edits here are lost.\n"
+            + "".join(f"{k}\n" for k in keys))
+
+
+def ssh_access_bundle(inputs: HostRenderInputs) -> Bundle:
+    """`ssh-access`: the sshd drop-in (validated with `sshd -t` together with the host's main config, then
+    reloaded: the listener and open sessions stay) and the admin's authorized_keys."""
+    staged_dropin = f"$STAGED{SSHD_DROPIN}"
+    sshd_check = (
+        "install -d -m 0755 /run/sshd && "
+        f"printf 'Include %s\\nInclude /etc/ssh/sshd_config\\n' \"{staged_dropin}\" "
+        "> \"$STAGED/.qp-bundle/sshd.conf\" && "
+        "sshd -t -f \"$STAGED/.qp-bundle/sshd.conf\""
+    )
+    return Bundle(
+        "ssh-access",
+        (HostFile(SSHD_DROPIN, sshd_dropin(inputs), "0644"),
+         HostFile(AUTHORIZED_KEYS, authorized_keys(inputs), "0600", f"{ADMIN_USER}:{ADMIN_USER}")),
+        checks=(Check("sshd -t", sshd_check),
+                Check("authorized_keys parse", f'ssh-keygen -l -f "$STAGED{AUTHORIZED_KEYS}" >/dev/null')),
+        on_change=(OnChange((SSHD_DROPIN,), "systemctl reload ssh.service"),),
+    )
+
+
+def base_bundle(inputs: HostRenderInputs) -> Bundle:
+    """`base`: unattended-upgrades policy and the node exporter (private address only); the node exporter
+    restarts only when its files change, apt reads its config on every run."""
+    private_ip = str(ipaddress.IPv4Address(inputs.host.private_ip))
+    files = (
+        HostFile(UNATTENDED_UPGRADES_CONF, render("unattended-upgrades.conf.j2")),
+        HostFile(AUTO_UPGRADES_CONF, render("auto-upgrades.conf.j2")),
+        HostFile(NODE_EXPORTER_DEFAULT,
                  render("node-exporter.default.j2", listen=f"{private_ip}:{ports.NODE_EXPORTER}",
                         textfile_dir=NODE_EXPORTER_TEXTFILE_DIR)),
-        HostFile("/etc/systemd/system/prometheus-node-exporter.service.d/10-quantapool.conf",
-                 render("node-exporter.dropin.conf.j2")),
-    ]
+        HostFile(NODE_EXPORTER_DROPIN, render("node-exporter.dropin.conf.j2")),
+    )
+    return Bundle(
+        "base",
+        files,
+        checks=(Check("apt config parses",
+                      f'apt-config -c "$STAGED{UNATTENDED_UPGRADES_CONF}" -c "$STAGED{AUTO_UPGRADES_CONF}" '
+                      "dump >/dev/null"),),
+        on_change=(OnChange((NODE_EXPORTER_DEFAULT, NODE_EXPORTER_DROPIN),
+                            "systemctl daemon-reload && systemctl enable prometheus-node-exporter.service && "
+                            "systemctl restart prometheus-node-exporter.service"),),
+    )
+
+
+def host_bundles(inputs: HostRenderInputs) -> list[Bundle]:
+    """The base bundles of every host, in apply order (the firewall's confirm step follows them)."""
+    return [firewall_bundle(inputs), ssh_access_bundle(inputs), base_bundle(inputs)]
 
 
 def base_runcmd(data_dir: str | None, volume: bool) -> list[list[str] | str]:
@@ -102,10 +165,8 @@ def base_runcmd(data_dir: str | None, volume: bool) -> list[list[str] | str]:
         ["systemctl", "reload-or-restart", "ssh.service"],
         ["systemctl", "enable", "--now", "chrony.service"],
         ["systemctl", "enable", "--now", "apt-daily.timer", "apt-daily-upgrade.timer"],
+        # host-tools writes lock-state metrics here; the node exporter itself is configured by the base bundle
         ["install", "-d", "-m", "0755", "-o", "root", "-g", "root", NODE_EXPORTER_TEXTFILE_DIR],
-        ["systemctl", "daemon-reload"],
-        ["systemctl", "enable", "prometheus-node-exporter.service"],
-        ["systemctl", "restart", "prometheus-node-exporter.service"],
     ]
     return cmds
 
@@ -136,8 +197,8 @@ def base_cloud_config(
     inputs: HostRenderInputs,
     *,
     packages: list[str],
-    nft_rules: str,
     files: list[HostFile],
+    nft_rules: str | None = None,
     runcmd: list[list[str] | str],
     service_users: Sequence[ServiceUser] = (),
     groups: Sequence[str] = (),
@@ -145,10 +206,12 @@ def base_cloud_config(
 ) -> dict:
     """The cloud-config mapping for one host.
 
-    `nft_rules` is the complete ruleset file (see cloud_init.nftables.ruleset). `data_dir`, when given, is
-    where the host's volume is mounted (formatted only if blank); with `inputs.volume_device` None (the lab)
-    it is just created. The runcmd script starts with `set -eu`: cloud-init writes runcmd as one shell
-    script and would otherwise carry on after a failed step and report success.
+    `nft_rules` is ignored: user-data carries the role-independent first-boot ruleset and the role's full
+    ruleset travels in the firewall bundle (kept so role modules' calls stay valid; drop it there).
+    `data_dir`, when given, is where the host's volume is mounted (formatted only if blank); with
+    `inputs.volume_device` None (the lab) it is just created. The runcmd script starts with `set -eu`:
+    cloud-init writes runcmd as one shell script and would otherwise carry on after a failed step and
+    report success.
     """
     cfg = inputs.config
     host = inputs.host
@@ -181,7 +244,7 @@ def base_cloud_config(
         "package_update": True,
         "packages": sorted(set(BASE_PACKAGES) | set(packages)),
         "users": users,
-        "write_files": _write_files([*base_files(inputs, nft_rules), *files]),
+        "write_files": _write_files([*first_boot_files(inputs), *files]),
         "runcmd": ["set -eu", *base_runcmd(data_dir, inputs.volume_device is not None), *runcmd],
     }
     if groups:

@@ -4,9 +4,13 @@ Why a host firewall at all: Hetzner's cloud firewall does not filter the private
 and SSH on private addresses would be open to every server in the network without these rules.
 
 `ruleset()` builds the skeleton every role shares (policy drop, conntrack, loopback, ICMP essentials, DHCP
-replies, reverse-path filter, SSH) and takes the role's own accept rules; `key_host_ruleset()` is the
-validator hosts' instance. The text is validated with `nft -c -f` in tests and again on the host before
-it is loaded.
+replies, reverse-path filter, SSH) and takes the role's own accept rules; `host_ruleset()` is a host's full
+ruleset (key host or monitoring). It travels in the host's `firewall` bundle (`firewall_bundle()`), which
+the host validates with `nft -c -f`, loads atomically (the file starts with `flush ruleset`) and reverts by
+itself unless the later `<host>-firewall-confirm` step connects (cloud_init/bundles.py).
+
+User-data carries only `first_boot_ruleset()`: the skeleton without role rules (SSH from the trusted CIDRs
+and the private subnet, everything else dropped), so a fresh server is closed until its bundle arrives.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ from __future__ import annotations
 import ipaddress
 from collections.abc import Sequence
 
-from cloud_init import HostRenderInputs
+from cloud_init import HostFile, HostRenderInputs
+from cloud_init.bundles import Bundle, Check
 from cloud_init.host_keys import METADATA_IPV4
 from cloud_init.render import render
 from core import ports
@@ -71,3 +76,45 @@ def key_host_rules(inputs: HostRenderInputs) -> list[str]:
 
 def key_host_ruleset(inputs: HostRenderInputs) -> str:
     return ruleset(inputs, key_host_rules(inputs))
+
+
+def monitoring_rules(inputs: HostRenderInputs) -> list[str]:
+    """Monitoring server: Grafana (HTTPS) from the trusted Grafana CIDRs only.
+
+    Prometheus and Alertmanager listen on loopback, the contract exporter and node exporter are scraped
+    from this host itself (loopback traffic is accepted by the shared skeleton), so nothing else is open.
+    """
+    cidrs = inputs.config.network.grafana_allowed_cidrs
+    v4 = ", ".join(c for c in cidrs if ipaddress.ip_network(c).version == 4)
+    v6 = ", ".join(c for c in cidrs if ipaddress.ip_network(c).version == 6)
+    rules = ["# Grafana (HTTPS): trusted operator addresses only"]
+    if v4:
+        rules.append(f"ip saddr {{ {v4} }} tcp dport {ports.GRAFANA} accept")
+    if v6:
+        rules.append(f"ip6 saddr {{ {v6} }} tcp dport {ports.GRAFANA} accept")
+    return rules
+
+
+def host_ruleset(inputs: HostRenderInputs) -> str:
+    """The host's complete ruleset for its role (what the firewall bundle installs)."""
+    if inputs.host.is_key_host:
+        return key_host_ruleset(inputs)
+    return ruleset(inputs, monitoring_rules(inputs))
+
+
+def first_boot_ruleset(inputs: HostRenderInputs) -> str:
+    """User-data's ruleset: the shared skeleton only (SSH from trusted CIDRs + private subnet; drop the rest)."""
+    return ruleset(inputs, ["# first boot: role rules arrive with the firewall bundle"])
+
+
+NFTABLES_CONF = "/etc/nftables.conf"
+
+
+def firewall_bundle(inputs: HostRenderInputs) -> Bundle:
+    """`firewall`: the full ruleset, checked with `nft -c` on the host, applied with auto-revert."""
+    return Bundle(
+        "firewall",
+        (HostFile(NFTABLES_CONF, host_ruleset(inputs), "0755"),),
+        checks=(Check("nft -c", f'nft -c -f "$STAGED{NFTABLES_CONF}"'),),
+        firewall=NFTABLES_CONF,
+    )

@@ -19,11 +19,14 @@ import pulumi
 from pulumi_command import remote
 
 from cloud_init import HostRenderInputs
-from cloud_init.base import ADMIN_USER
+from cloud_init.base import ADMIN_USER, base_bundle, ssh_access_bundle
+from cloud_init.bundles import INSTALL_COMMAND as BUNDLE_INSTALL_COMMAND
+from cloud_init.bundles import Bundle, bundle_digest, bundle_tar_b64, confirm_command
 from cloud_init.host_tools import INSTALL_COMMAND, digest, host_tools_files, tools_tar_b64
 
 # Host scripts the steps call: installed by cloud-init, named once in cloud_init/, never edited over SSH.
 from cloud_init.key_host import INSTALL_SECRET, SET_HOST_ENV, WAIT_READY
+from cloud_init.nftables import firewall_bundle
 from core.config import HostSpec, StackConfig
 
 #: Bounded waits: a host that does not answer within these is reported, not retried forever.
@@ -98,3 +101,45 @@ class Steps:
             lambda key: tools_tar_b64(host_tools_files(
                 HostRenderInputs(config=config, host=host, deploy_public_key="", volume_device=None), key)))
         return self.add("host-tools", INSTALL_COMMAND, stdin=tools, triggers=[tools.apply(digest)])
+
+    # -- configuration bundles (cloud_init/bundles.py) ------------------------------------------------
+    def bundle(self, bundle_or_output: Bundle | pulumi.Output[Bundle], *, name: str | None = None,
+               timeout: str = STEP_TIMEOUT) -> remote.Command:
+        """`<host>-bundle-<name>`: stdin is the bundle's base64 tar (plain, reviewable), triggers its digest.
+
+        A Bundle that depends on Outputs (e.g. the deploy key) is passed as Output[Bundle] with `name`
+        given, because the step's name must be known before the Output resolves.
+        """
+        if isinstance(bundle_or_output, Bundle):
+            name = name or bundle_or_output.name
+        if name is None:
+            raise ValueError("Steps.bundle: pass name= with an Output[Bundle]")
+        tar = pulumi.Output.from_input(bundle_or_output).apply(bundle_tar_b64)
+        return self.add(f"bundle-{name}", BUNDLE_INSTALL_COMMAND, stdin=tar, triggers=[tar.apply(digest)],
+                        timeout=timeout)
+
+    def firewall_confirm(self, bundle: Bundle, applied: remote.Command) -> remote.Command:
+        """`<host>-firewall-confirm`: a NEW SSH connection after the firewall bundle; if the new ruleset
+        dropped the applier this step cannot connect and the host restores the previous ruleset by itself.
+        Re-runs exactly when the firewall bundle does (same digest in its triggers)."""
+        return self.add("firewall-confirm", confirm_command(bundle.name, bundle_digest(bundle)),
+                        triggers=[digest(bundle_tar_b64(bundle))], depends_on=[applied])
+
+
+def base_bundles(steps: Steps, config: StackConfig, host: HostSpec,
+                 deploy_public_key: pulumi.Input[str]) -> list[remote.Command]:
+    """Every host's base bundles after host-env: firewall, ssh-access, base, then the firewall confirm.
+
+    The confirm is the last of them, so the bundles in between run while the host-side revert is armed;
+    each is its own SSH connection, and so is the confirm: a ruleset that drops the applier's address
+    cannot be confirmed and the host restores the previous one by itself (FIREWALL_REVERT_SECONDS).
+    """
+    inputs = HostRenderInputs(config=config, host=host, deploy_public_key="", volume_device=None)
+    firewall = firewall_bundle(inputs)
+    fw_step = steps.bundle(firewall)
+    ssh_access = pulumi.Output.from_input(deploy_public_key).apply(
+        lambda key: ssh_access_bundle(HostRenderInputs(config=config, host=host, deploy_public_key=key,
+                                                       volume_device=None)))
+    cmds = [fw_step, steps.bundle(ssh_access, name="ssh-access"), steps.bundle(base_bundle(inputs))]
+    cmds.append(steps.firewall_confirm(firewall, fw_step))
+    return cmds

@@ -18,6 +18,15 @@ from core.config import HostSpec, StackConfig
 
 #: Never re-create a running host because a template or the key list changed.
 IGNORE_CHANGES = ["userData", "sshKeys", "image"]
+#: A server-type change is a Hetzner resize: the server is powered off. The pair's active host (stack
+#: config `active`) would come back locked and the pair would stop signing, so on that host the change is
+#: deferred; the standby takes it at once. Path for the signer: `qpool failover`, `pulumi up`, failback
+#: (docs/operations.md "Day-2 changes"). `qpool plan` lists the deferral (qpool/review.py).
+ACTIVE_HOST_IGNORE_CHANGES = ["serverType"]
+
+
+def ignore_changes_for(host: HostSpec) -> list[str]:
+    return [*IGNORE_CHANGES, *(ACTIVE_HOST_IGNORE_CHANGES if host.active else [])]
 
 
 def volume_device(volume_id: str) -> str:
@@ -60,7 +69,7 @@ def create_host_server(parent: pulumi.ComponentResource, name: str, cfg: StackCo
         public_nets=[hcloud.ServerPublicNetArgs(ipv4_enabled=True, ipv6_enabled=True)],
         backups=cfg.hetzner.backups, delete_protection=cfg.hetzner.protection,
         rebuild_protection=cfg.hetzner.protection,
-        opts=pulumi.ResourceOptions(parent=parent, depends_on=[subnet], ignore_changes=IGNORE_CHANGES,
+        opts=pulumi.ResourceOptions(parent=parent, depends_on=[subnet], ignore_changes=ignore_changes_for(host),
                                     protect=protect_server))
     attachment = hcloud.VolumeAttachment(
         f"{name}-{volume_suffix}-attach", server_id=server.id.apply(int), volume_id=volume.id.apply(int),

@@ -58,7 +58,8 @@ class _KeyHost(pulumi.ComponentResource):
             render_user_data=render_key_host_user_data, firewall_id=args.network.validator_firewall.id,
             network=args.network.network, subnet=args.network.subnet, ssh_key_ids=args.ssh_key_ids,
             deploy_public_key=args.deploy_public_key, protect_server=cfg.hetzner.protection,
-            host_key=host_identity.host_key_of(host_key), placement_group_id=args.network.placement_group_id(pair.name))
+            host_key=host_identity.host_key_of(host_key),
+            placement_group_id=args.network.placement_group_id(pair.name))
         self.volume, self.server, attachment = hs.volume, hs.server, hs.attachment
 
         # Engine API secret shared by this host's execution client and beacon node.
@@ -72,6 +73,7 @@ class _KeyHost(pulumi.ComponentResource):
         steps.last = attachment
         steps.wait_ready()
         steps.host_env(self.server.ipv4_address)
+        bootstrap.base_bundles(steps, cfg, host, args.deploy_public_key)
         steps.host_tools(cfg, host, args.ship_public_key)
         steps.secret_file("backup-ship-key", args.ship_private_key)
         steps.secret_file("jwt", jwt_hex)

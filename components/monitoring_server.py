@@ -120,6 +120,7 @@ class MonitoringServer(pulumi.ComponentResource):
         steps.last = attachment
         steps.wait_ready()
         steps.host_env(self.server.ipv4_address)
+        bootstrap.base_bundles(steps, cfg, host, args.deploy_public_key)
         steps.host_tools(cfg, host, args.ship_public_key)
         for stack_key, file_name in RECEIVER_SECRETS.items():
             value = args.secrets.get(stack_key)

@@ -8,8 +8,9 @@ mid-`up`), all synchronously, never inside an `apply` that waits for an output `
 from __future__ import annotations
 
 import base64
+import hashlib
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import pulumi
 import pulumi_hcloud as hcloud
@@ -45,6 +46,28 @@ PLACEHOLDER_VOLUME_ID = str(2**63 - 1)
 #: all-0xff key bytes, no private half exists. Used only to size user-data before the real key is known.
 PLACEHOLDER_DEPLOY_KEY = "ssh-ed25519 " + base64.b64encode(
     b"\x00\x00\x00\x0bssh-ed25519\x00\x00\x00\x20" + b"\xff" * 32).decode() + "\n"
+
+
+def operator_key_slug(key: str) -> str:
+    """A Hetzner SshKey name part derived from the key itself: 12 hex digits of its SHA-256 fingerprint.
+
+    Why not the list position: removing or rotating one key would rename (replace) every key after it, and
+    a replacement is created before the old key is deleted, which Hetzner refuses for the same public key.
+    A rotated key has a new fingerprint, so its replacement never collides with the key it replaces.
+    """
+    return hashlib.sha256(base64.b64decode(key.split()[1])).hexdigest()[:12]
+
+
+def operator_key_slugs(keys: Sequence[str]) -> dict[str, str]:
+    """slug -> key, in config order; a key listed twice is a config error (Hetzner registers it once)."""
+    out: dict[str, str] = {}
+    for key in keys:
+        slug = operator_key_slug(key)
+        if slug in out:
+            raise pulumi.RunError(f"operatorSshKeys lists the same key twice (SHA-256 {slug}...): remove one; "
+                                  "nothing was changed")
+        out[slug] = key
+    return out
 
 
 def preflight_issues(cfg: StackConfig) -> list[ConfigIssue]:
@@ -110,6 +133,7 @@ def build_stack(open_key_bundle: OpenKeyBundle) -> None:
     _refuse_unmonitored_deploy(cfg)
     refuse_ambient_provider_token()  # hcloud:token per stack (issue 13)
     refuse_missing_keys_passphrase(secrets)  # the passphrase may come from the environment (issue 13)
+    operator_key_slugs(cfg.operator_ssh_keys)  # a duplicate key stops here, before any resource
 
     env = cfg.environment
     network = Network("qp", NetworkArgs(config=cfg))
@@ -123,8 +147,13 @@ def build_stack(open_key_bundle: OpenKeyBundle) -> None:
     labels = {"app": APP_LABEL, "env": env, "role": "access"}
     ssh_keys = [hcloud.SshKey("qp-deploy-sshkey", name=f"qp-{env}-deploy", public_key=deploy_key.public_key_openssh,
                               labels=labels)]
-    ssh_keys += [hcloud.SshKey(f"qp-operator-{i}", name=f"qp-{env}-operator-{i}", public_key=key, labels=labels)
-                 for i, key in enumerate(cfg.operator_ssh_keys)]
+    ssh_keys += [
+        hcloud.SshKey(f"qp-operator-{slug}", name=f"qp-{env}-operator-{slug}", public_key=key, labels=labels,
+                      # adopts keys registered under the old positional names (a one-time, no-op migration
+                      # as long as that `pulumi up` does not also change the key list; docs/operations.md)
+                      opts=pulumi.ResourceOptions(aliases=[pulumi.Alias(name=f"qp-operator-{i}")]))
+        for i, (slug, key) in enumerate(operator_key_slugs(cfg.operator_ssh_keys).items())
+    ]
     ssh_key_ids = [k.id for k in ssh_keys]
 
     # Ships slashing-protection backups; receivers accept it only for their forced `receive-backup` command.

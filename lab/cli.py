@@ -140,10 +140,106 @@ def up(stack: str, slot_seconds: float, slots_per_epoch: int, detach: bool, conf
     state_path.write_text(json.dumps(doc, indent=2) + "\n")
     try:
         while not stop["now"]:
+            serve_apply_request(dep, session)
             time.sleep(0.5)
     finally:
         progress.log("lab: tearing down")
         session.close(destroy=True)
+
+
+APPLY_REQUEST = "apply-request.json"
+APPLY_RESULT = "apply-result.json"
+APPLY_LOG = "apply.log"
+
+
+def serve_apply_request(dep: Any, session: Any) -> None:
+    """In the lab's owner process: carry out a `qpool lab apply` request, if one is waiting.
+
+    Why the owner: it holds the lab's hosts, network claim and fake Hetzner API, so only it can boot a new
+    host or power-cycle one; `lab apply` hands it the stack file and follows its log."""
+    request_path = dep.state_dir / APPLY_REQUEST
+    if not request_path.exists():
+        return
+    from lab.apply import apply
+
+    request = json.loads(request_path.read_text())
+    result: dict[str, Any] = {"id": request["id"], "ok": False}
+    with open(dep.state_dir / APPLY_LOG, "a") as log_file:
+        def log(line: str) -> None:
+            log_file.write(line + "\n")
+            log_file.flush()
+
+        try:
+            outcome = apply(dep, Path(request["config_file"]), log=log, dry_run=bool(request.get("dry_run")),
+                            session=session)
+            result.update(ok=True, summary=outcome.plan.summary, ran=outcome.ran, seconds=outcome.seconds)
+        except Exception as exc:  # reported to the `lab apply` process, which exits non-zero with it
+            result["error"] = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+            log(f"error: {result['error']}")
+    tmp = dep.state_dir / (APPLY_RESULT + ".tmp")
+    tmp.write_text(json.dumps(result) + "\n")
+    tmp.replace(dep.state_dir / APPLY_RESULT)
+    request_path.unlink(missing_ok=True)
+
+
+@lab.command(name="apply")
+@click.option("--stack", "-s", default="testnet", show_default=True)
+@click.option("--config-file", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The changed stack file to apply to the running lab.")
+@click.option("--dry-run", is_flag=True, help="Print the plan (like `pulumi preview`) and change nothing.")
+@_errors
+def lab_apply(stack: str, config_file: Path, dry_run: bool) -> None:
+    """Apply a changed stack file to the running lab as `pulumi up` would: plan first, then the steps."""
+    import uuid
+
+    _require_lab_host()
+    state = _state(stack)
+    if not state or not _alive(state.get("pid")) or not state.get("ready"):
+        raise QpoolError(f"lab {stack} is not up; start it with `qpool lab up --stack {stack} --detach`")
+    state_dir = LAB_ROOT / stack
+    request_path = state_dir / APPLY_REQUEST
+    if request_path.exists():
+        raise QpoolError(f"an apply is already running on lab {stack} ({request_path}); wait for it")
+    log_path = state_dir / APPLY_LOG
+    offset = log_path.stat().st_size if log_path.exists() else 0
+    request_id = uuid.uuid4().hex
+    tmp = state_dir / (APPLY_REQUEST + ".tmp")
+    tmp.write_text(json.dumps({"id": request_id, "config_file": str(config_file.resolve()), "dry_run": dry_run}))
+    tmp.replace(request_path)
+    result_path = state_dir / APPLY_RESULT
+    deadline = time.monotonic() + 3600
+    while time.monotonic() < deadline:
+        offset = _echo_new_lines(log_path, offset)
+        try:
+            result = json.loads(result_path.read_text())
+        except (OSError, ValueError):
+            result = None
+        if result and result.get("id") == request_id:
+            _echo_new_lines(log_path, offset)
+            if not result["ok"]:
+                raise QpoolError(result.get("error") or "lab apply failed")
+            return
+        if not _alive(state.get("pid")):
+            raise QpoolError(f"the lab owner process {state.get('pid')} exited during the apply; "
+                             f"see /var/log/quantapool-lab-{stack}.log")
+        time.sleep(0.5)
+    raise QpoolError(f"lab apply did not finish within 60 min; see {log_path}")
+
+
+def _echo_new_lines(path: Path, offset: int) -> int:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(offset)
+            data = fh.read()
+    except OSError:
+        return offset
+    complete, _, _rest = data.rpartition(b"\n")
+    if complete:
+        for line in complete.decode(errors="replace").split("\n"):
+            if not line.startswith("error: "):  # the error is printed once, by operator_errors
+                click.echo(line)
+        return offset + len(complete) + 1
+    return offset
 
 
 BANNER_SEPARATOR = "----"

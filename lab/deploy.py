@@ -15,7 +15,6 @@ import hashlib
 import http.server
 import ipaddress
 import json
-import secrets
 import shutil
 import tempfile
 import threading
@@ -26,9 +25,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cryptography.hazmat.primitives import serialization
-from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
-
 from cloud_init.base import ADMIN_USER
 from core.config import HostSpec, StackConfig, load_stack_config
 from lab import overlay
@@ -36,9 +32,8 @@ from lab.hosts import LabHost
 from lab.image import LAB_ROLE_PACKAGES, build_base_image
 from lab.net import LabError, LabNetwork
 from lab.standins.build import build as build_standins
-from lab.standins.keystore_fixture import make_keystore
+from lab.state import LabState
 from lab.wheels import exporter_wheels, publish
-from qpool.keys.seal import seal_files
 from qpool.program import ProgramRun, run_program
 from qpool.progress import progress_of
 from qpool.review import host_of
@@ -99,43 +94,13 @@ def lab_name(stack: str) -> str:
     return "qp" + hashlib.sha256(stack.encode()).hexdigest()[:8]
 
 
-# -- keys and secrets -----------------------------------------------------------------------------------
-
-def lab_validator_keys(count: int = 2, pairs: list[str] | None = None) -> tuple[dict[str, tuple[int, bytes]], str]:
-    """Stand-in-format keystores for the lab's stand-in validator (never usable on a real chain).
-
-    With several pairs, one directory of distinct keys per pair, as the program requires."""
-    password = secrets.token_urlsafe(24)
-    files: dict[str, tuple[int, bytes]] = {}
-    prefixes = [f"{p}/" for p in pairs] if pairs and len(pairs) > 1 else [""]
-    for prefix in prefixes:
-        for i in range(count):
-            keystore = make_keystore(password, index=i)
-            files[f"{prefix}keystore-m_12381_238_{i}_0_0-{int(time.time())}.json"] = (
-                0o600, json.dumps(keystore).encode())
-        files[f"{prefix}password.txt"] = (0o600, password.encode())
-    return files, password
-
-
-def lab_secrets(keys: dict[str, tuple[int, bytes]]) -> dict[str, str]:
-    passphrase = secrets.token_urlsafe(24)
-    bundle = seal_files(keys, passphrase)
-    return {"validatorKeys": base64.b64encode(bundle).decode(), "validatorKeysPassphrase": passphrase}
-
-
 # -- the program under mocks with lab values -----------------------------------------------------------
 
-def _ed25519_openssh(key: Ed25519PrivateKey) -> tuple[str, str]:
-    private = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                                serialization.NoEncryption()).decode()
-    public = key.public_key().public_bytes(serialization.Encoding.OpenSSH,
-                                           serialization.PublicFormat.OpenSSH).decode()
-    return private, public
-
-
-def lab_state_overrides(cfg: StackConfig, deploy_key: Ed25519PrivateKey) -> dict[str, Callable[..., dict]]:
+def lab_state_overrides(cfg: StackConfig, state: LabState) -> dict[str, Callable[..., dict]]:
+    """Provider outputs with lab values. Generated values derive from the lab's seed (lab/state.py), so every
+    run of the program gives unchanged resources the same inputs, as Pulumi's state would."""
     ips = {h.name: h.private_ip for h in cfg.hosts()}
-    private, public = _ed25519_openssh(deploy_key)
+    private, public = state.deploy_key()
 
     def server(args: Any, _n: int) -> dict:
         return {"ipv4Address": ips[args.inputs["name"]]}
@@ -144,17 +109,19 @@ def lab_state_overrides(cfg: StackConfig, deploy_key: Ed25519PrivateKey) -> dict
         if args.name == "qp-deploy-key":
             return {"publicKeyOpenssh": public + "\n", "privateKeyOpenssh": private, "privateKeyPem": private}
         if args.inputs.get("algorithm") == "ED25519":  # e.g. the backup-shipping key: real, like pulumi-tls's
-            other_private, other_public = _ed25519_openssh(Ed25519PrivateKey.generate())
+            other_private, other_public = state.ed25519_openssh(args.name)
             return {"publicKeyOpenssh": other_public + "\n", "privateKeyOpenssh": other_private,
                     "privateKeyPem": other_private}
         return {}
 
     def random_bytes(args: Any, _n: int) -> dict:
-        raw = secrets.token_bytes(int(args.inputs.get("length", 32)))
+        raw = state.derive("randomBytes", args.name, int(args.inputs.get("length", 32)))
         return {"hex": raw.hex(), "base64": base64.b64encode(raw).decode()}
 
     def random_password(args: Any, _n: int) -> dict:
-        return {"result": secrets.token_urlsafe(int(args.inputs.get("length", 32)))[: int(args.inputs["length"])]}
+        length = int(args.inputs["length"])
+        text = base64.urlsafe_b64encode(state.derive("randomPassword", args.name, length)).decode()
+        return {"result": text[:length]}
 
     return {
         SERVER: server,
@@ -162,6 +129,26 @@ def lab_state_overrides(cfg: StackConfig, deploy_key: Ed25519PrivateKey) -> dict
         "random:index/randomBytes:RandomBytes": random_bytes,
         "random:index/randomPassword:RandomPassword": random_password,
     }
+
+
+def mirror_url_of(network: LabNetwork) -> str:
+    return f"http://{network.bridge_ip}:{MIRROR_PORT}"
+
+
+def lab_program_run(stack: str, raw: dict[str, Any], cfg: StackConfig, state_dir: Path,
+                    mirror_url: str) -> tuple[StackConfig, ProgramRun, dict[str, str]]:
+    """Run the program with the lab overlay and the lab's persisted state: (lab config, run, lab secrets).
+
+    The one path behind `lab up` and `lab apply`: the same config always gives the same recorded inputs."""
+    state = LabState(state_dir)
+    mirror_root = state_dir / "mirror"
+    artifacts = {name: mirror_root / name for name in ("gzond", "gqrl", "beacon-chain", "validator")}
+    network_files = overlay.standin_network_files(mirror_root / "network", cfg)
+    lab_secret_values = state.lab_secrets([p.name for p in cfg.validator_pairs])
+    lab_raw = overlay.lab_raw_config(raw, cfg, mirror_url, artifacts, network_files)
+    lab_cfg = load_stack_config(lab_raw, secrets_present=set(lab_secret_values))
+    run = run_program(stack, lab_raw, lab_secret_values, state_overrides=lab_state_overrides(lab_cfg, state))
+    return lab_cfg, run, lab_secret_values
 
 
 # -- release mirror -------------------------------------------------------------------------------------
@@ -255,26 +242,18 @@ def deploy(stack: str, *, config_file: Path | None = None, state_root: Path = LA
 
     mirror_root = state_dir / "mirror"
     progress.update("prepare", "building the stand-in clients and running the program under mocks")
-    artifacts = build_standins(mirror_root)
-    network_files = overlay.standin_network_files(mirror_root / "network", cfg)
+    build_standins(mirror_root)
     if cfg.pool_contracts is not None:  # the contract exporter installs from the mirror (lab/overlay.py, item 5)
         publish(exporter_wheels(), mirror_root)
-    deploy_key = Ed25519PrivateKey.generate()
-    key_path = state_dir / "deploy_ed25519"
-    key_path.write_text(_ed25519_openssh(deploy_key)[0])
-    key_path.chmod(0o600)
-    keys, _password = lab_validator_keys(pairs=[p.name for p in cfg.validator_pairs])
-    lab_secret_values = lab_secrets(keys)
-
+    state = LabState(state_dir)
+    key_path = state.deploy_key_path
+    state.deploy_key()
     network.create()
     hosts: dict[str, LabHost] = {}
     dep: LabDeployment | None = None
     try:
         with release_mirror(mirror_root, network.bridge_ip) as mirror_url:
-            raw = overlay.lab_raw_config(loaded.raw, cfg, mirror_url, artifacts, network_files)
-            lab_cfg = load_stack_config(raw, secrets_present=set(lab_secret_values))
-            run = run_program(stack, raw, lab_secret_values,
-                              state_overrides=lab_state_overrides(lab_cfg, deploy_key))
+            lab_cfg, run, lab_secret_values = lab_program_run(stack, loaded.raw, cfg, state_dir, mirror_url)
             dep = LabDeployment(stack=stack, config=lab_cfg, run=run, network=network, hosts=hosts,
                                 state_dir=state_dir, deploy_key=key_path, secrets=lab_secret_values, clock=clock,
                                 config_source=loaded.path)
@@ -321,6 +300,9 @@ def deploy(stack: str, *, config_file: Path | None = None, state_root: Path = LA
                                        f"({time.monotonic() - started:.1f}s)")
         log(f"lab {stack} up in {time.monotonic() - started:.1f}s")
         _write_state(dep)
+        from lab.apply import record_run  # the applied run: what `qpool lab apply` diffs against
+
+        state.save_applied(record_run(run, state))
         return dep
     except BaseException:
         progress.close()

@@ -74,16 +74,33 @@ def validate(stack: str, config_file: Path | None) -> None:
 @stack_option
 @config_file_option
 @click.option("--json", "as_json", is_flag=True, help="Print the resource graph as JSON.")
+@click.option("--diff", "old_plan", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="A `qpool plan --json` saved from main: print which resources and host files change (a PR's "
+                   "offline preview, next to `pulumi preview`).")
 @operator_errors
-def plan(stack: str, config_file: Path | None, as_json: bool) -> None:
+def plan(stack: str, config_file: Path | None, as_json: bool, old_plan: Path | None) -> None:
     """Run the program under mocks and print every resource it would create (secrets as [secret])."""
     from qpool.review import plan_stack
 
     result = plan_stack(stack, config_file)
     for warning in result.warnings:
         click.echo(f"warning: {warning}", err=True)
+    if old_plan is not None:
+        from qpool.plan_diff import format_plan_diff
+
+        try:
+            old_doc = json.loads(old_plan.read_text())
+            if not isinstance(old_doc.get("resources"), list):
+                raise ValueError("no resources")
+        except (ValueError, AttributeError):
+            raise QpoolError(f"{old_plan}: not a `qpool plan --json` document; save one from main with "
+                             f"`qpool plan --stack {stack} --json > main-plan.json`") from None
+        click.echo(format_plan_diff(old_doc, result.run, str(old_plan)))
+        return
     if as_json:
-        click.echo(json.dumps(result.run.plan_json(), indent=2, sort_keys=True))
+        from qpool.review import plan_document
+
+        click.echo(json.dumps(plan_document(result.run), indent=2, sort_keys=True))
         return
     from qpool.review import format_plan
 

@@ -18,8 +18,8 @@ from typing import Any
 
 import yaml
 
-from cloud_init import host_keys
-from cloud_init.base import to_user_data
+from cloud_init.bundles import META_DIR as BUNDLE_META_DIR
+from cloud_init.bundles import is_bundle_member_meta
 from core.config import warnings_for
 from qpool.errors import QpoolError
 from qpool.program import SECRET_MARK, ProgramRun, RecordedResource, run_program
@@ -63,6 +63,31 @@ def _short(value: Any, limit: int = 100) -> str:
     return text if len(text) <= limit else text[: limit - 15] + f"... ({len(text)} chars)"
 
 
+SERVER_TYPE = "hcloud:index/server:Server"
+
+
+def deferred_changes(run: ProgramRun) -> list[dict[str, str]]:
+    """Changes `pulumi up` will not make on a host now (components/host_server.py ignore_changes_for):
+    a server-type change (a power-cycling resize) on a pair's active host waits for failover."""
+    out = []
+    for server in sorted(run.of_type(SERVER_TYPE), key=lambda r: r.name):
+        if "serverType" in server.options.get("ignoreChanges", []):
+            inputs = server.display_inputs()
+            out.append({
+                "host": str(inputs.get("name") or server.name), "field": "serverType",
+                "configured": str(inputs.get("serverType")),
+                "reason": "the pair's active host (stack config `active`): a resize powers it off; a "
+                          "serverType change applies to the standby now and to this host only after "
+                          "`qpool failover`, `pulumi up`, failback",
+            })
+    return out
+
+
+def plan_document(run: ProgramRun) -> dict[str, Any]:
+    """plan.json / `qpool plan --json`: the resource graph plus the deferred changes."""
+    return {**run.plan_json(), "deferred": deferred_changes(run)}
+
+
 def format_plan(run: ProgramRun) -> str:
     """A readable tree: parents before children, one line per input."""
     children: dict[str | None, list[RecordedResource]] = {}
@@ -89,6 +114,10 @@ def format_plan(run: ProgramRun) -> str:
     roots = [u for u in children if u is None or not any(r.urn == u for r in run.resources)]
     for root in roots:
         walk(root, 0)
+    deferred = deferred_changes(run)
+    if deferred:
+        lines.append("deferred (ignore_changes while active):")
+        lines.extend(f"  {d['host']}: {d['field']} ({d['configured']}) deferred: {d['reason']}" for d in deferred)
     if run.outputs:
         lines.append("outputs:")
         for key in sorted(run.outputs):
@@ -106,24 +135,6 @@ def host_of(run: ProgramRun, resource: RecordedResource) -> str | None:
             return current.name
         current = by_urn.get(current.parent_urn)
     return None
-
-
-def reviewable_user_data(server: RecordedResource) -> str | None:
-    """A server's user-data as a reviewer may read it: the SSH host key's private half replaced by `[secret]`.
-
-    The host key makes the whole user-data a secret input (cloud_init/host_keys.py). Everything else in it is
-    reviewable, so it is shown re-serialised with the same dumper that wrote it (byte-identical apart from the
-    key; tests/program/test_host_key_pinning.py). A secret user-data without a host key to redact is not shown.
-    """
-    if not server.input_is_secret("userData"):
-        value = server.display_inputs().get("userData")
-        return value if isinstance(value, str) else None
-    plain = server.plain_inputs().get("userData")
-    if not isinstance(plain, str) or not plain.startswith("#cloud-config"):
-        return None
-    doc = yaml.safe_load(plain) or {}
-    shown = host_keys.redacted(doc, SECRET_MARK)
-    return to_user_data(shown) if shown is not doc else None
 
 
 def _safe_relative(path: str) -> PurePosixPath:
@@ -144,13 +155,18 @@ def _decode_write_file(entry: dict[str, Any]) -> bytes:
 
 
 def host_files(run: ProgramRun) -> dict[str, dict[str, bytes]]:
-    """Every file per host: user-data, the files inside it, and each bootstrap command as a script."""
+    """Every file per host: user-data, the files inside it, and each bootstrap command as a script.
+
+    Files of bundles (and of any other non-secret tar on a step's stdin) go under files/ too; applied later,
+    they override user-data's first-boot copy of the same path (e.g. /etc/nftables.conf), which is what
+    the host ends up with. The first-boot copy stays readable in user-data.
+    """
     files: dict[str, dict[str, bytes]] = {}
     for server in run.of_type("hcloud:index/server:Server"):
         inputs = server.display_inputs()
         host = inputs.get("name") or server.name
-        user_data = reviewable_user_data(server)
-        if not isinstance(user_data, str):
+        user_data = inputs.get("userData")  # secret only for the host key, which display_inputs redacts
+        if not isinstance(user_data, str) or user_data == SECRET_MARK:
             continue
         per_host = files.setdefault(host, {})
         per_host["user-data"] = user_data.encode()
@@ -170,12 +186,36 @@ def host_files(run: ProgramRun) -> dict[str, dict[str, bytes]]:
             script += "# stdin: [secret] (streamed by Pulumi, never written here)\n"
         elif inputs.get("stdin"):
             members = _tar_members(str(inputs["stdin"]))
-            for path, content in members.items():
-                files.setdefault(host, {})[str(PurePosixPath("files") / _safe_relative(path))] = content
-            script += f"# stdin: a tar of {len(members)} file(s), rendered under files/\n"
+            per_host = files.setdefault(host, {})
+            meta = {k: v for k, v in members.items() if is_bundle_member_meta(k)}
+            host_members = {k: v for k, v in members.items() if not is_bundle_member_meta(k)}
+            for path, content in host_members.items():
+                per_host[str(PurePosixPath("files") / _safe_relative(path))] = content
+            script += f"# stdin: a tar of {len(host_members)} file(s), rendered under files/\n"
+            script += _bundle_summary(meta, per_host)
         script += str(inputs.get("create", "")) + "\n"
         files.setdefault(host, {})[f"bootstrap/{steps[host]:02d}-{cmd.name}.sh"] = script.encode()
     return files
+
+
+def _bundle_summary(meta: dict[str, bytes], per_host: dict[str, bytes]) -> str:
+    """A configuration bundle (cloud_init/bundles.py): its manifest under bundles/, its checks and actions
+    in the step script, so a reviewer sees what the host validates and restarts, not only the files."""
+    raw = meta.get(f"{BUNDLE_META_DIR}/manifest.json")
+    if raw is None:
+        return ""
+    manifest = json.loads(raw)
+    name = manifest["bundle"]
+    per_host[f"bundles/{name}.manifest.json"] = raw
+    if f"{BUNDLE_META_DIR}/apply.py" in meta:
+        per_host["bundles/qp-bundle-apply.py"] = meta[f"{BUNDLE_META_DIR}/apply.py"]
+    lines = [f"# bundle {name} (manifest: bundles/{name}.manifest.json, digest {manifest['digest'][:12]})"]
+    lines += [f"#   check {c['name']}: {c['command']}" for c in manifest.get("checks", [])]
+    lines += [f"#   on change of {' '.join(a['paths'])}: {a['command']}" for a in manifest.get("on_change", [])]
+    if manifest.get("firewall"):
+        fw = manifest["firewall"]
+        lines.append(f"#   applied with auto-revert after {fw['revert_seconds']} s unless confirmed")
+    return "\n".join(lines) + "\n"
 
 
 def _tar_members(stdin_b64: str) -> dict[str, bytes]:
@@ -204,6 +244,6 @@ def render_files(run: ProgramRun, out_dir: Path) -> list[Path]:
             path.write_bytes(content)
             written.append(path)
     plan_path = out_dir / "plan.json"
-    plan_path.write_text(json.dumps(run.plan_json(), indent=2, sort_keys=True) + "\n")
+    plan_path.write_text(json.dumps(plan_document(run), indent=2, sort_keys=True) + "\n")
     written.append(plan_path)
     return written

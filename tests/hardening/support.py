@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from cloud_init import HostRenderInputs
-from cloud_init.base import SSHD_DROPIN, base_files
+from cloud_init.base import SSHD_DROPIN, ssh_access_bundle
 from cloud_init.nftables import key_host_ruleset
 from core.config import HostSpec
 from qpool.stacks import load_stack
@@ -22,7 +22,8 @@ def host_of_role(role: str) -> HostRenderInputs:
 
 
 def sshd_dropin(inputs: HostRenderInputs) -> str:
-    return next(f.content for f in base_files(inputs, "") if f.path == SSHD_DROPIN)
+    """The drop-in the ssh-access bundle installs (user-data's first-boot copy is the same text)."""
+    return next(f.content for f in ssh_access_bundle(inputs).files if f.path == SSHD_DROPIN)
 
 
 def spec(inputs: HostRenderInputs) -> HostSpec:

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from cloud_init import HostRenderInputs
-from cloud_init.base import decoded_write_files
+from cloud_init.base import decoded_write_files, host_bundles
 from cloud_init.key_host import key_host_cloud_config, render_key_host_user_data
 from core.config import StackConfig, load_stack_config
 from qpool.stacks import load_stack
@@ -80,6 +80,7 @@ class Rendered:
     user_data: str
     doc: dict
     files: dict[str, str]  # decoded write_files: path -> content
+    bundles: dict[str, str]  # the base bundles' files (firewall, ssh-access, base): path -> content
 
     @property
     def id(self) -> str:
@@ -94,7 +95,8 @@ def render_variant(profile: str, role: str, volume: bool, cfg: StackConfig | Non
     doc = yaml.safe_load(user_data)
     assert doc == yaml.safe_load(render_key_host_user_data(inputs))
     assert key_host_cloud_config(inputs)["hostname"] == host.name
-    return Rendered(profile, role, volume, inputs, user_data, doc, decoded_write_files(doc))
+    bundled = {f.path: f.content for b in host_bundles(inputs) for f in b.files}
+    return Rendered(profile, role, volume, inputs, user_data, doc, decoded_write_files(doc), bundled)
 
 
 VARIANTS = [(p, r, v) for p in ("gzond", "gqrl") for r in ("primary", "backup") for v in (True, False)]

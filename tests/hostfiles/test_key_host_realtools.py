@@ -100,20 +100,22 @@ def test_scripts_pass_shellcheck(variant: Rendered, tmp_path: Path) -> None:
 
 
 def test_ruleset_passes_nft_check(variant: Rendered, tmp_path: Path) -> None:
+    """Both rulesets: user-data's first-boot one and the firewall bundle's full one."""
     tool = need_tool("nft")
-    path = tmp_path / "nftables.conf"
-    path.write_text(variant.files[NFTABLES_CONF])
-    res = run([tool, "-c", "-f", str(path)])
-    if res.returncode != 0 and "Operation not permitted" in res.stderr:
-        pytest.skip("REAL TOOL UNUSABLE: nft -c needs CAP_NET_ADMIN here; this check did not run")
-    assert res.returncode == 0, res.stderr
+    for name, text in (("first-boot", variant.files[NFTABLES_CONF]), ("bundle", variant.bundles[NFTABLES_CONF])):
+        path = tmp_path / f"{name}.conf"
+        path.write_text(text)
+        res = run([tool, "-c", "-f", str(path)])
+        if res.returncode != 0 and "Operation not permitted" in res.stderr:
+            pytest.skip("REAL TOOL UNUSABLE: nft -c needs CAP_NET_ADMIN here; this check did not run")
+        assert res.returncode == 0, name + ": " + res.stderr
 
 
 def test_nft_check_would_catch_a_bad_ruleset(tmp_path: Path) -> None:
     tool = need_tool("nft")
     r = render_variant("gzond", "backup", True)
     path = tmp_path / "nftables.conf"
-    path.write_text(r.files[NFTABLES_CONF].replace("policy drop;", "policy dorp;", 1))
+    path.write_text(r.bundles[NFTABLES_CONF].replace("policy drop;", "policy dorp;", 1))
     assert run([tool, "-c", "-f", str(path)]).returncode != 0
 
 
@@ -126,7 +128,7 @@ def test_unattended_upgrades_security_only_no_reboot(variant: Rendered, tmp_path
         'Unattended-Upgrade::Origins-Pattern {\n "origin=Debian,codename=${distro_codename},label=Debian";\n'
         ' "origin=Debian,codename=${distro_codename}-security,label=Debian-Security";\n};\n'
         'Unattended-Upgrade::Automatic-Reboot "true";\n')
-    for path, content in variant.files.items():
+    for path, content in variant.bundles.items():
         if path.startswith("/etc/apt/apt.conf.d/"):
             (parts / Path(path).name).write_text(content)
     empty = tmp_path / "apt.conf"

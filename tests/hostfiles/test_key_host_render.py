@@ -53,9 +53,10 @@ def test_base_settings(variant: Rendered) -> None:
     sshd = variant.files["/etc/ssh/sshd_config.d/10-quantapool.conf"]
     for line in ("PasswordAuthentication no", "KbdInteractiveAuthentication no", "PermitRootLogin no"):
         assert line in sshd.splitlines()
-    uu = variant.files["/etc/apt/apt.conf.d/52quantapool-unattended-upgrades"]
+    assert sshd == variant.bundles["/etc/ssh/sshd_config.d/10-quantapool.conf"], "first boot = bundle drop-in"
+    uu = variant.bundles["/etc/apt/apt.conf.d/52quantapool-unattended-upgrades"]
     assert 'Unattended-Upgrade::Automatic-Reboot "false";' in uu and "#clear Unattended-Upgrade::Origins-Pattern;" in uu
-    ne = variant.files["/etc/default/prometheus-node-exporter"]
+    ne = variant.bundles["/etc/default/prometheus-node-exporter"]
     assert f"--web.listen-address={variant.inputs.host.private_ip}:{ports.NODE_EXPORTER}" in ne
     assert "--collector.textfile.directory=/var/lib/prometheus/node-exporter" in ne
 
@@ -326,7 +327,7 @@ def test_no_secret_material_in_user_data(variant: Rendered) -> None:
 # -- firewall ------------------------------------------------------------------------------------------
 
 def test_nftables_rules(variant: Rendered) -> None:
-    nft = variant.files["/etc/nftables.conf"]
+    nft = variant.bundles["/etc/nftables.conf"]
     cfg = variant.inputs.config
     mon = cfg.monitoring.private_ip
     assert re.search(r"chain input \{\s*type filter hook input priority filter; policy drop;", nft)
@@ -347,10 +348,10 @@ def test_nftables_rules(variant: Rendered) -> None:
 
 def test_no_ssh_set_without_trusted_cidrs() -> None:
     r = render_variant("gzond", "primary", False, cfg=make_config("gzond", ssh_cidrs=[]))
-    nft = r.files["/etc/nftables.conf"]
-    assert "ssh_allowed" not in nft
-    ssh_rules = [line.strip() for line in nft.splitlines() if "dport 22 " in line]
-    assert ssh_rules == [f"ip saddr {r.inputs.config.network.subnet} tcp dport 22 accept"]
+    for nft in (r.files["/etc/nftables.conf"], r.bundles["/etc/nftables.conf"]):
+        assert "ssh_allowed" not in nft
+        ssh_rules = [line.strip() for line in nft.splitlines() if "dport 22 " in line]
+        assert ssh_rules == [f"ip saddr {r.inputs.config.network.subnet} tcp dport 22 accept"]
     ipaddress.IPv4Network(r.inputs.config.network.subnet)
 
 

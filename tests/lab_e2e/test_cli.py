@@ -1,5 +1,5 @@
-"""CLI smoke test (issue 5): `qpool lab up --detach`, `lab status`, `qpool status`, `lab down`, as an operator
-types them, with their exit codes and output.
+"""CLI smoke test (issue 5): `qpool lab up --detach`, `lab status`, `qpool status`, `lab apply`, `lab down`, as an
+operator types them, with their exit codes and output.
 
 This is the one lab test that uses the CLI's real state root (/var/lib/quantapool-lab): the commands have
 no state-root option on purpose. It uses its own stack name `e2ecli`, deployed from a copy of the testnet
@@ -86,6 +86,20 @@ def test_lab_up_status_down(config_file: Path) -> None:
     doc = json.loads(as_json.stdout)
     assert [p["signers"] for p in doc["pairs"]] == [[]], doc
     assert [(h["locked"], h["signing"]) for h in doc["pairs"][0]["hosts"]] == [(True, False), (True, False)], doc
+
+    # `lab apply` goes through the detached owner (it holds the hosts): a plan, a no-op, a refusal.
+    dry = qpool("lab", "apply", "--stack", STACK, "--config-file", str(config_file), "--dry-run", timeout=600)
+    assert dry.returncode == 0, _explain(dry)
+    assert "0 to create, 0 to update, 0 to replace, 0 to delete" in dry.stdout, _explain(dry)
+    noop = qpool("lab", "apply", "--stack", STACK, "--config-file", str(config_file), timeout=600)
+    assert noop.returncode == 0 and "apply done" not in noop.stdout, _explain(noop)
+    moved = config_variant(config_file.parent / "moved.yaml", OCTET, mutate=lambda c: c[
+        "quantapool:validatorPairs"][0]["backup"].update(location="hel1"))
+    refused = qpool("lab", "apply", "--stack", STACK, "--config-file", str(moved), timeout=600)
+    assert refused.returncode == 2, _explain(refused)
+    error = refused.stderr.strip().splitlines()
+    assert len(error) == 1 and error[0].startswith("error: ") and "refused" in error[0], _explain(refused)
+    assert not (LAB_ROOT / STACK / "apply-request.json").exists()
 
     down = qpool("lab", "down", "--stack", STACK, timeout=300)
     assert down.returncode == 0, _explain(down)

@@ -6,8 +6,9 @@ the sealed key bundle, the keystore password and keystores, the JWT and wallet p
 hosts, the deploy and backup-ship private keys, the fake Hetzner token, and the program's secret outputs.
 Then everything reviewable or logged is scanned: each host's rendered user-data (recorded and as seeded
 on the host), `qpool plan --json` and `qpool render` of the repo stacks with encrypted secrets present, the
-lab's recorded plan, every host's journal and cloud-init logs, qpool's step journals and inventory, what
-qpool printed, and the exported stack outputs that are not marked secret. Any hit fails.
+lab's recorded plan and applied run (applied.json), every host's journal and cloud-init logs, qpool's step
+journals and inventory, what qpool printed, and the exported stack outputs that are not marked secret. Any hit
+fails.
 
 A self-check first proves the scan can fail: every registered secret, injected into a scanned artifact,
 is reported.
@@ -162,6 +163,7 @@ def lab_artifacts(dep: LabDeployment, session: LabSession, printed: list[str]) -
         assert seeded.returncode == 0 and seeded.stdout
         out[f"seeded user-data on {name}"] = seeded.stdout
     out["qpool inventory"] = session.inventory_path.read_bytes()
+    out["lab applied run (what `qpool lab apply` diffs against)"] = (dep.state_dir / "applied.json").read_bytes()
     inv = json.loads(session.inventory_path.read_text())
     journals = sorted(Path(inv["extra"]["journal_dir"]).rglob("*"))
     assert any(p.name.startswith("failover-") and p.suffix == ".json" for p in journals), "no step journal written"

@@ -246,7 +246,11 @@ def test_user_data_carries_no_secret_and_mounts_the_volume() -> None:
 def test_firewall_opens_grafana_to_trusted_cidrs_only() -> None:
     cfg = variant("testnet")
     _, doc = _user_data(cfg)
-    nft = decoded_write_files(doc)["/etc/nftables.conf"]
+    assert f"dport {ports.GRAFANA}" not in decoded_write_files(doc)["/etc/nftables.conf"], "first boot: SSH only"
+    from cloud_init.nftables import firewall_bundle
+
+    inputs = HostRenderInputs(config=cfg, host=cfg.monitoring_host(), deploy_public_key="", volume_device=None)
+    nft = firewall_bundle(inputs).files[0].content
     grafana_rules = [ln.strip() for ln in nft.splitlines() if f"dport {ports.GRAFANA}" in ln]
     assert grafana_rules == [f"ip saddr {{ {', '.join(cfg.network.grafana_allowed_cidrs)} }} tcp dport 3000 accept"]
     for port in (ports.PROMETHEUS, ports.ALERTMANAGER, ports.CONTRACT_EXPORTER):

@@ -1,0 +1,158 @@
+"""What a lab keeps between program runs, as Pulumi keeps state: the same inputs for unchanged resources.
+
+Pulumi generates random values (JWT secrets, passwords, the backup-shipping key) once and keeps them in the
+stack's state; a later `pulumi up` reuses them, so nothing that depends on them changes. The lab's program
+runs under mocks, so it has no such state: without this module every run would see new random values and
+a `qpool lab apply` would re-run every secret step. Here every generated value is derived from a per-lab seed
+(HMAC(seed, resource name)), and what cannot be derived (the deploy key, the lab's sealed validator keys and
+their passphrase) is persisted. Every file here is 0600 under the lab's state dir, never in the repo.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import json
+import os
+import secrets
+import time
+from pathlib import Path
+from typing import Any
+
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
+
+from lab.standins.keystore_fixture import make_keystore
+from qpool.keys.seal import seal_files
+
+SEED_FILE = "lab-seed"
+DEPLOY_KEY_FILE = "deploy_ed25519"
+SECRETS_FILE = "lab-secrets.json"
+APPLIED_FILE = "applied.json"
+KEYS_FILE = "lab-keys.json"
+
+
+def write_private(path: Path, data: bytes | str) -> None:
+    """Write a file readable by its owner only (0600 from creation: no window where it is world-readable)."""
+    raw = data.encode() if isinstance(data, str) else data
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(raw)
+    os.chmod(tmp, 0o600)
+    os.replace(tmp, path)
+
+
+class LabState:
+    """The persisted, secret part of one lab's state (seed, deploy key, validator keys) in ``state_dir``."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+
+    # -- seed and derived values -----------------------------------------------------------------------
+
+    @property
+    def seed(self) -> bytes:
+        path = self.state_dir / SEED_FILE
+        if not path.exists():
+            write_private(path, secrets.token_bytes(32))
+        return path.read_bytes()
+
+    def derive(self, purpose: str, name: str, length: int) -> bytes:
+        """``length`` bytes that depend only on the seed, the purpose and the resource name."""
+        out = b""
+        counter = 0
+        while len(out) < length:
+            out += hmac.new(self.seed, f"{purpose}\0{name}\0{counter}".encode(), hashlib.sha256).digest()
+            counter += 1
+        return out[:length]
+
+    def digest(self, value: Any) -> str:
+        """A keyed digest of an input value for the applied-run record: equal values compare equal, and a
+        low-entropy secret cannot be guessed from the record without the seed."""
+        text = json.dumps(value, sort_keys=True, separators=(",", ":"), default=str)
+        return hmac.new(self.seed, text.encode(), hashlib.sha256).hexdigest()
+
+    def ed25519_openssh(self, name: str) -> tuple[str, str]:
+        """(OpenSSH private key text, public key line) of a generated Ed25519 key, derived from the seed.
+
+        The text is kept once written: OpenSSH's private-key format carries a random check number, so
+        serialising the same key twice gives different text (and a spurious diff on every step using it)."""
+        path = self.state_dir / KEYS_FILE
+        keys: dict[str, list[str]] = json.loads(path.read_text()) if path.exists() else {}
+        if name not in keys:
+            key = Ed25519PrivateKey.from_private_bytes(self.derive("ed25519", name, 32))
+            keys[name] = [key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                            serialization.NoEncryption()).decode(),
+                          key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                                        serialization.PublicFormat.OpenSSH).decode()]
+            write_private(path, json.dumps(keys, indent=1) + "\n")
+        return keys[name][0], keys[name][1]
+
+    # -- deploy key --------------------------------------------------------------------------------------
+
+    @property
+    def deploy_key_path(self) -> Path:
+        return self.state_dir / DEPLOY_KEY_FILE
+
+    def deploy_key(self) -> tuple[str, str]:
+        """The lab's deploy key (OpenSSH private key text, public key line): created once, then read back
+        verbatim (hosts trust it through their user-data; the text is an input of every SSH step)."""
+        path = self.deploy_key_path
+        if not path.exists():
+            key = Ed25519PrivateKey.generate()
+            write_private(path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                                  serialization.NoEncryption()))
+        text = path.read_text()
+        loaded = serialization.load_ssh_private_key(text.encode(), password=None)
+        if not isinstance(loaded, Ed25519PrivateKey):
+            raise ValueError(f"{path}: not an Ed25519 key")
+        return text, loaded.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                                      serialization.PublicFormat.OpenSSH).decode()
+
+    # -- validator keys (the stack's validatorKeys / validatorKeysPassphrase secrets) --------------------
+
+    def lab_secrets(self, pairs: list[str]) -> dict[str, str]:
+        """The sealed stand-in keys for these pairs. A pair's keys, once generated, never change: a pair added
+        later gets new keys of its own and the bundle is resealed, so existing pairs import the same keys."""
+        path = self.state_dir / SECRETS_FILE
+        doc: dict[str, Any] = json.loads(path.read_text()) if path.exists() else {"keys": {}}
+        keys: dict[str, dict[str, str]] = doc["keys"]
+        missing = [p for p in pairs if p not in keys]
+        for pair in missing:
+            keys[pair] = _pair_keys()
+        if missing or doc.get("pairs") != pairs or "sealed" not in doc:
+            files: dict[str, tuple[int, bytes]] = {}
+            prefix = len(pairs) > 1
+            for pair in pairs:
+                for name, content in keys[pair].items():
+                    files[f"{pair}/{name}" if prefix else name] = (0o600, base64.b64decode(content))
+            passphrase = doc.get("passphrase") or secrets.token_urlsafe(24)
+            doc.update({"pairs": pairs, "passphrase": passphrase, "sealed": {
+                "validatorKeys": base64.b64encode(seal_files(files, passphrase)).decode(),
+                "validatorKeysPassphrase": passphrase}})
+            write_private(path, json.dumps(doc, indent=2) + "\n")
+        return dict(doc["sealed"])
+
+    # -- the last applied run ------------------------------------------------------------------------------
+
+    def load_applied(self) -> list[dict[str, Any]] | None:
+        path = self.state_dir / APPLIED_FILE
+        if not path.exists():
+            return None
+        return list(json.loads(path.read_text())["resources"])
+
+    def save_applied(self, records: list[dict[str, Any]]) -> None:
+        write_private(self.state_dir / APPLIED_FILE,
+                      json.dumps({"version": 1, "resources": records}, indent=1, sort_keys=True) + "\n")
+
+
+def _pair_keys(count: int = 2) -> dict[str, str]:
+    """Stand-in-format keystores and their password for one pair (never usable on a real chain)."""
+    password = secrets.token_urlsafe(24)
+    stamp = int(time.time())
+    files = {f"keystore-m_12381_238_{i}_0_0-{stamp}.json": json.dumps(make_keystore(password, index=i)).encode()
+             for i in range(count)}
+    files["password.txt"] = password.encode()
+    return {name: base64.b64encode(content).decode() for name, content in files.items()}
