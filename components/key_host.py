@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_hcloud as hcloud
 import pulumi_random as random
+import pulumi_tls as tls
 
 from cloud_init.host_tools import digest
 from cloud_init.key_host import IMPORT_KEYS, START_CLIENTS, render_key_host_user_data
@@ -32,6 +33,9 @@ class KeyHostArgs:
     #: the key that ships slashing-protection backups to the standby and the monitoring server
     ship_public_key: pulumi.Input[str]
     ship_private_key: pulumi.Output[str]
+    #: the host's SSH host key (components/host_identity.py) and the known_hosts of its backup targets
+    host_key: tls.PrivateKey | None = None
+    ship_known_hosts: pulumi.Input[str] = ""
     #: base64 of a tar (keystore-*.json + keystore-password.txt), secret; None: no keys yet
     validator_keys_tar_b64: pulumi.Output[str] | None = None
 
@@ -51,7 +55,7 @@ class _KeyHost(pulumi.ComponentResource):
         # Chain data, wallet and slashing-protection DB live on the volume: protected regardless of stack
         # settings, so deleting the stack never silently deletes slashing history (unprotect to tear down).
         # The host's SSH host key exists before the host: user-data installs it, every step verifies it.
-        host_key = host_identity.host_ssh_key(name, self)
+        host_key = args.host_key or host_identity.host_ssh_key(name)
         self.host_key = host_identity.public_line(host_key)
         hs = create_host_server(
             self, name, cfg, host, volume_suffix="chain", volume_gib=pair.chain_volume_gib, protect_volume=True,
@@ -74,7 +78,7 @@ class _KeyHost(pulumi.ComponentResource):
         steps.wait_ready()
         steps.host_env(self.server.ipv4_address)
         bootstrap.base_bundles(steps, cfg, host, args.deploy_public_key)
-        steps.host_tools(cfg, host, args.ship_public_key)
+        steps.host_tools(cfg, host, args.ship_public_key, args.ship_known_hosts)
         steps.secret_file("backup-ship-key", args.ship_private_key)
         steps.secret_file("jwt", jwt_hex)
         if args.validator_keys_tar_b64 is not None:

@@ -43,6 +43,8 @@ class MonitoringServerArgs:
     deploy_public_key: pulumi.Input[str]
     deploy_private_key: pulumi.Input[str]
     ship_public_key: pulumi.Input[str]
+    #: the host's SSH host key (components/host_identity.py)
+    host_key: tls.PrivateKey | None = None
 
 
 
@@ -73,7 +75,7 @@ class MonitoringServer(pulumi.ComponentResource):
         host = cfg.monitoring_host()
         child = pulumi.ResourceOptions(parent=self)
         # The host's SSH host key exists before the host: user-data installs it, every step verifies it.
-        host_key = host_identity.host_ssh_key(name, self)
+        host_key = args.host_key or host_identity.host_ssh_key(name)
         self.host_key = host_identity.public_line(host_key)
         hs = create_host_server(
             self, name, cfg, host, volume_suffix="tsdb", volume_gib=cfg.monitoring.volume_gib,

@@ -21,6 +21,7 @@ from cloud_init.base import USER_DATA_LIMIT_BYTES
 from cloud_init.host_keys import PLACEHOLDER_HOST_KEY
 from cloud_init.key_host import render_key_host_user_data
 from cloud_init.monitoring import render_monitoring_user_data
+from components import host_identity
 from components.host_server import volume_device
 from components.key_host import BackupNode, KeyHostArgs, ValidatorNode
 from components.monitoring_server import MonitoringServer, MonitoringServerArgs
@@ -163,6 +164,7 @@ def build_stack(open_key_bundle: OpenKeyBundle) -> None:
     ship_private = pulumi.Output.secret(ship_key.private_key_openssh)
 
     keys_tars = _validator_keys(secrets, [p.name for p in cfg.validator_pairs], open_key_bundle)
+    host_keys = host_identity.host_ssh_keys(cfg)  # before any host: key hosts pin their targets' keys
     key_hosts = {}
     for host in cfg.key_hosts():
         node_class = ValidatorNode if host.role == "primary" else BackupNode
@@ -170,11 +172,12 @@ def build_stack(open_key_bundle: OpenKeyBundle) -> None:
             config=cfg, host=host, network=network, ssh_key_ids=ssh_key_ids,
             deploy_public_key=deploy_key.public_key_openssh, deploy_private_key=deploy_private,
             ship_public_key=ship_key.public_key_openssh, ship_private_key=ship_private,
+            host_key=host_keys[host.name], ship_known_hosts=host_identity.ship_known_hosts(cfg, host, host_keys),
             validator_keys_tar_b64=keys_tars.get(host.pair or "")))
     monitoring = MonitoringServer(cfg.monitoring_host().name, MonitoringServerArgs(
         config=cfg, network=network, secrets=secrets, ssh_key_ids=ssh_key_ids,
         deploy_public_key=deploy_key.public_key_openssh, deploy_private_key=deploy_private,
-        ship_public_key=ship_key.public_key_openssh))
+        ship_public_key=ship_key.public_key_openssh, host_key=host_keys[cfg.monitoring_host().name]))
 
     pulumi.export("environment", cfg.environment)
     pulumi.export("networkId", network.network.id)

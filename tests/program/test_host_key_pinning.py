@@ -182,3 +182,26 @@ def test_cloud_init_schema_accepts_user_data_with_a_real_host_key(run: ProgramRu
 def test_host_key_repr_hides_the_private_half() -> None:
     key = host_keys.HostKey("-----BEGIN OPENSSH PRIVATE KEY-----\nsecretbody\n", "ssh-ed25519 AAAA c")
     assert "secretbody" not in repr(key) and key.public_line() == "ssh-ed25519 AAAA"
+
+
+def test_backup_shipping_pins_its_targets_keys(run: ProgramRun) -> None:
+    """Each key host's tools carry the known_hosts of its backup targets (its peer and the monitoring host):
+    private address + the target's pinned key, nothing else; qp-validator-ctl ships with StrictHostKeyChecking=yes."""
+    import base64
+    import io
+    import tarfile
+
+    from cloud_init.host_tools import _CTL_SOURCE, SHIP_KNOWN_HOSTS
+    from core.config import load_stack_config
+
+    cfg = load_stack_config(stack_raw("testnet"))
+    outputs = run.outputs["hostKeys"]
+    for host in cfg.key_hosts():
+        step = run.by_name(f"{host.name}-host-tools")
+        raw = base64.b64decode(step.plain_inputs()["stdin"])
+        with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
+            known = tar.extractfile(SHIP_KNOWN_HOSTS.lstrip("/")).read().decode()  # type: ignore[union-attr]
+        targets = [h for h in cfg.key_hosts(host.pair) if h.name != host.name] + [cfg.monitoring_host()]
+        assert known.splitlines() == [f"{t.private_ip} {outputs[t.name]}" for t in targets], host.name
+    source = _CTL_SOURCE.read_text()
+    assert "StrictHostKeyChecking=yes" in source and "accept-new" not in source
