@@ -51,3 +51,28 @@ def test_a_secret_stack_token_passes(real_monitor) -> None:  # type: ignore[no-u
 def test_plan_under_mocks_needs_no_token(run_stack, testnet_raw) -> None:  # type: ignore[no-untyped-def]
     run = run_stack(testnet_raw)  # the real program under mocks: no hcloud:token anywhere
     assert run.of_type("hcloud:index/server:Server")
+
+
+@pytest.mark.parametrize("provider, ok", [(None, False), ("default", False), ("hashivault://qp-mainnet", True),
+                                          ("awskms://alias/qp-mainnet?region=eu-central-1", True),
+                                          ("passphrase", True)])
+def test_the_mainnet_stack_file_names_its_secrets_provider(tmp_path, provider, ok) -> None:  # type: ignore[no-untyped-def]
+    import yaml
+
+    from core.config import ConfigError
+    from qpool.stacks import load_stack
+    from tests.conftest import filled_mainnet_doc
+
+    doc = filled_mainnet_doc()
+    assert doc["secretsprovider"].startswith("hashivault://")  # the committed file names one
+    doc.pop("secretsprovider")
+    if provider is not None:
+        doc["secretsprovider"] = provider
+    path = tmp_path / "Pulumi.mainnet.yaml"
+    path.write_text(yaml.safe_dump(doc, sort_keys=False))
+    if ok:
+        load_stack("mainnet", path)
+    else:
+        with pytest.raises(ConfigError) as raised:
+            load_stack("mainnet", path)
+        assert any("secrets provider" in str(i) for i in raised.value.issues)
