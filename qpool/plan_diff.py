@@ -20,7 +20,6 @@ import tarfile
 from dataclasses import dataclass
 from typing import Any
 
-from cloud_init.bundles import is_bundle_member_meta
 from qpool.program import ProgramRun, RecordedResource
 from qpool.review import HOST_COMPONENT_TYPES, host_of
 
@@ -55,9 +54,24 @@ def bundle_files(stdin: Any) -> dict[str, bytes] | None:
     try:
         raw = base64.b64decode(stdin, validate=True)
         with tarfile.open(fileobj=io.BytesIO(raw)) as tar:
-            return {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]
+            members = {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]
     except (ValueError, binascii.Error, tarfile.TarError):
         return None
+    return _named_manifest(members)
+
+
+def _named_manifest(members: dict[str, bytes]) -> dict[str, bytes]:
+    """Every bundle carries `.qp-bundle/manifest.json`: key it by bundle name so a host's bundles differ."""
+    from cloud_init.bundles import META_DIR
+
+    raw = members.pop(f"{META_DIR}/manifest.json", None)
+    if raw is not None:
+        try:
+            name = json.loads(raw)["bundle"]
+        except (ValueError, KeyError, TypeError):
+            name = "unknown"
+        members[f"{META_DIR}/{name}.manifest.json"] = raw
+    return members
 
 
 def base_record(run: ProgramRun, r: RecordedResource, digest: Any, inputs: dict[str, Any],
@@ -256,18 +270,13 @@ HostFiles = dict[str, dict[str, tuple[str, bytes]]]
 def _host_files_of_plan(resources: list[tuple[str, str | None, dict[str, Any]]]) -> HostFiles:
     """host -> path -> (what delivers it, content) for bundles and user-data: (type, host, display inputs)."""
     files: HostFiles = {}
-    # user-data first, bundles after: a bundle's file is what a running host has (a path may be in both, e.g.
-    # /etc/nftables.conf), whatever order the resources were registered in
+    # user-data first: a bundle's copy of the same path (e.g. /etc/nftables.conf) is what the host ends with
     for type_, host, inputs in sorted(resources, key=lambda r: r[0] != SERVER):
         if type_ == SERVER and isinstance(inputs.get("userData"), str):
             files.setdefault(str(inputs.get("name")), {}).update(_user_data_files(inputs["userData"]))
         elif type_ == COMMAND and host is not None:
-            step = f"step {inputs.get('__name', '')}".strip()
             for path, content in (bundle_files(inputs.get("stdin")) or {}).items():
-                # every bundle carries its own .qp-bundle/ machinery: keyed per step, or the last bundle seen
-                # (registration order, which varies) would win
-                key = f"{path} ({step})" if is_bundle_member_meta(path) else path
-                files.setdefault(host, {})[key] = (step, content)
+                files.setdefault(host, {})[path] = (f"step {inputs.get('__name', '')}".strip(), content)
     return files
 
 
