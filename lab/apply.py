@@ -269,6 +269,7 @@ class _Executor:
         spec = dep.spec(name)
         image = next(iter(dep.hosts.values())).base_image if dep.hosts else _base_image(self.log)
         host = LabHost(spec.name, spec.private_ip, dep.network, image, dep.state_dir / "hosts" / spec.name)
+        host.pinned_host_key = self.run.outputs["hostKeys"][name]  # the program's key, never read from the host
         lab_ud, volume_paths = overlay.lab_user_data(_user_data_by_host(self.run)[name])
         for i, mount_point in enumerate(volume_paths):
             volume = dep.state_dir / "volumes" / spec.name / str(i)
