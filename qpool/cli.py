@@ -270,6 +270,16 @@ def keys_push(stack: str, inventory: Path | None, pairs: tuple[str, ...], key_bu
     push_keys(ctx, key_bundle.read_bytes(), passphrase, _pairs(ctx, pairs))
 
 
+@main.command("known-hosts")
+@stack_option
+@operator_errors
+def known_hosts(stack: str) -> None:
+    """Print the stack's pinned SSH host keys as known_hosts (for QPOOL_KNOWN_HOSTS); reads no secret."""
+    from qpool.inventory import known_hosts_from_outputs
+
+    click.echo(known_hosts_from_outputs(stack), nl=False)
+
+
 def _register_groups() -> None:
     """Subcommand groups that live in their own modules (lab's is added by qpool_cli.main, above both)."""
     from qpool.keys.cli import keys

@@ -187,3 +187,26 @@ def test_a_host_without_a_pinned_key_is_refused_up_front(fake_host: FakeHost, tm
         resolve_inventory("testnet")
     assert list(tmp.iterdir()) == [], "the deploy key was written although the command was refused"
     assert fake_host.auth_attempts == [] and fake_host.commands == []
+
+
+def test_known_hosts_command_prints_the_pinned_keys_without_secrets(tmp_path: Path, monkeypatch) -> None:
+    """`qpool known-hosts` (for QPOOL_KNOWN_HOSTS) asks Pulumi for the public outputs only."""
+    from click.testing import CliRunner
+
+    from qpool.cli import main
+
+    _private, public = _keypair()
+    outputs = {"hosts": {HOST: {"role": "primary", "pair": "p1", "publicIpv4": "198.51.100.7",
+                                "privateIp": "10.42.1.11", "serverId": 7}},
+               "hostKeys": {HOST: public}}
+    (tmp_path / "outputs.json").write_text(json.dumps(outputs))
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    pulumi = bin_dir / "pulumi"
+    # answers only without --show-secrets: the command must not ask for secrets
+    pulumi.write_text(f"#!/bin/sh\ncase \"$*\" in *--show-secrets*) exit 9;; esac\ncat {tmp_path / 'outputs.json'}\n")
+    pulumi.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    result = CliRunner().invoke(main, ["known-hosts", "--stack", "testnet"])
+    assert result.exit_code == 0, result.output
+    assert result.output == f"198.51.100.7 {' '.join(public.split()[:2])}\n"
