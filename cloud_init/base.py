@@ -27,7 +27,7 @@ from dataclasses import dataclass
 
 import yaml
 
-from cloud_init import HostFile, HostRenderInputs
+from cloud_init import HostFile, HostRenderInputs, host_keys
 from cloud_init.bundles import Bundle, Check, OnChange
 from cloud_init.nftables import NFTABLES_CONF, firewall_bundle, first_boot_ruleset
 from cloud_init.render import render
@@ -249,6 +249,7 @@ def base_cloud_config(
     }
     if groups:
         doc["groups"] = sorted(set(groups))
+    doc.update(host_keys.cloud_config(inputs.host_key))  # the pinned SSH host key (issue 13)
     if data_dir and inputs.volume_device:
         doc["fs_setup"] = [{
             "label": DATA_LABEL,

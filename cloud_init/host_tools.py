@@ -138,7 +138,10 @@ def _ctl_config(inputs: HostRenderInputs, ship_public_key: str) -> dict:
     }
 
 
-def host_tools_files(inputs: HostRenderInputs, ship_public_key: str) -> list[HostFile]:
+def host_tools_files(inputs: HostRenderInputs, ship_public_key: str, ship_known_hosts: str = "") -> list[HostFile]:
+    """qp-validator-ctl and its config for every host; on key hosts also the timers and `ship_known_hosts`, the
+    pinned host keys of the backup targets (components/host_identity.py), so shipping never trusts on first
+    use (qp-validator-ctl connects with StrictHostKeyChecking=yes)."""
     files = [
         HostFile(CTL_PATH, _CTL_SOURCE.read_text(), "0755"),
         HostFile(CTL_CONFIG, json.dumps(_ctl_config(inputs, ship_public_key), indent=2, sort_keys=True) + "\n"),
@@ -151,6 +154,8 @@ def host_tools_files(inputs: HostRenderInputs, ship_public_key: str) -> list[Hos
             HostFile("/etc/systemd/system/qp-slashing-backup.timer", _BACKUP_TIMER),
             HostFile(f"/etc/systemd/system/{METRICS_RELAY_UNIT}", _RELAY_SERVICE),
         ]
+        if ship_known_hosts:
+            files.append(HostFile(SHIP_KNOWN_HOSTS, ship_known_hosts, "0644"))
     return files
 
 

@@ -20,6 +20,7 @@ from collections.abc import Sequence
 
 from cloud_init import HostFile, HostRenderInputs
 from cloud_init.bundles import Bundle, Check
+from cloud_init.host_keys import METADATA_IPV4
 from cloud_init.render import render
 from core import ports
 
@@ -47,6 +48,7 @@ def ruleset(inputs: HostRenderInputs, role_rules: Sequence[str]) -> str:
         ssh_v6=_set_elements(v6),
         private_subnet=str(ipaddress.IPv4Network(cfg.network.subnet)),
         role_rules=list(role_rules),
+        metadata_ip=METADATA_IPV4,
     )
 
 

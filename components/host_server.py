@@ -13,6 +13,7 @@ import pulumi
 import pulumi_hcloud as hcloud
 
 from cloud_init.base import HostRenderInputs
+from cloud_init.host_keys import HostKey
 from core.config import HostSpec, StackConfig
 
 #: Never re-create a running host because a template or the key list changed.
@@ -45,16 +46,17 @@ def create_host_server(parent: pulumi.ComponentResource, name: str, cfg: StackCo
                        render_user_data: Callable[[HostRenderInputs], str], firewall_id: pulumi.Input[str],
                        network: hcloud.Network, subnet: hcloud.NetworkSubnet,
                        ssh_key_ids: list[pulumi.Input[str]], deploy_public_key: pulumi.Input[str],
-                       protect_server: bool,
+                       protect_server: bool, host_key: pulumi.Output[HostKey],
                        placement_group_id: pulumi.Input[str] | None = None) -> HostServer:
     labels = {**host.labels, "env": cfg.environment}
     volume = hcloud.Volume(
         f"{name}-{volume_suffix}", name=f"{host.name}-{volume_suffix}", size=volume_gib, location=host.location,
         labels=labels, delete_protection=cfg.hetzner.protection,
         opts=pulumi.ResourceOptions(parent=parent, protect=protect_volume))
-    user_data = pulumi.Output.all(deploy_public_key, volume.id).apply(
+    # user-data carries the host's SSH host key (components/host_identity.py): a secret Output
+    user_data = pulumi.Output.secret(pulumi.Output.all(deploy_public_key, volume.id, host_key).apply(
         lambda v: render_user_data(HostRenderInputs(
-            config=cfg, host=host, deploy_public_key=v[0], volume_device=volume_device(v[1]))))
+            config=cfg, host=host, deploy_public_key=v[0], volume_device=volume_device(v[1]), host_key=v[2]))))
     server = hcloud.Server(
         f"{name}-server", name=host.name, server_type=host.server_type, location=host.location,
         image=cfg.hetzner.image, labels=labels, user_data=user_data, ssh_keys=ssh_key_ids,

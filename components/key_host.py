@@ -12,6 +12,7 @@ from dataclasses import dataclass
 import pulumi
 import pulumi_hcloud as hcloud
 import pulumi_random as random
+import pulumi_tls as tls
 
 from cloud_init import HostRenderInputs
 from cloud_init.bundles import bundle_tar_b64
@@ -24,7 +25,7 @@ from cloud_init.key_host import (
     clients_bundle,
     render_key_host_user_data,
 )
-from components import bootstrap
+from components import bootstrap, host_identity
 from components.host_server import create_host_server
 from components.network import Network
 from core.config import HostSpec, StackConfig
@@ -41,6 +42,9 @@ class KeyHostArgs:
     #: the key that ships slashing-protection backups to the standby and the monitoring server
     ship_public_key: pulumi.Input[str]
     ship_private_key: pulumi.Output[str]
+    #: the host's SSH host key (components/host_identity.py) and the known_hosts of its backup targets
+    host_key: tls.PrivateKey | None = None
+    ship_known_hosts: pulumi.Input[str] = ""
     #: base64 of a tar (keystore-*.json + keystore-password.txt), secret; None: no keys yet
     validator_keys_tar_b64: pulumi.Output[str] | None = None
     #: The pair's STANDBY `clients` step, passed to the ACTIVE host: its own `clients` step (restarts of the
@@ -63,11 +67,15 @@ class _KeyHost(pulumi.ComponentResource):
         pair = cfg.pair(host.pair or "")
         # Chain data, wallet and slashing-protection DB live on the volume: protected regardless of stack
         # settings, so deleting the stack never silently deletes slashing history (unprotect to tear down).
+        # The host's SSH host key exists before the host: user-data installs it, every step verifies it.
+        host_key = args.host_key or host_identity.host_ssh_key(name)
+        self.host_key = host_identity.public_line(host_key)
         hs = create_host_server(
             self, name, cfg, host, volume_suffix="chain", volume_gib=pair.chain_volume_gib, protect_volume=True,
             render_user_data=render_key_host_user_data, firewall_id=args.network.validator_firewall.id,
             network=args.network.network, subnet=args.network.subnet, ssh_key_ids=args.ssh_key_ids,
             deploy_public_key=args.deploy_public_key, protect_server=cfg.hetzner.protection,
+            host_key=host_identity.host_key_of(host_key),
             placement_group_id=args.network.placement_group_id(pair.name))
         self.volume, self.server, attachment = hs.volume, hs.server, hs.attachment
 
@@ -77,11 +85,10 @@ class _KeyHost(pulumi.ComponentResource):
                                                                   additional_secret_outputs=["hex", "base64"]))
         jwt_hex = pulumi.Output.secret(self.jwt.hex)
 
-        steps = bootstrap.Steps(name, self, bootstrap.connection(self.server.ipv4_address, args.deploy_private_key),
-                                self.server.id)
+        conn = bootstrap.connection(self.server.ipv4_address, args.deploy_private_key, self.host_key)
+        steps = bootstrap.Steps(name, self, conn, self.server.id)
         steps.last = attachment
         steps.wait_ready()
-        self.host_key = steps.host_key().stdout
         # The `clients` bundle (cloud_init/key_host.py): before host-env, secrets and keys, whose scripts it
         # carries. Plain, non-secret stdin; re-runs exactly when the bundle changes (or the server is new).
         clients = bundle_tar_b64(clients_bundle(HostRenderInputs(config=cfg, host=host, deploy_public_key="",
@@ -92,7 +99,7 @@ class _KeyHost(pulumi.ComponentResource):
                                       timeout=f"{HEALTH_GATE_SECONDS // 60 + 15}m")
         steps.host_env(self.server.ipv4_address)
         bootstrap.base_bundles(steps, cfg, host, args.deploy_public_key)
-        steps.host_tools(cfg, host, args.ship_public_key)
+        steps.host_tools(cfg, host, args.ship_public_key, args.ship_known_hosts)
         steps.secret_file("backup-ship-key", args.ship_private_key)
         steps.secret_file("jwt", jwt_hex)
         if args.validator_keys_tar_b64 is not None:

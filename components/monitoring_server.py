@@ -18,7 +18,7 @@ import pulumi_tls as tls
 from cloud_init import exporter_deploy
 from cloud_init.host_tools import digest
 from cloud_init.monitoring import START_MONITORING_SCRIPT, monitoring_bundle, render_monitoring_user_data
-from components import bootstrap
+from components import bootstrap, host_identity
 from components.host_server import create_host_server
 from components.network import Network
 from components.pulumi_config import StackSecrets
@@ -45,6 +45,8 @@ class MonitoringServerArgs:
     deploy_public_key: pulumi.Input[str]
     deploy_private_key: pulumi.Input[str]
     ship_public_key: pulumi.Input[str]
+    #: the host's SSH host key (components/host_identity.py)
+    host_key: tls.PrivateKey | None = None
 
 
 
@@ -74,12 +76,15 @@ class MonitoringServer(pulumi.ComponentResource):
         cfg = args.config
         host = cfg.monitoring_host()
         child = pulumi.ResourceOptions(parent=self)
+        # The host's SSH host key exists before the host: user-data installs it, every step verifies it.
+        host_key = args.host_key or host_identity.host_ssh_key(name)
+        self.host_key = host_identity.public_line(host_key)
         hs = create_host_server(
             self, name, cfg, host, volume_suffix="tsdb", volume_gib=cfg.monitoring.volume_gib,
             protect_volume=cfg.hetzner.protection, render_user_data=render_monitoring_user_data,
             firewall_id=args.network.monitoring_firewall.id, network=args.network.network,
             subnet=args.network.subnet, ssh_key_ids=args.ssh_key_ids, deploy_public_key=args.deploy_public_key,
-            protect_server=False)
+            protect_server=False, host_key=host_identity.host_key_of(host_key))
         self.volume, self.server, attachment = hs.volume, hs.server, hs.attachment
 
         # Grafana: admin password and a TLS certificate signed by a stack-local CA (the CA is an output so
@@ -114,11 +119,10 @@ class MonitoringServer(pulumi.ComponentResource):
         self.grafana_ca_cert = ca.cert_pem
         self.grafana_url = grafana_url(cfg, self.server.ipv4_address)
 
-        steps = bootstrap.Steps(name, self, bootstrap.connection(self.server.ipv4_address, args.deploy_private_key),
-                                self.server.id)
+        conn = bootstrap.connection(self.server.ipv4_address, args.deploy_private_key, self.host_key)
+        steps = bootstrap.Steps(name, self, conn, self.server.id)
         steps.last = attachment
         steps.wait_ready()
-        self.host_key = steps.host_key().stdout
         steps.host_env(self.server.ipv4_address)
         bootstrap.base_bundles(steps, cfg, host, args.deploy_public_key)
         steps.host_tools(cfg, host, args.ship_public_key)

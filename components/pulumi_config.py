@@ -12,6 +12,7 @@ import yaml
 from pulumi.runtime import config as runtime_config
 
 from core.config import (
+    KEYS_PASSPHRASE_ENV,
     NAMESPACE,
     SECRET_KEYS,
     ConfigError,
@@ -79,6 +80,76 @@ def plaintext_secret_issues(present: set[str]) -> list[ConfigIssue]:
     return [ConfigIssue(path=key, message="is a secret but stored in plain text; remove it and run "
                         f"`pulumi config set --secret {key} ...`")
             for key in sorted(present) if not runtime_config.is_config_secret(f"{NAMESPACE}:{key}")]
+
+
+#: The hcloud provider's token, per stack (one Hetzner project per environment): stack config, secret.
+PROVIDER_TOKEN_KEY = "hcloud:token"  # noqa: S105 - a config key, not a secret
+
+
+def provider_token_problems(value: str | None, is_secret: bool) -> list[str]:
+    """Why this stack's `hcloud:token` is unusable: one line per problem (none: fine)."""
+    if value is None:
+        return [f"{PROVIDER_TOKEN_KEY}: not set in this stack; run `pulumi config set --secret {PROVIDER_TOKEN_KEY} "
+                "<API token of this stack's Hetzner project>` (the ambient HCLOUD_TOKEN is not accepted)"]
+    if not is_secret:
+        return [f"{PROVIDER_TOKEN_KEY}: stored in plain text; remove it and run `pulumi config set --secret "
+                f"{PROVIDER_TOKEN_KEY} ...`"]
+    return []
+
+
+def refuse_ambient_provider_token() -> None:
+    """Stop a real preview/up, before any resource, unless `hcloud:token` is a secret of this stack.
+
+    Why not the ambient HCLOUD_TOKEN: one shell variable serves whichever stack is selected, so a testnet
+    session could change mainnet's project (or the reverse). A per-stack secret ties the token to its stack
+    and its Hetzner project. Not checked under `qpool plan`'s mocks, which need no token.
+    """
+    from pulumi.runtime.mocks import MockMonitor
+    from pulumi.runtime.settings import get_monitor
+
+    if isinstance(get_monitor(), MockMonitor):
+        return
+    problems = provider_token_problems(pulumi.Config("hcloud").get("token"),
+                                       runtime_config.is_config_secret(PROVIDER_TOKEN_KEY))
+    for line in problems:
+        pulumi.log.error(line)
+    if problems:
+        raise pulumi.RunError(f"{PROVIDER_TOKEN_KEY} is not usable; nothing was changed")
+
+
+async def _value(value: Any) -> Any:
+    return value
+
+
+def keys_passphrase(secrets: StackSecrets) -> pulumi.Output[str] | None:
+    """The sealed bundle's passphrase: the stack secret if set, else $QPOOL_KEYS_PASSPHRASE (issue 13).
+
+    Why the variable: a stack secret is readable by anything that can preview the stack (CI included); the
+    variable exists only in the operator's `pulumi up` shell. Without either, a preview gets an unknown value
+    (the key imports show as unknown, never as deleted); a real `up` was already stopped by
+    `refuse_missing_keys_passphrase`, before any resource.
+    """
+    from_stack = secrets.get("validatorKeysPassphrase")
+    if from_stack is not None:
+        return from_stack
+    from_env = os.environ.get(KEYS_PASSPHRASE_ENV)
+    if from_env:
+        return pulumi.Output.secret(from_env)
+    if secrets.get("validatorKeys") is None:
+        return None
+    pulumi.log.warn(f"validatorKeys: no passphrase in this preview ({KEYS_PASSPHRASE_ENV} unset): the key "
+                    "import steps are shown with unknown input")
+    return pulumi.Output(set(), _value(None), _value(False), _value(True))
+
+
+def refuse_missing_keys_passphrase(secrets: StackSecrets) -> None:
+    """A real `up` with a key bundle but no passphrase (stack secret or $QPOOL_KEYS_PASSPHRASE) stops here,
+    before any resource, naming what to export. Previews go on (see `keys_passphrase`)."""
+    if (secrets.get("validatorKeys") is None or secrets.get("validatorKeysPassphrase") is not None
+            or os.environ.get(KEYS_PASSPHRASE_ENV) or pulumi.runtime.is_dry_run()):
+        return
+    raise pulumi.RunError(f"validatorKeysPassphrase: not in the stack and {KEYS_PASSPHRASE_ENV} is not set; export "
+                          "it (from your password manager) for this `pulumi up`; nothing was changed")
 
 
 def read_stack_config() -> tuple[StackConfig, StackSecrets]:

@@ -18,13 +18,21 @@ import pulumi_tls as tls
 
 from cloud_init import HostRenderInputs
 from cloud_init.base import USER_DATA_LIMIT_BYTES
+from cloud_init.host_keys import PLACEHOLDER_HOST_KEY
 from cloud_init.key_host import render_key_host_user_data
 from cloud_init.monitoring import render_monitoring_user_data
+from components import host_identity
 from components.host_server import volume_device
 from components.key_host import BackupNode, KeyHostArgs, ValidatorNode
 from components.monitoring_server import MonitoringServer, MonitoringServerArgs
 from components.network import Network, NetworkArgs
-from components.pulumi_config import StackSecrets, read_stack_config
+from components.pulumi_config import (
+    StackSecrets,
+    keys_passphrase,
+    read_stack_config,
+    refuse_ambient_provider_token,
+    refuse_missing_keys_passphrase,
+)
 from core.config import APP_LABEL, ConfigError, ConfigIssue, StackConfig, deployment_issues
 
 #: (sealed bundle as base64, passphrase, pair names) -> pair -> base64 tar of the keys its hosts import.
@@ -66,15 +74,16 @@ def operator_key_slugs(keys: Sequence[str]) -> dict[str, str]:
 def preflight_issues(cfg: StackConfig) -> list[ConfigIssue]:
     """What `pulumi up` would otherwise learn from Hetzner after resources exist, checked now.
 
-    User-data size: every host's user-data is rendered with the placeholder deploy key and the longest
-    possible volume id, outside any `apply`, so `pulumi preview` and `qpool validate` run the check too.
+    User-data size: every host's user-data is rendered with the placeholder deploy key, a placeholder SSH
+    host key at least as long as a real one and the longest possible volume id, outside any `apply`, so
+    `pulumi preview` and `qpool validate` run the check too.
     """
     too_big: dict[str, list[str]] = {}  # config section -> "host (N bytes)"
     for host in cfg.hosts():
         render = render_monitoring_user_data if host.role == "monitoring" else render_key_host_user_data
         try:
             render(HostRenderInputs(config=cfg, host=host, deploy_public_key=PLACEHOLDER_DEPLOY_KEY,
-                                    volume_device=volume_device(PLACEHOLDER_VOLUME_ID)))
+                                    volume_device=volume_device(PLACEHOLDER_VOLUME_ID), host_key=PLACEHOLDER_HOST_KEY))
         except ValueError as exc:
             size = re.search(r"(\d+) bytes", str(exc))
             section = "monitoring" if host.role == "monitoring" else "validatorPairs"
@@ -88,7 +97,7 @@ def preflight_issues(cfg: StackConfig) -> list[ConfigIssue]:
 def _validator_keys(secrets: StackSecrets, pairs: list[str],
                     open_bundle: OpenKeyBundle) -> dict[str, pulumi.Output[str]]:
     """Per pair, the keys its two hosts import (each pair its own keys; see qpool/keys/host_bundle.py)."""
-    bundle, passphrase = secrets.get("validatorKeys"), secrets.get("validatorKeysPassphrase")
+    bundle, passphrase = secrets.get("validatorKeys"), keys_passphrase(secrets)  # stack secret or env (issue 13)
     if bundle is None or passphrase is None:
         return {}
     tars = pulumi.Output.all(bundle, passphrase).apply(lambda v: open_bundle(v[0], v[1], pairs))
@@ -123,6 +132,8 @@ def build_stack(open_key_bundle: OpenKeyBundle) -> None:
             pulumi.log.error(str(issue))
         raise pulumi.RunError(f"stack config has {len(exc.issues)} problem(s); nothing was changed") from None
     _refuse_unmonitored_deploy(cfg)
+    refuse_ambient_provider_token()  # hcloud:token per stack (issue 13)
+    refuse_missing_keys_passphrase(secrets)  # the passphrase may come from the environment (issue 13)
     operator_key_slugs(cfg.operator_ssh_keys)  # a duplicate key stops here, before any resource
 
     env = cfg.environment
@@ -153,6 +164,7 @@ def build_stack(open_key_bundle: OpenKeyBundle) -> None:
     ship_private = pulumi.Output.secret(ship_key.private_key_openssh)
 
     keys_tars = _validator_keys(secrets, [p.name for p in cfg.validator_pairs], open_key_bundle)
+    host_keys = host_identity.host_ssh_keys(cfg)  # before any host: key hosts pin their targets' keys
     key_hosts = {}
     # Client restarts per pair: the STANDBY's `clients` step (with its health gate) before the ACTIVE's.
     standby_clients: dict[str, pulumi.Resource] = {}
@@ -163,6 +175,7 @@ def build_stack(open_key_bundle: OpenKeyBundle) -> None:
             config=cfg, host=host, network=network, ssh_key_ids=ssh_key_ids,
             deploy_public_key=deploy_key.public_key_openssh, deploy_private_key=deploy_private,
             ship_public_key=ship_key.public_key_openssh, ship_private_key=ship_private,
+            host_key=host_keys[host.name], ship_known_hosts=host_identity.ship_known_hosts(cfg, host, host_keys),
             validator_keys_tar_b64=keys_tars.get(host.pair or ""),
             clients_after=standby_clients.get(host.pair or "") if is_active else None))
         if not is_active:
@@ -170,7 +183,7 @@ def build_stack(open_key_bundle: OpenKeyBundle) -> None:
     monitoring = MonitoringServer(cfg.monitoring_host().name, MonitoringServerArgs(
         config=cfg, network=network, secrets=secrets, ssh_key_ids=ssh_key_ids,
         deploy_public_key=deploy_key.public_key_openssh, deploy_private_key=deploy_private,
-        ship_public_key=ship_key.public_key_openssh))
+        ship_public_key=ship_key.public_key_openssh, host_key=host_keys[cfg.monitoring_host().name]))
 
     pulumi.export("environment", cfg.environment)
     pulumi.export("networkId", network.network.id)
@@ -179,7 +192,8 @@ def build_stack(open_key_bundle: OpenKeyBundle) -> None:
     pulumi.export("hosts", {h.name: {"role": h.role, "pair": h.pair, "privateIp": h.private_ip,
                                      "publicIpv4": servers[h.name].ipv4_address, "serverId": servers[h.name].id}
                             for h in cfg.hosts()})
-    # Recorded at first contact; qpool pins them (the monitoring host too: failover alerts and backups use it).
+    # Generated by the program before the hosts exist (components/host_identity.py) and verified on every
+    # bootstrap step; qpool pins them (the monitoring host too: failover alerts and backups use it).
     pulumi.export("hostKeys", {**{name: node.host_key for name, node in key_hosts.items()},
                                cfg.monitoring_host().name: monitoring.host_key})
     pulumi.export("grafanaCaCert", monitoring.grafana_ca_cert)

@@ -34,6 +34,9 @@ SECRET_KEYS: tuple[str, ...] = (
     "validatorKeys",
     "validatorKeysPassphrase",
 )
+#: The sealed key bundle's passphrase for `pulumi up` when it is not a stack secret (recommended: a stack
+#: secret is readable by anything that can preview the stack, CI included). `qpool keys seal/unseal` read it too.
+KEYS_PASSPHRASE_ENV = "QPOOL_KEYS_PASSPHRASE"  # noqa: S105 - an env var name, not a secret
 
 ALL_TRAFFIC = {ipaddress.ip_network("0.0.0.0/0"), ipaddress.ip_network("::/0")}
 #: On mainnet a trusted-address entry may not be wider than this (prefix length per IP version). A trusted
@@ -593,6 +596,9 @@ def warnings_for(cfg: StackConfig) -> list[str]:
         out.append("clients.beaconBootstrapNodes is empty: the beacon node will not find peers")
     if "validatorKeys" not in cfg.secrets_present:
         out.append("validatorKeys is not set: hosts are provisioned without validator keys")
+    elif "validatorKeysPassphrase" not in cfg.secrets_present:
+        out.append(f"validatorKeysPassphrase is not in the stack (as recommended: CI previews cannot read it): "
+                   f"export {KEYS_PASSPHRASE_ENV} for `pulumi up`; previews show the key imports as unknown")
     if not cfg.network.ssh_allowed_cidrs:
         out.append("network.sshAllowedCidrs is empty: nobody can reach SSH, including `pulumi up`'s bootstrap")
     return out
@@ -677,9 +683,9 @@ def load_stack_config(raw: Mapping[str, Any], secrets_present: set[str] | frozen
     mainnet = cfg.environment == "mainnet" or stack_requires_mainnet(stack)
     issues = _stack_issues(cfg, stack) + _semantic_issues(cfg, mainnet=mainnet)
     issues += shared_operator_key_issues(cfg.environment, cfg.operator_ssh_keys, other_stacks_keys or {})
-    if ("validatorKeys" in cfg.secrets_present) != ("validatorKeysPassphrase" in cfg.secrets_present):
-        issues.append(ConfigIssue(path="validatorKeysPassphrase", message="validatorKeys and "
-                                  "validatorKeysPassphrase go together; set both with `pulumi config set --secret`"))
+    if "validatorKeysPassphrase" in cfg.secrets_present and "validatorKeys" not in cfg.secrets_present:
+        issues.append(ConfigIssue(path="validatorKeysPassphrase", message="is set but validatorKeys is not; set "
+                                  "the sealed bundle with `pulumi config set --secret validatorKeys ...` or remove it"))
     for key in misplaced:
         issues.append(ConfigIssue(path=key, message="is a secret but stored in plain text; remove it and run "
                                   f"`pulumi config set --secret {key} ...`"))

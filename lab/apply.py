@@ -275,6 +275,7 @@ class _Executor:
             others = list(dep.hosts.values())
         image = others[0].base_image if others else _base_image(self.log)
         host = LabHost(spec.name, spec.private_ip, dep.network, image, dep.state_dir / "hosts" / spec.name)
+        host.pinned_host_key = self.run.outputs["hostKeys"][name]  # the program's key, never read from the host
         lab_ud, volume_paths = overlay.lab_user_data(_user_data_by_host(self.run)[name])
         for i, mount_point in enumerate(volume_paths):
             volume = dep.state_dir / "volumes" / spec.name / str(i)

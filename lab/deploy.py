@@ -264,6 +264,8 @@ def deploy(stack: str, *, config_file: Path | None = None, state_root: Path = LA
                 progress.update("boot", f"booting {spec.name}", current=i, total=len(lab_cfg.hosts()))
                 host_dir = state_dir / "hosts" / spec.name
                 host = LabHost(spec.name, spec.private_ip, network, image, host_dir)
+                # pinned from the program's output, never read from the host (issue 13)
+                host.pinned_host_key = run.outputs["hostKeys"][spec.name]
                 hosts[spec.name] = host
                 lab_ud, volume_paths = overlay.lab_user_data(user_data[spec.name])
                 for i, mount_point in enumerate(volume_paths):
@@ -344,8 +346,8 @@ def replace_host(dep: LabDeployment, name: str, log: Callable[[str], None] = pri
     the same rendered user-data, then that host's recorded bootstrap Commands again (keys imported LOCKED).
 
     Why here: restore drills need a genuinely new host on the old name and address. The LabHost object is
-    reused so the session's fake Hetzner API keeps controlling (fencing) the new machine; its SSH host key is
-    new and re-pinned by wait_ready(), exactly like the bootstrap's host-key step on a real replacement.
+    reused so the session's fake Hetzner API keeps controlling (fencing) the new machine; the same user-data
+    gives it the same program-generated SSH host key, pinned again by wait_ready(), as on a real replacement.
     """
     host = dep.hosts[name]
     spec = dep.spec(name)

@@ -35,6 +35,7 @@ from lab.net import (
     short_name,
     tcp_port_open,
 )
+from qpool.reachability import classify_ssh_failure
 
 __all__ = ["LabError", "LabHost"]
 
@@ -100,6 +101,9 @@ class LabHost:
         self._peers: set[str] = set()
         #: host directory -> guest mount point (the lab's stand-in for attached volumes)
         self.binds: dict[Path, str] = {}
+        #: `ssh-ed25519 <base64>` the host must present: the key the program generated for it (its `hostKeys`
+        #: output, installed by cloud-init). None: pin what the container holds (LabHost tests on their own).
+        self.pinned_host_key: str | None = None
 
     def __repr__(self) -> str:
         return f"LabHost({self.name!r}, {self.ip!r})"
@@ -277,6 +281,9 @@ class LabHost:
         while True:
             left = max(5.0, deadline - time.monotonic())
             proc = self.ssh(["cloud-init", "status", "--wait"], user=ssh_user, key_path=key_path, timeout=left)
+            if proc.returncode == 255 and classify_ssh_failure(proc.stderr.decode(errors="replace")) == "hostkey":
+                raise LabError(f"host {self.name}: presents an SSH host key other than the one pinned in "
+                               f"{self.network.known_hosts}; nothing was sent to it (rebuilt or impostor?)")
             if proc.returncode != 255 or time.monotonic() > deadline:
                 break
             time.sleep(0.5)  # sshd up, but e.g. the user's key not yet in place
@@ -289,7 +296,13 @@ class LabHost:
         return status
 
     def record_host_key(self) -> None:
-        """Pin the host's ed25519 key, read through the container (no trust-on-first-use over the net)."""
+        """Pin the host's ed25519 key: the program's key for it when known (`pinned_host_key`; the host must
+        then present exactly that key, which proves cloud-init installed it), else read through the container
+        (no trust-on-first-use over the net)."""
+        if self.pinned_host_key:
+            fields = self.pinned_host_key.split()
+            self._rewrite_known_hosts(f"{self.ip} {fields[0]} {fields[1]}")
+            return
         proc = self.exec(["cat", "/etc/ssh/ssh_host_ed25519_key.pub"], timeout=15)
         fields = proc.stdout.decode(errors="replace").split()
         if proc.returncode != 0 or len(fields) < 2 or fields[0] != "ssh-ed25519":

@@ -141,9 +141,9 @@ def _context(stack: str, inventory: Path | None, yes: bool = True, progress: str
     inv = resolve_inventory(stack, inventory)
     client = None
     token_file = inv.extra.get("hcloud_token_file")
-    if not os.environ.get("HCLOUD_TOKEN") and token_file and Path(token_file).exists():
-        os.environ["HCLOUD_TOKEN"] = Path(token_file).read_text().strip()  # the lab's fake API
-    if os.environ.get("HCLOUD_TOKEN"):
+    if not os.environ.get("HCLOUD_FENCING_TOKEN") and token_file and Path(token_file).exists():
+        os.environ["HCLOUD_FENCING_TOKEN"] = Path(token_file).read_text().strip()  # the lab's fake API
+    if os.environ.get("HCLOUD_FENCING_TOKEN"):
         from qpool.hetzner import make_client
 
         client = make_client(endpoint=inv.hcloud_endpoint)
@@ -263,10 +263,41 @@ def release_oplock(stack: str, inventory: Path | None, host_name: str, yes: bool
     click.echo(f"{host_name}: released the lock of run {held.get('run_id')}")
 
 
+@click.command("push")
+@stack_option
+@inventory_option
+@click.option("--pair", "-p", "pairs", multiple=True, help="Validator pair (default: every pair).")
+@click.option("--key-bundle", required=True, type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="The sealed key bundle (`qpool keys seal` output; one directory per pair with several pairs).")
+@click.option("--passphrase-file", type=click.Path(exists=True, dir_okay=False, path_type=Path),
+              help="Bundle passphrase file (else $QPOOL_KEYS_PASSPHRASE, else a hidden prompt).")
+@operator_errors
+def keys_push(stack: str, inventory: Path | None, pairs: tuple[str, ...], key_bundle: Path,
+              passphrase_file: Path | None) -> None:
+    """Import each pair's keys on its LOCKED key hosts over the pinned SSH connection (no keys in the stack)."""
+    from qpool.keys.cli import _passphrase
+    from qpool.keys.push import push_keys
+
+    passphrase = _passphrase(passphrase_file, confirm=False)
+    ctx = _context(stack, inventory)
+    push_keys(ctx, key_bundle.read_bytes(), passphrase, _pairs(ctx, pairs))
+
+
+@main.command("known-hosts")
+@stack_option
+@operator_errors
+def known_hosts(stack: str) -> None:
+    """Print the stack's pinned SSH host keys as known_hosts (for QPOOL_KNOWN_HOSTS); reads no secret."""
+    from qpool.inventory import known_hosts_from_outputs
+
+    click.echo(known_hosts_from_outputs(stack), nl=False)
+
+
 def _register_groups() -> None:
     """Subcommand groups that live in their own modules (lab's is added by qpool_cli.main, above both)."""
     from qpool.keys.cli import keys
 
+    keys.add_command(keys_push)  # needs the inventory and SSH, which the keys module does not know
     main.add_command(keys)
 
 

@@ -25,7 +25,7 @@ class Context:
     config_file: Path
     report: Report = print
     confirm: Confirm = lambda _msg: True
-    hcloud: Any = None  # hcloud.Client when HCLOUD_TOKEN is available
+    hcloud: Any = None  # hcloud.Client when HCLOUD_FENCING_TOKEN is available
     sleep: Callable[[float], None] = time.sleep
     clock: Callable[[], float] = time.time
     journal_dir: Path | None = None

@@ -1,6 +1,6 @@
 """Hetzner Cloud API access for qpool: client construction, server discovery by label, labelling.
 
-Why a module of its own: failover must work from any operator machine with only ``HCLOUD_TOKEN``,
+Why a module of its own: failover must work from any operator machine with only ``HCLOUD_FENCING_TOKEN``,
 so discovery and labelling go straight to the API (the lab points the same calls at a local fake
 through ``QPOOL_HCLOUD_ENDPOINT``). Retries are ours, bounded and driven by an injectable ``sleep``,
 so a safety-critical caller knows exactly how long it may wait and tests need no real time.
@@ -25,7 +25,12 @@ from qpool.errors import QpoolError
 
 log = logging.getLogger("qpool.hetzner")
 
-TOKEN_ENV = "HCLOUD_TOKEN"  # noqa: S105 -- the variable name, not a secret
+#: qpool's own token (fencing, discovery, labels): a token of the stack's Hetzner project made for qpool,
+#: never the provider's. Why separate: the provider's token lives in the stack config (`hcloud:token`) and in
+#: deploy tooling; the fencing token sits on operator machines. Each can be revoked alone (docs/operations.md).
+TOKEN_ENV = "HCLOUD_FENCING_TOKEN"  # noqa: S105 -- the variable name, not a secret
+#: The hcloud provider's / CLI's ambient variable: qpool never reads it.
+PROVIDER_TOKEN_ENV = "HCLOUD_TOKEN"  # noqa: S105 -- the variable name, not a secret
 ENDPOINT_ENV = "QPOOL_HCLOUD_ENDPOINT"
 DEFAULT_ENDPOINT = "https://api.hetzner.cloud/v1"
 # (connect, read) seconds: a hung API must fail a request, never hang a failover.
@@ -45,10 +50,10 @@ TRANSIENT_CODES = frozenset({
 })
 
 _HINTS = {
-    "unauthorized": "check that HCLOUD_TOKEN is a valid token for this project",
+    "unauthorized": f"check that {TOKEN_ENV} is a valid token for this project",
     "forbidden": "the token lacks permission (read-only?): use a read-write token for this project",
     "token_readonly": "the token is read-only: use a read-write token for this project",
-    "not_found": "check the server id/name and that HCLOUD_TOKEN belongs to the right project",
+    "not_found": f"check the server id/name and that {TOKEN_ENV} belongs to the right project",
     "invalid_input": "the request was rejected as invalid; check the labels/ids passed",
 }
 
@@ -105,12 +110,16 @@ def make_client(
 
     The library's built-in retry sleeps with real, jittered time (up to minutes) and ignores
     connection errors; we switch it off so :func:`call_with_retry` is the single, bounded,
-    testable retry policy. Token/endpoint default to ``HCLOUD_TOKEN``/``QPOOL_HCLOUD_ENDPOINT``.
+    testable retry policy. Token/endpoint default to ``HCLOUD_FENCING_TOKEN``/``QPOOL_HCLOUD_ENDPOINT``;
+    ``HCLOUD_TOKEN`` (the provider's) is never used, and a missing fencing token says so.
     """
     token = token if token is not None else os.environ.get(TOKEN_ENV)
     if not token or not token.strip():
+        ignored = (f" ({PROVIDER_TOKEN_ENV}, the provider's token, is never used by qpool)"
+                   if os.environ.get(PROVIDER_TOKEN_ENV) else "")
         raise HetznerError(
-            f"no Hetzner API token: export {TOKEN_ENV}=<read-write token of the project> and retry"
+            f"no Hetzner API token: export {TOKEN_ENV}=<read-write token of this stack's project, made for "
+            f"qpool> and retry{ignored}"
         )
     endpoint = endpoint or os.environ.get(ENDPOINT_ENV) or DEFAULT_ENDPOINT
     client = hcloud.Client(

@@ -51,8 +51,8 @@ def verify_peer_safe(ctx: Context, peer: HostRecord) -> str:
         return "stopped and locked"
     if view.fenced:
         return "fenced (powered off through the Hetzner API)"
-    raise QpoolError(f"refusing: {peer.name} is unreachable and not fenced ({view.error}); with HCLOUD_TOKEN set, "
-                     "`qpool failover` fences it first")
+    raise QpoolError(f"refusing: {peer.name} is unreachable and not fenced ({view.error}); with "
+                     "HCLOUD_FENCING_TOKEN set, `qpool failover` fences it first")
 
 
 def require_beacon_ready(host: HostRecord, status: dict[str, Any]) -> str:
@@ -325,8 +325,8 @@ def _detect(run: _Failover) -> None:
     if not j.done("detect"):
         mode = "clean" if src.status is not None else "fenced"
         if mode == "fenced" and ctx.hcloud is None:
-            raise QpoolError(f"{source.name} is unreachable and cannot be fenced: export HCLOUD_TOKEN so qpool can "
-                             "power it off through the Hetzner API (nothing was changed)")
+            raise QpoolError(f"{source.name} is unreachable and cannot be fenced: export HCLOUD_FENCING_TOKEN so "
+                             "qpool can power it off through the Hetzner API (nothing was changed)")
         if not ctx.confirm(f"Fail over pair {j.pair}: stop {'(fence)' if mode == 'fenced' else ''} {source.name}, "
                            f"start {target.name}?"):
             _release(ctx, target, j.run_id)
@@ -546,7 +546,8 @@ def _fence(ctx: Context, source: HostRecord, j: Journal) -> dict[str, Any]:
     from qpool.fencing import fence_server
 
     if ctx.hcloud is None or source.server_id is None:
-        raise QpoolError(f"cannot fence {source.name}: no Hetzner API access (export HCLOUD_TOKEN) or no server id")
+        raise QpoolError(f"cannot fence {source.name}: no Hetzner API access (export HCLOUD_FENCING_TOKEN) "
+                         "or no server id")
     _check_server_identity(ctx, source)
     ctx.report(f"[2/7] fence: powering off {source.name} (server {source.server_id}) through the Hetzner API")
     result = fence_server(ctx.hcloud, source.server_id, reason=f"qpool failover run {j.run_id}",

@@ -49,8 +49,16 @@ class RecordedResource:
         return urn_name(self.parent_urn) if self.parent_urn else None
 
     def display_inputs(self) -> dict[str, Any]:
-        """Inputs with every secret replaced by `[secret]`: safe to print, diff and commit."""
-        return _redact(self.inputs)
+        """Inputs with every secret replaced by `[secret]`: safe to print, diff and commit.
+
+        A server's user-data is secret only because it carries the host's SSH host key (issue 13): it is shown
+        with just that key's private half replaced by `[secret]` (see `reviewable_user_data`)."""
+        shown = _redact(self.inputs)
+        if self.type == SERVER_TYPE and rpc.is_rpc_secret(self.inputs.get("userData")):
+            reviewable = reviewable_user_data(_unwrap(self.inputs["userData"]))
+            if reviewable is not None:
+                shown["userData"] = reviewable
+        return shown
 
     def plain_inputs(self) -> dict[str, Any]:
         """Inputs with secrets unwrapped: for in-process consumers only, never for output."""
@@ -58,6 +66,25 @@ class RecordedResource:
 
     def input_is_secret(self, key: str) -> bool:
         return rpc.is_rpc_secret(self.inputs.get(key))
+
+
+SERVER_TYPE = "hcloud:index/server:Server"
+
+
+def reviewable_user_data(user_data: Any) -> str | None:
+    """Secret user-data as a reviewer may read it: the private host key replaced by `[secret]`, re-serialised
+    with the dumper that wrote it (byte-identical apart from the key: tests/program/test_host_key_pinning.py).
+    None (keep it `[secret]`) when it holds no host key to redact: then it is secret for another reason."""
+    import yaml
+
+    from cloud_init import host_keys
+    from cloud_init.base import to_user_data
+
+    if not isinstance(user_data, str) or not user_data.startswith("#cloud-config"):
+        return None
+    doc = yaml.safe_load(user_data) or {}
+    shown = host_keys.redacted(doc, SECRET_MARK)
+    return to_user_data(shown) if shown is not doc else None
 
 
 def urn_name(urn: str) -> str:

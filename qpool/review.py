@@ -165,8 +165,8 @@ def host_files(run: ProgramRun) -> dict[str, dict[str, bytes]]:
     for server in run.of_type("hcloud:index/server:Server"):
         inputs = server.display_inputs()
         host = inputs.get("name") or server.name
-        user_data = inputs.get("userData")
-        if not isinstance(user_data, str):
+        user_data = inputs.get("userData")  # secret only for the host key, which display_inputs redacts
+        if not isinstance(user_data, str) or user_data == SECRET_MARK:
             continue
         per_host = files.setdefault(host, {})
         per_host["user-data"] = user_data.encode()

@@ -16,10 +16,11 @@ from qpool.keys.seal import seal_files
 
 def standin_values(present: set[str], pairs: tuple[str, ...] = ("p1",)) -> dict[str, str]:
     values = {key: f"offline-standin-{secrets.token_hex(16)}" for key in sorted(present)}
-    if "validatorKeys" in values and "validatorKeysPassphrase" in values:
+    if "validatorKeys" in values:
         # The program unseals the bundle: give it a real sealed bundle (one directory per pair) whose
-        # "keystores" hold no key material, so the plan exercises the same path.
-        passphrase = values["validatorKeysPassphrase"]
+        # "keystores" hold no key material, so the plan exercises the same path. A passphrase kept out of the
+        # stack (supplied at `pulumi up` by QPOOL_KEYS_PASSPHRASE) gets a stand-in too.
+        passphrase = values.setdefault("validatorKeysPassphrase", f"offline-standin-{secrets.token_hex(16)}")
         members: dict[str, tuple[int, bytes]] = {}
         for pair in pairs:
             members[f"{pair}/keystore-offline-standin.json"] = (

@@ -9,7 +9,15 @@ from typing import Any
 import yaml
 
 from components.pulumi_config import other_stacks_operator_keys, stack_dir
-from core.config import SECRET_KEYS, ConfigError, StackConfig, load_stack_config, raw_config_from_stack_file
+from core.config import (
+    SECRET_KEYS,
+    ConfigError,
+    ConfigIssue,
+    StackConfig,
+    load_stack_config,
+    raw_config_from_stack_file,
+    stack_requires_mainnet,
+)
 from qpool.errors import QpoolError
 
 
@@ -29,6 +37,24 @@ def stack_file(name: str, config_file: Path | None = None) -> Path:
     return path
 
 
+#: What a mainnet stack file's `secretsprovider:` may name: a key the operator controls (docs/operations.md
+#: "State backend and secrets provider"); not Pulumi Cloud's default key, not a missing entry.
+MAINNET_SECRETS_PROVIDERS = ("hashivault://", "awskms://", "azurekeyvault://", "gcpkms://", "passphrase")
+
+
+def secrets_provider_issues(doc: dict[str, Any], config: StackConfig, name: str) -> list[ConfigIssue]:
+    """A mainnet stack file must name its secrets provider (issue 13): the state and the file alone must
+    decrypt nothing. Checked offline like every other key (`qpool validate`, `plan`)."""
+    if not (config.environment == "mainnet" or stack_requires_mainnet(name)):
+        return []
+    provider = str(doc.get("secretsprovider") or "")
+    if provider.startswith(MAINNET_SECRETS_PROVIDERS):
+        return []
+    return [ConfigIssue(path="secretsprovider", message=f"the mainnet stack file names {provider or 'no'} secrets "
+                        "provider; create the stack with `pulumi stack init --secrets-provider=...` (Vault, KMS or "
+                        "passphrase: docs/operations.md) or `pulumi stack change-secrets-provider`")]
+
+
 def load_stack(name: str, config_file: Path | None = None, *, preflight: bool = False) -> LoadedStack:
     """Parse and validate; ConfigError carries one line per bad key.
 
@@ -46,6 +72,9 @@ def load_stack(name: str, config_file: Path | None = None, *, preflight: bool = 
     present = {k for k in raw if k in SECRET_KEYS}
     config = load_stack_config(raw, secrets_present=present, stack=name,
                                other_stacks_keys=other_stacks_operator_keys(name, exclude=path))
+    provider_issues = secrets_provider_issues(doc, config, name)
+    if provider_issues:
+        raise ConfigError(provider_issues)
     if preflight:
         from components.stack import preflight_issues
 

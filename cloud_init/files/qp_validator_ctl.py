@@ -754,8 +754,9 @@ def take_backup() -> dict[str, Any]:
     copy.unlink()
     shipped, failed = [], []
     for target in cfg("backup_targets"):
-        # Receivers' host keys are pinned at first contact on the private network and verified afterwards.
-        proc = run(["ssh", "-i", cfg("ship_key"), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=accept-new",
+        # Receivers' host keys are pinned by the program (ship_known_hosts, from the keys it generated for every
+        # host): an unknown or different key is refused, never learnt.
+        proc = run(["ssh", "-i", cfg("ship_key"), "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
                     "-o", f"UserKnownHostsFile={cfg('ship_known_hosts')}", "-o", "ConnectTimeout=10",
                     f"qp-backup@{target}", name, digest], input=data, timeout=120)
         (shipped if proc.returncode == 0 else failed).append(target)

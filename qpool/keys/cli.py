@@ -11,12 +11,13 @@ from typing import NoReturn
 
 import click
 
+from core.config import KEYS_PASSPHRASE_ENV
 from qpool.errors import QpoolError
 from qpool.keys import seal as seal_mod
 from qpool.keys.errors import SealError
 from qpool.keys.generate import generate_keys
 
-ENV_PASSPHRASE = "QPOOL_KEYS_PASSPHRASE"  # noqa: S105 - an env var name, not a secret
+ENV_PASSPHRASE = KEYS_PASSPHRASE_ENV
 _passphrase_file_option = click.option(
     "--passphrase-file",
     type=click.Path(exists=True, dir_okay=False, path_type=Path),

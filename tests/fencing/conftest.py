@@ -46,7 +46,7 @@ def fake() -> Iterator[FakeHetzner]:
 
 @pytest.fixture
 def client(fake: FakeHetzner, monkeypatch: pytest.MonkeyPatch):
-    monkeypatch.delenv("HCLOUD_TOKEN", raising=False)
+    monkeypatch.delenv("HCLOUD_FENCING_TOKEN", raising=False)
     monkeypatch.delenv("QPOOL_HCLOUD_ENDPOINT", raising=False)
     return make_client(TOKEN, fake.endpoint, timeout=(2.0, 5.0))
 

@@ -177,7 +177,7 @@ def test_unauthorized_fails_immediately_with_clear_message(fake, primary, fake_t
     message = str(info.value)
     assert "unauthorized" in message
     assert str(primary) in message
-    assert "HCLOUD_TOKEN" in message
+    assert "HCLOUD_FENCING_TOKEN" in message
     assert "wrong-token" not in message and token not in message
     assert "\n" not in message
     assert fake_time.sleeps == []

@@ -30,23 +30,34 @@ def _add_pairs(fake, env: str, pairs: int) -> dict[tuple[str, str], int]:
 
 
 def test_missing_token_says_to_export_it(monkeypatch):
-    monkeypatch.delenv("HCLOUD_TOKEN", raising=False)
+    monkeypatch.delenv("HCLOUD_FENCING_TOKEN", raising=False)
     with pytest.raises(HetznerError) as info:
         make_client()
     message = str(info.value)
-    assert "export HCLOUD_TOKEN" in message
+    assert "export HCLOUD_FENCING_TOKEN" in message
     assert "\n" not in message
     assert isinstance(info.value, QpoolError)
 
 
+def test_the_providers_token_is_never_used_for_fencing(monkeypatch):
+    """HCLOUD_TOKEN is the hcloud provider's (deploy) token: qpool refuses to fall back to it (issue 13)."""
+    monkeypatch.delenv("HCLOUD_FENCING_TOKEN", raising=False)
+    monkeypatch.setenv("HCLOUD_TOKEN", "the-providers-token")
+    with pytest.raises(HetznerError) as info:
+        make_client()
+    message = str(info.value)
+    assert "export HCLOUD_FENCING_TOKEN" in message and "HCLOUD_TOKEN, the provider's token, is never used" in message
+    assert "the-providers-token" not in message
+
+
 def test_blank_token_is_missing(monkeypatch):
-    monkeypatch.setenv("HCLOUD_TOKEN", "   ")
-    with pytest.raises(HetznerError, match="export HCLOUD_TOKEN"):
+    monkeypatch.setenv("HCLOUD_FENCING_TOKEN", "   ")
+    with pytest.raises(HetznerError, match="export HCLOUD_FENCING_TOKEN"):
         make_client()
 
 
 def test_token_and_endpoint_from_environment(fake, primary, token, monkeypatch):
-    monkeypatch.setenv("HCLOUD_TOKEN", token)
+    monkeypatch.setenv("HCLOUD_FENCING_TOKEN", token)
     monkeypatch.setenv("QPOOL_HCLOUD_ENDPOINT", fake.endpoint)
     info = get_server(make_client(), primary)
     assert info.id == primary
@@ -54,7 +65,7 @@ def test_token_and_endpoint_from_environment(fake, primary, token, monkeypatch):
 
 
 def test_argument_token_wins_over_environment(fake, primary, token, monkeypatch):
-    monkeypatch.setenv("HCLOUD_TOKEN", "stale-token")
+    monkeypatch.setenv("HCLOUD_FENCING_TOKEN", "stale-token")
     assert get_server(make_client(token, fake.endpoint), primary).id == primary
 
 
@@ -121,7 +132,7 @@ def test_find_with_wrong_token_is_one_clear_line(fake):
     with pytest.raises(HetznerError) as info:
         find_stack_servers(bad, app="quantapool", env="testnet")
     assert "unauthorized" in str(info.value)
-    assert "HCLOUD_TOKEN" in str(info.value)
+    assert "HCLOUD_FENCING_TOKEN" in str(info.value)
     assert info.value.code == "unauthorized"
     assert len(fake.requests) == 1
 

@@ -25,7 +25,8 @@ OUTPUTS = {
               for i, (name, role, pair) in enumerate([("qp-mainnet-p1-primary", "primary", "p1"),
                                                       ("qp-mainnet-p1-backup", "backup", "p1"),
                                                       ("qp-mainnet-monitoring", "monitoring", None)])},
-    "hostKeys": {},
+    "hostKeys": {name: "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIPinnedHostKeyForTestsOnly0000000000000000000"
+                 for name in ("qp-mainnet-p1-primary", "qp-mainnet-p1-backup", "qp-mainnet-monitoring")},
 }
 
 

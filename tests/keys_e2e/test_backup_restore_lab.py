@@ -49,8 +49,8 @@ def lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[LabDeploymen
 
 
 def qpool(*args: str) -> Result:
-    """The real CLI; HCLOUD_TOKEN (set from the lab's token file by the CLI) is removed again afterwards."""
-    return CliRunner().invoke(main, list(args), env={"HCLOUD_TOKEN": None, "QPOOL_KEYS_PASSPHRASE": None},
+    """The real CLI; HCLOUD_FENCING_TOKEN (set from the lab's token file by the CLI) is removed again afterwards."""
+    return CliRunner().invoke(main, list(args), env={"HCLOUD_FENCING_TOKEN": None, "QPOOL_KEYS_PASSPHRASE": None},
                               catch_exceptions=False)
 
 

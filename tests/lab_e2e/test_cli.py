@@ -30,7 +30,8 @@ LAB_ROOT = Path("/var/lib/quantapool-lab")
 
 def qpool(*args: str, timeout: float = 900) -> subprocess.CompletedProcess[str]:
     """Run the CLI the way an operator does (a fresh process, repo as working directory)."""
-    env = {k: v for k, v in os.environ.items() if k not in ("HCLOUD_TOKEN", "QPOOL_INVENTORY", "QPOOL_LAB_ROOT")}
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("HCLOUD_FENCING_TOKEN", "QPOOL_INVENTORY", "QPOOL_LAB_ROOT")}
     return subprocess.run([sys.executable, "-m", "qpool_cli.main", *args], cwd=REPO, env=env, capture_output=True,
                           text=True, timeout=timeout)
 

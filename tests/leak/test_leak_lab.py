@@ -90,6 +90,8 @@ def lab_secrets(dep: LabDeployment, session: LabSession) -> list[tuple[str, str 
                           host_secret(dep, name, "/etc/quantapool/secrets/wallet-password").strip()))
             found += pem_parts(host_secret(dep, name, "/etc/quantapool/secrets/backup-ship-key"),
                                f"backup-ship key on {name}")
+    for name in dep.hosts:  # the one secret user-data carries: allowed there only (redacted in lab_artifacts)
+        found += pem_parts(host_secret(dep, name, "/etc/ssh/ssh_host_ed25519_key"), f"SSH host key of {name}")
     for key in sorted(dep.run.secret_outputs):
         value = dep.run.outputs[key]
         if isinstance(value, str) and len(value) >= 8:
@@ -145,10 +147,19 @@ def review_artifacts(guard: LeakGuard, tmp: Path, monkeypatch: pytest.MonkeyPatc
     return out
 
 
+def _without_host_key(user_data: str) -> bytes:
+    """User-data minus the host's own private SSH key, the one secret it may carry (DESIGN.md §5): everything
+    else in it is scanned."""
+    doc = yaml.safe_load(user_data) or {}
+    assert set(doc.get("ssh_keys") or {}) == {"ed25519_private", "ed25519_public"}, "user-data without its host key"
+    doc["ssh_keys"] = {**doc["ssh_keys"], "ed25519_private": "[secret]"}
+    return ("#cloud-config\n" + yaml.safe_dump(doc, sort_keys=True)).encode()
+
+
 def lab_artifacts(dep: LabDeployment, session: LabSession, printed: list[str]) -> dict[str, bytes]:
     out: dict[str, bytes] = {}
     for name, user_data in _user_data_by_host(dep.run).items():
-        out[f"rendered user-data of {name}"] = user_data.encode()
+        out[f"rendered user-data of {name}"] = _without_host_key(user_data)
     out["lab recorded plan (run.plan_json())"] = json.dumps(dep.run.plan_json(), default=str).encode()
     public = {k: v for k, v in dep.run.outputs.items() if k not in dep.run.secret_outputs}
     out["stack outputs (not secret)"] = json.dumps(public, default=str).encode()
@@ -161,7 +172,7 @@ def lab_artifacts(dep: LabDeployment, session: LabSession, printed: list[str]) -
         out[f"cloud-init logs of {name}"] = logs.stdout
         seeded = host.exec(["cat", "/var/lib/cloud/seed/nocloud/user-data"], timeout=30)
         assert seeded.returncode == 0 and seeded.stdout
-        out[f"seeded user-data on {name}"] = seeded.stdout
+        out[f"seeded user-data on {name}"] = _without_host_key(seeded.stdout.decode())
     out["qpool inventory"] = session.inventory_path.read_bytes()
     out["lab applied run (what `qpool lab apply` diffs against)"] = (dep.state_dir / "applied.json").read_bytes()
     inv = json.loads(session.inventory_path.read_text())

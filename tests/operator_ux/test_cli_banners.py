@@ -31,7 +31,7 @@ def test_banner_lists_hosts_and_operating_commands(detached: bool) -> None:
     assert "bin/qpool status --stack testnet" in text
     assert "bin/qpool lab ssh qp-testnet-monitoring -L 9090 -L 9093" in text
     # the lab's fake Hetzner API token is found through the lab inventory: no credentials to export
-    assert "HCLOUD_TOKEN" not in text and "export" not in text
+    assert "HCLOUD_FENCING_TOKEN" not in text and "export" not in text
 
 
 def test_foreground_banner_offers_ctrl_c() -> None:

@@ -42,7 +42,7 @@ def test_inventory_from_hetzner_labels(tmp_path, monkeypatch):
                        "198.51.100.12", "10.42.1.12")
         api.add_server("qp-mainnet-p1-primary", {"app": "quantapool", "env": "mainnet", "role": "primary",
                                                  "pair": "p1"}, "198.51.100.13", "10.43.1.11")
-        monkeypatch.setenv("HCLOUD_TOKEN", "tok")
+        monkeypatch.setenv("HCLOUD_FENCING_TOKEN", "tok")
         monkeypatch.setenv("QPOOL_HCLOUD_ENDPOINT", endpoint)
         monkeypatch.setenv("QPOOL_SSH_KEY", str(tmp_path / "key"))
         monkeypatch.setenv("QPOOL_KNOWN_HOSTS", str(tmp_path / "known_hosts"))
@@ -55,7 +55,7 @@ def test_inventory_from_hetzner_labels(tmp_path, monkeypatch):
 
 
 def test_no_source_gives_clear_error(monkeypatch, tmp_path):
-    for var in ("QPOOL_INVENTORY", "HCLOUD_TOKEN", "QPOOL_SSH_KEY"):
+    for var in ("QPOOL_INVENTORY", "HCLOUD_FENCING_TOKEN", "QPOOL_SSH_KEY"):
         monkeypatch.delenv(var, raising=False)
     monkeypatch.setenv("PATH", str(tmp_path))
     with pytest.raises(QpoolError, match="no inventory for stack nosuchstack"):
