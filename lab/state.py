@@ -16,6 +16,8 @@ import hmac
 import json
 import os
 import secrets
+import tempfile
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -35,16 +37,16 @@ KEYS_FILE = "lab-keys.json"
 #: bridge, tests/lab_e2e/test_monitoring_config.py); read on every program run of the lab, so `lab apply`
 #: delivers a value set after `lab up`.
 EXTRA_SECRETS_FILE = "lab-extra-secrets.json"
+_SEED_LOCK = threading.Lock()
 
 
 def write_private(path: Path, data: bytes | str) -> None:
     """Write a file readable by its owner only (0600 from creation: no window where it is world-readable)."""
     raw = data.encode() if isinstance(data, str) else data
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    # mkstemp: a unique name per call (the program's mocks call in from several threads) and mode 0600
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     with os.fdopen(fd, "wb") as fh:
         fh.write(raw)
-    os.chmod(tmp, 0o600)
     os.replace(tmp, path)
 
 
@@ -58,10 +60,12 @@ class LabState:
 
     @property
     def seed(self) -> bytes:
-        path = self.state_dir / SEED_FILE
-        if not path.exists():
-            write_private(path, secrets.token_bytes(32))
-        return path.read_bytes()
+        # Created once under a lock: concurrent first reads must never create two different seeds.
+        with _SEED_LOCK:
+            path = self.state_dir / SEED_FILE
+            if not path.exists():
+                write_private(path, secrets.token_bytes(32))
+            return path.read_bytes()
 
     def derive(self, purpose: str, name: str, length: int) -> bytes:
         """``length`` bytes that depend only on the seed, the purpose and the resource name."""
