@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
-# Debian packages the test suite runs for real: promtool/amtool, cloud-init schema, shellcheck, nft,
+# Debian packages the test suite runs for real: promtool/amtool, cloud-init schema, shellcheck, nft, sshd -t,
 # systemd-analyze, and the lab's systemd-nspawn + mmdebstrap. Installs only what is missing.
 set -euo pipefail
 
 packages=(prometheus prometheus-alertmanager prometheus-node-exporter cloud-init shellcheck nftables
-          systemd systemd-container mmdebstrap iproute2 openssh-client curl)
+          systemd systemd-container mmdebstrap iproute2 openssh-client openssh-server curl)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")
@@ -22,7 +22,7 @@ export DEBIAN_FRONTEND=noninteractive
 apt-get update -q
 apt-get install -y -q --no-install-recommends "${missing[@]}"
 # The Debian packages start their daemons; the tests run their own instances on loopback.
-for svc in prometheus prometheus-alertmanager prometheus-node-exporter; do
+for svc in prometheus prometheus-alertmanager prometheus-node-exporter ssh; do
   if command -v systemctl >/dev/null && systemctl is-system-running >/dev/null 2>&1; then
     systemctl disable --now "$svc" >/dev/null 2>&1 || true
   fi
