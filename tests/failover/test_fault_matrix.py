@@ -4,10 +4,10 @@ Each scenario asserts its outcome (who signs, what was refused) and then runs th
 (tests/failover/detector.py): no double or surround vote in any host's signing log, and no lost history
 (the host that signs now holds every vote any host ever signed, except votes the fenced path's epoch gate
 provably covers). One lab serves the whole module because every scenario leaves it in a known state:
-exactly one signer, whose role the stack config names. The summary table prints at the end of a run without
-pytest-xdist workers (with `-n`, each row's outcome is in its test's pass/fail).
+exactly one signer, whose role the stack config names. The summary table prints at the end of the run (also
+under pytest-xdist: tests/failover/conftest.py).
 
-The matrix is split over modules so its rows run on two labs at once (`make test` gives each module its own
+The matrix is split over two modules so its rows run on two labs at once (`make test` gives each module its own
 worker): this one (stack `fmfault`) takes the refusals, the clean failover and failback, reboot, bootstrap
 re-run, concurrent runs, the hung signer and Ctrl-C at steps 1-3; test_fault_matrix_fenced.py (stack
 `fmfence`) takes Ctrl-C at steps 4-7, corrupted transfers and the fenced paths. The harness is matrix_lab.py.
