@@ -110,10 +110,6 @@ def host_tools_files(inputs: HostRenderInputs, ship_public_key: str) -> list[Hos
         HostFile(CTL_PATH, _CTL_SOURCE.read_text(), "0755"),
         HostFile(CTL_CONFIG, json.dumps(_ctl_config(inputs, ship_public_key), indent=2, sort_keys=True) + "\n"),
     ]
-    if not inputs.host.is_key_host:
-        from cloud_init.monitoring.files import alertmanager_render_script
-
-        files.append(alertmanager_render_script())
     if inputs.host.is_key_host:
         files += [
             HostFile("/etc/systemd/system/qp-validator-state.service", _STATE_SERVICE),

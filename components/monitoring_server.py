@@ -1,7 +1,9 @@
 """`MonitoringServer`: Prometheus, Alertmanager, Grafana, the contract exporter and a node exporter.
 
 Receiver secrets (Discord, Telegram, PagerDuty), Grafana's admin password and its TLS key travel over SSH
-into files referenced by `*_file` settings; user-data only carries non-secret configuration.
+into files referenced by `*_file` settings; user-data is first boot only (packages, volume); the
+configuration is the `monitoring-config` bundle (cloud_init/monitoring/files.py), re-applied on every
+`pulumi up` that changes it.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ import pulumi_tls as tls
 
 from cloud_init import exporter_deploy
 from cloud_init.host_tools import digest
-from cloud_init.monitoring import START_MONITORING_SCRIPT, render_monitoring_user_data
+from cloud_init.monitoring import START_MONITORING_SCRIPT, monitoring_bundle, render_monitoring_user_data
 from components import bootstrap
 from components.host_server import create_host_server
 from components.network import Network
@@ -129,6 +131,9 @@ class MonitoringServer(pulumi.ComponentResource):
         tls_key = pulumi.Output.secret(key.private_key_pem)
         steps.secret_file("grafana-tls-key", tls_key)
         steps.secret_file("grafana-tls-cert", cert.cert_pem)
+        # Every Prometheus, Alertmanager and Grafana file: re-runs exactly when one of them changes; checked
+        # on the host (promtool, amtool, with the secrets above) before anything is replaced, then reloaded.
+        steps.bundle(monitoring_bundle(cfg))
         steps.add("start-monitoring", f"sudo {START_MONITORING_SCRIPT}")
         if cfg.pool_contracts is not None:
             # The contract exporter: source, hash-locked requirements, config and unit as one non-secret bundle

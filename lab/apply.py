@@ -267,7 +267,13 @@ class _Executor:
     def _boot(self, name: str) -> None:
         dep = self.dep
         spec = dep.spec(name)
-        image = next(iter(dep.hosts.values())).base_image if dep.hosts else _base_image(self.log)
+        stale = dep.hosts.pop(name, None)
+        if stale is not None:  # a boot an earlier, failed apply started: the create starts over, like Pulumi's
+            self.log(f"{name}: removing the lab host a failed apply left half-created")
+            stale.destroy()
+        with self.lock:
+            others = list(dep.hosts.values())
+        image = others[0].base_image if others else _base_image(self.log)
         host = LabHost(spec.name, spec.private_ip, dep.network, image, dep.state_dir / "hosts" / spec.name)
         lab_ud, volume_paths = overlay.lab_user_data(_user_data_by_host(self.run)[name])
         for i, mount_point in enumerate(volume_paths):

@@ -144,7 +144,7 @@ def lab_program_run(stack: str, raw: dict[str, Any], cfg: StackConfig, state_dir
     mirror_root = state_dir / "mirror"
     artifacts = {name: mirror_root / name for name in ("gzond", "gqrl", "beacon-chain", "validator")}
     network_files = overlay.standin_network_files(mirror_root / "network", cfg)
-    lab_secret_values = state.lab_secrets([p.name for p in cfg.validator_pairs])
+    lab_secret_values = {**state.lab_secrets([p.name for p in cfg.validator_pairs]), **state.extra_secrets()}
     lab_raw = overlay.lab_raw_config(raw, cfg, mirror_url, artifacts, network_files)
     lab_cfg = load_stack_config(lab_raw, secrets_present=set(lab_secret_values))
     run = run_program(stack, lab_raw, lab_secret_values, state_overrides=lab_state_overrides(lab_cfg, state))

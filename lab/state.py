@@ -31,6 +31,10 @@ DEPLOY_KEY_FILE = "deploy_ed25519"
 SECRETS_FILE = "lab-secrets.json"
 APPLIED_FILE = "applied.json"
 KEYS_FILE = "lab-keys.json"
+#: Stack secrets a lab adds beyond the validator keys (e.g. heartbeatWebhookUrl pointing at a sink on the
+#: bridge, tests/lab_e2e/test_monitoring_config.py); read on every program run of the lab, so `lab apply`
+#: delivers a value set after `lab up`.
+EXTRA_SECRETS_FILE = "lab-extra-secrets.json"
 
 
 def write_private(path: Path, data: bytes | str) -> None:
@@ -134,6 +138,13 @@ class LabState:
                 "validatorKeysPassphrase": passphrase}})
             write_private(path, json.dumps(doc, indent=2) + "\n")
         return dict(doc["sealed"])
+
+    def extra_secrets(self) -> dict[str, str]:
+        path = self.state_dir / EXTRA_SECRETS_FILE
+        return dict(json.loads(path.read_text())) if path.exists() else {}
+
+    def set_extra_secrets(self, values: dict[str, str]) -> None:
+        write_private(self.state_dir / EXTRA_SECRETS_FILE, json.dumps(values, indent=2, sort_keys=True) + "\n")
 
     # -- the last applied run ------------------------------------------------------------------------------
 

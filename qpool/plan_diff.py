@@ -140,7 +140,8 @@ class Plan:
 def _file_changes(old: dict[str, str] | None, new: dict[str, str] | None) -> tuple[str, ...]:
     if old is None and new is None:
         return ()
-    old, new = old or {}, new or {}
+    old = {p: d for p, d in (old or {}).items() if not _is_bundle_manifest(p)}
+    new = {p: d for p, d in (new or {}).items() if not _is_bundle_manifest(p)}
     out = [f"+{p}" for p in sorted(set(new) - set(old))]
     out += [f"~{p}" for p in sorted(set(new) & set(old)) if new[p] != old[p]]
     out += [f"-{p}" for p in sorted(set(old) - set(new))]
@@ -276,8 +277,19 @@ def _host_files_of_plan(resources: list[tuple[str, str | None, dict[str, Any]]])
             files.setdefault(str(inputs.get("name")), {}).update(_user_data_files(inputs["userData"]))
         elif type_ == COMMAND and host is not None:
             for path, content in (bundle_files(inputs.get("stdin")) or {}).items():
+                if _is_bundle_manifest(path):
+                    continue  # digests of the files listed anyway: noise in a review
                 files.setdefault(host, {})[path] = (f"step {inputs.get('__name', '')}".strip(), content)
     return files
+
+
+#: Where a bundle keeps its own metadata (cloud_init/bundles.py META_DIR): the manifest only repeats the files'
+#: digests; the applier itself is shown like any file.
+BUNDLE_META_DIR = ".qp-bundle/"
+
+
+def _is_bundle_manifest(path: str) -> bool:
+    return path.startswith(BUNDLE_META_DIR) and path.endswith("manifest.json")
 
 
 def _user_data_files(user_data: str) -> dict[str, tuple[str, bytes]]:

@@ -8,8 +8,12 @@ tests cross-check them.
 Paths follow Debian 12's packages (`prometheus` 2.42, `prometheus-alertmanager` 0.25, both running as user
 `prometheus`, configured through `/etc/default/<package>` ARGS) and Grafana's official apt package.
 
+Delivery: user-data only installs the packages (first boot); every file here is in the `monitoring-config`
+bundle (files.py, cloud_init/bundles.py), checked on the host with promtool and amtool before it replaces
+anything, then reloaded (scripts/qp-monitoring-config.py).
+
 Secrets: Alertmanager 0.25 has `routing_key_file` for PagerDuty but no `*_file` field for the Discord webhook
-URL or the Telegram bot token (checked with `amtool check-config`). User-data therefore only carries a
+URL or the Telegram bot token (checked with `amtool check-config`). The bundle therefore only carries a
 secret-free template (`alertmanager.yml.in`) whose secret values are `@@file:PATH@@` placeholders; on the host,
 `qp-alertmanager-config` (run as root before every start and reload of Alertmanager) resolves them from the
 secret files into `/etc/prometheus/alertmanager.yml` (0640 root:prometheus), fails when a configured
@@ -30,7 +34,7 @@ from cloud_init.monitoring.alertmanager import (
     placeholder,
     secret_paths,
 )
-from cloud_init.monitoring.files import monitoring_files, start_monitoring_script
+from cloud_init.monitoring.files import monitoring_bundle, monitoring_files, start_monitoring_script
 from cloud_init.monitoring.grafana import (
     dashboard,
     dashboard_queries,
@@ -47,6 +51,8 @@ from cloud_init.monitoring.layout import (
     ALERTMANAGER_RENDER_SCRIPT,
     ALERTMANAGER_STORAGE,
     ALERTMANAGER_TEMPLATE,
+    APPLY_SCRIPT,
+    BUNDLE_NAME,
     DASHBOARDS_SRC,
     DATA_DIR,
     DATA_MOUNT,
@@ -56,7 +62,6 @@ from cloud_init.monitoring.layout import (
     GRAFANA_APT_KEY_SRC,
     GRAFANA_APT_LIST,
     GRAFANA_APT_SOURCE,
-    GRAFANA_DASHBOARD_BUNDLE,
     GRAFANA_DASHBOARDS_DIR,
     GRAFANA_DATASOURCE_UID,
     GRAFANA_INI,
@@ -71,6 +76,7 @@ from cloud_init.monitoring.layout import (
     JOB_VALIDATOR,
     JOBS,
     LAB_NO_GRAFANA_MARKER,
+    MANIFEST,
     MONITORING_PACKAGES,
     NO_PAIR,
     PROMETHEUS_CONFIG,
@@ -114,7 +120,9 @@ __all__ = [
     "ALERTMANAGER_RENDER_SCRIPT",
     "ALERTMANAGER_STORAGE",
     "ALERTMANAGER_TEMPLATE",
+    "APPLY_SCRIPT",
     "BEACON_METRICS",
+    "BUNDLE_NAME",
     "CRITICAL_ROUTE",
     "DASHBOARDS_SRC",
     "DATA_DIR",
@@ -128,7 +136,6 @@ __all__ = [
     "GRAFANA_APT_LIST",
     "GRAFANA_APT_SOURCE",
     "GRAFANA_DASHBOARDS_DIR",
-    "GRAFANA_DASHBOARD_BUNDLE",
     "GRAFANA_DATASOURCE_UID",
     "GRAFANA_INI",
     "GRAFANA_INSTALL_SCRIPT",
@@ -144,6 +151,7 @@ __all__ = [
     "JOB_PROMETHEUS",
     "JOB_VALIDATOR",
     "LAB_NO_GRAFANA_MARKER",
+    "MANIFEST",
     "MONITORING_PACKAGES",
     "NODE_METRICS",
     "NO_PAIR",
@@ -181,6 +189,7 @@ __all__ = [
     "grafana_ini",
     "grafana_install_script",
     "known_metrics",
+    "monitoring_bundle",
     "monitoring_cloud_config",
     "monitoring_files",
     "placeholder",

@@ -1,12 +1,17 @@
-"""Grafana: grafana.ini, provisioning, dashboards built from dashboards/, and its install script."""
+"""Grafana: grafana.ini, provisioning, dashboards (grafana-foundation-sdk builders over dashboards/*.yml), install."""
 
 from __future__ import annotations
 
+import json
 import re
 from functools import cache
 from typing import Any
 
 import yaml
+from grafana_foundation_sdk.builders import dashboard as sdk
+from grafana_foundation_sdk.builders import prometheus, stat, table, timeseries
+from grafana_foundation_sdk.cog.encoder import JSONEncoder
+from grafana_foundation_sdk.models import dashboard as dashboard_model
 
 from cloud_init.monitoring.alertmanager import secret_paths
 from cloud_init.monitoring.layout import (
@@ -67,42 +72,52 @@ _PANEL_W = {"stat": 6, "timeseries": 12, "table": 24}
 _PANEL_H = {"stat": 4, "timeseries": 8, "table": 8}
 
 
-def _panel(spec: dict[str, Any], panel_id: int, x: int, y: int) -> dict[str, Any]:
+def _datasource() -> dashboard_model.DataSourceRef:
+    return dashboard_model.DataSourceRef(type_val="prometheus", uid=GRAFANA_DATASOURCE_UID)
+
+
+def _panel(spec: dict[str, Any], panel_id: int, x: int, y: int) -> Any:
+    """One panel, built with grafana-foundation-sdk's typed builder for its kind."""
     kind = spec.get("type", "timeseries")
-    ds = {"type": "prometheus", "uid": GRAFANA_DATASOURCE_UID}
-    targets = [{"refId": chr(ord("A") + i), "datasource": ds, "expr": t["expr"],
-                "legendFormat": t.get("legend", "__auto"), **({"instant": True} if kind != "timeseries" else {})}
-               for i, t in enumerate(spec["targets"])]
-    panel: dict[str, Any] = {
-        "id": panel_id, "type": kind, "title": spec["title"], "datasource": ds, "targets": targets,
-        "gridPos": {"x": x, "y": y, "w": _PANEL_W[kind], "h": _PANEL_H[kind]},
-        "fieldConfig": {"defaults": {"unit": spec.get("unit", "short")}, "overrides": []},
-        "options": {},
-    }
+    builder = {"stat": stat.Panel, "timeseries": timeseries.Panel, "table": table.Panel}[kind]()
+    builder.id(panel_id).title(spec["title"]).datasource(_datasource()).unit(spec.get("unit", "short"))
+    builder.grid_pos(dashboard_model.GridPos(x=x, y=y, w=_PANEL_W[kind], h=_PANEL_H[kind]))
+    for i, t in enumerate(spec["targets"]):
+        query = (prometheus.Dataquery().ref_id(chr(ord("A") + i)).datasource(_datasource()).expr(t["expr"])
+                 .legend_format(t.get("legend", "__auto")))
+        builder.with_target(query.range() if kind == "timeseries" else query.instant())
     if "description" in spec:
-        panel["description"] = spec["description"]
+        builder.description(spec["description"])
     if "thresholds" in spec:
-        panel["fieldConfig"]["defaults"]["thresholds"] = {"mode": "absolute", "steps": [
-            {"color": c, "value": v} for v, c in spec["thresholds"]]}
-    return panel
+        builder.thresholds(sdk.ThresholdsConfig().mode(dashboard_model.ThresholdsMode.ABSOLUTE).steps(
+            [dashboard_model.Threshold(value=v, color=c) for v, c in spec["thresholds"]]))
+    return builder
 
 
-def _variable(name: str, query: str) -> dict[str, Any]:
-    return {"name": name, "type": "query", "label": name,
-            "datasource": {"type": "prometheus", "uid": GRAFANA_DATASOURCE_UID},
-            "query": {"query": query, "refId": f"var-{name}"}, "definition": query,
-            "includeAll": True, "multi": True, "allValue": ".*", "refresh": 2, "sort": 1,
-            "current": {"selected": True, "text": ["All"], "value": ["$__all"]}}
+def _variable(name: str, query: str) -> sdk.QueryVariable:
+    return (sdk.QueryVariable(name).label(name).datasource(_datasource())
+            .query({"query": query, "refId": f"var-{name}"}).include_all(True).multi(True).all_value(".*")
+            .refresh(dashboard_model.VariableRefresh.ON_TIME_RANGE_CHANGED).sort(
+                dashboard_model.VariableSort.ALPHABETICAL_ASC)
+            .current(dashboard_model.VariableOption(selected=True, text=["All"], value=["$__all"])))
 
 
 def dashboard(spec: dict[str, Any]) -> dict[str, Any]:
-    """A Grafana dashboard model from a compact spec (title, uid, variables, rows of panels)."""
-    panels: list[dict[str, Any]] = []
+    """A Grafana dashboard model from a compact spec (title, uid, variables, rows of panels), built with
+    grafana-foundation-sdk (Grafana's typed builders: the JSON is valid for Grafana by construction).
+
+    The spec keeps what to show (rows, queries, units, thresholds) reviewable in YAML; layout is computed
+    here, one row under the other, panels left to right, wrapping at Grafana's 24 columns.
+    """
+    board = (sdk.Dashboard(spec["title"]).uid(spec["uid"]).tags(["quantapool"]).timezone("utc")
+             .refresh("30s").time(spec.get("from", "now-6h"), "now").version(1).readonly())
+    for v in spec.get("variables", []):
+        board.with_variable(_variable(v["name"], v["query"]))
     y = 0
     panel_id = 1
     for row in spec["rows"]:
-        panels.append({"id": panel_id, "type": "row", "title": row["title"], "collapsed": False,
-                       "gridPos": {"x": 0, "y": y, "w": 24, "h": 1}, "panels": []})
+        board.with_row(sdk.Row(row["title"]).id(panel_id).collapsed(False)
+                       .grid_pos(dashboard_model.GridPos(x=0, y=y, w=24, h=1)))
         panel_id += 1
         y += 1
         x = 0
@@ -111,18 +126,13 @@ def dashboard(spec: dict[str, Any]) -> dict[str, Any]:
             kind = p.get("type", "timeseries")
             if x + _PANEL_W[kind] > 24:
                 x, y, row_h = 0, y + row_h, 0
-            panels.append(_panel(p, panel_id, x, y))
+            board.with_panel(_panel(p, panel_id, x, y))
             panel_id += 1
             x += _PANEL_W[kind]
             row_h = max(row_h, _PANEL_H[kind])
         y += row_h
-    return {
-        "uid": spec["uid"], "title": spec["title"], "tags": ["quantapool"], "timezone": "utc",
-        "schemaVersion": 39, "version": 1, "editable": False, "refresh": "30s",
-        "time": {"from": spec.get("from", "now-6h"), "to": "now"},
-        "templating": {"list": [_variable(v["name"], v["query"]) for v in spec.get("variables", [])]},
-        "annotations": {"list": []}, "links": [], "panels": panels,
-    }
+    model: dict[str, Any] = json.loads(JSONEncoder(sort_keys=True).encode(board.build()))
+    return model
 
 
 @cache
@@ -140,11 +150,15 @@ def dashboards(cfg: StackConfig) -> dict[str, dict[str, Any]]:
     return out
 
 
+def _all_panels(panels: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    return [q for p in panels for q in (p, *_all_panels(p.get("panels") or []))]
+
+
 def dashboard_queries(model: dict[str, Any]) -> list[str]:
-    """Every PromQL expression of a dashboard (panels and template variables)."""
-    exprs = [t["expr"] for p in model["panels"] for t in p.get("targets", [])]
-    for var in model["templating"]["list"]:
-        query = var["query"]["query"]
+    """Every PromQL expression of a dashboard (panels, panels inside rows, template variables)."""
+    exprs = [t["expr"] for p in _all_panels(model["panels"]) for t in p.get("targets") or []]
+    for var in model.get("templating", {}).get("list", []):
+        query = var["query"]["query"] if isinstance(var["query"], dict) else var["query"]
         m = re.match(r"^label_values\((.*),\s*\w+\)$", query)
         exprs.append(m.group(1) if m else query)
     return exprs

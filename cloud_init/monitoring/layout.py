@@ -25,13 +25,14 @@ ALERTMANAGER_DROPIN = "/etc/systemd/system/prometheus-alertmanager.service.d/qua
 ALERTMANAGER_RENDER_SCRIPT = "/usr/local/sbin/qp-alertmanager-config"
 #: Run by the Pulumi bootstrap once the secrets are installed (components/monitoring_server.py).
 START_MONITORING_SCRIPT = "/usr/local/sbin/qp-start-monitoring"
+#: The monitoring-config bundle's applier (checks staged files, installs, reloads) and its manifest.
+APPLY_SCRIPT = "/usr/local/sbin/qp-monitoring-config"
+MANIFEST = "/etc/quantapool/monitoring-config.json"
+#: Name of the bundle (and of its step, `<host>-bundle-monitoring-config`).
+BUNDLE_NAME = "monitoring-config"
 GRAFANA_INI = "/etc/grafana/grafana.ini"
 GRAFANA_PROVISIONING = "/etc/grafana/provisioning"
 GRAFANA_DASHBOARDS_DIR = "/var/lib/grafana/dashboards"
-#: Every dashboard in one JSON object (file name -> model); qp-start-monitoring unpacks it into
-#: GRAFANA_DASHBOARDS_DIR. One file because one gzip stream over four similar dashboards is half the size of
-#: four, and user-data is limited to 32 KiB.
-GRAFANA_DASHBOARD_BUNDLE = "/etc/quantapool/grafana-dashboards.json"
 GRAFANA_DATASOURCE_UID = "prometheus"
 #: Grafana's official apt repository and its signing key (rotated 2023; apt.grafana.com lists it). The key is
 #: kept in the repository (monitoring/grafana-apt-key.asc, its fingerprint checked by the tests with gpg) and

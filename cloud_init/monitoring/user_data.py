@@ -1,4 +1,6 @@
-"""The monitoring server's user-data: firewall, shared bootstrap scripts, packages and first start."""
+"""The monitoring server's user-data: first boot only (firewall, shared bootstrap scripts, packages incl. Grafana,
+the data volume and its directories). Every Prometheus, Alertmanager and Grafana file is in the
+monitoring-config bundle (files.py), delivered over SSH by `pulumi up` whenever it changes."""
 
 from __future__ import annotations
 
@@ -6,7 +8,6 @@ import ipaddress
 from typing import Any
 
 from cloud_init import HostFile, HostRenderInputs
-from cloud_init.monitoring.files import monitoring_files
 from cloud_init.monitoring.grafana import grafana_install_script
 from cloud_init.monitoring.layout import (
     ALERTMANAGER_STORAGE,
@@ -15,7 +16,6 @@ from cloud_init.monitoring.layout import (
     GRAFANA_APT_KEY_SRC,
     GRAFANA_INSTALL_SCRIPT,
     MONITORING_PACKAGES,
-    PROMETHEUS_CONFIG,
     TSDB_PATH,
 )
 from core import ports
@@ -64,20 +64,16 @@ def monitoring_cloud_config(inputs: HostRenderInputs) -> dict[str, Any]:
         inputs,
         packages=list(MONITORING_PACKAGES),
         nft_rules=ruleset(inputs, firewall_rules(inputs)),
-        files=[*_shared_scripts(), *monitoring_files(cfg), *_grafana_install_files()],
+        files=[*_shared_scripts(), *_grafana_install_files()],
         runcmd=[
             ["install", "-d", "-m", "0755", "-o", "root", "-g", "root", ETC],
             ["install", "-d", "-m", "0711", "-o", "root", "-g", "root", SECRETS_DIR],
             ["install", "-d", "-m", "0755", "-o", "prometheus", "-g", "prometheus", DATA_MOUNT, TSDB_PATH,
              ALERTMANAGER_STORAGE],
-            # Grafana's package after Debian's (its dependencies come from there); keeps our grafana.ini
+            # Grafana's package after Debian's (its dependencies come from there). Prometheus and Alertmanager
+            # run on Debian's own config until the monitoring-config bundle lands over SSH; Grafana waits for
+            # its TLS files and configuration (qp-start-monitoring).
             [GRAFANA_INSTALL_SCRIPT, cfg.monitoring.grafana_version],
-            ["promtool", "check", "config", PROMETHEUS_CONFIG],
-            ["systemctl", "daemon-reload"],
-            # Alerting runs from the first minute (receivers join once their secrets are installed and
-            # qp-start-monitoring restarts it). Grafana waits for its TLS files: qp-start-monitoring.
-            ["systemctl", "enable", "prometheus.service", "prometheus-alertmanager.service"],
-            ["systemctl", "restart", "prometheus-alertmanager.service", "prometheus.service"],
         ],
         data_dir=DATA_MOUNT,
     )

@@ -42,6 +42,16 @@ def add_pair(config: dict[str, Any]) -> None:
     config["quantapool:validatorPairs"].append(pair)
 
 
+def resize_p1_backup(config: dict[str, Any]) -> None:
+    """The two-pair file of the test above, plus a server-type change (a Hetzner resize) of p1's standby."""
+    add_pair(config)
+    config["quantapool:validatorPairs"][0]["backup"]["serverType"] = "ccx33"
+
+
+def _boot_id(lab: Lab, host: str) -> str:
+    return out(lab[0], host, "cat /proc/sys/kernel/random/boot_id").strip()
+
+
 def _process_marks(lab: Lab, host: str) -> dict[str, str]:
     """What changes if anything restarts on a host: boot id and the clients' main PIDs and start times."""
     dep, _ = lab
@@ -113,3 +123,23 @@ def test_added_pair_comes_up_locked_scraped_and_covered_and_the_existing_pair_is
 
     again = apply(dep, config, log=log.append, session=session)
     assert again.plan.empty and again.ran == [], "a second apply of the same two-pair file re-ran steps"
+
+
+def test_server_type_change_power_cycles_only_that_host_and_it_comes_back_locked(lab: Lab, tmp_path: Path) -> None:
+    dep, session = lab
+    backup = next(s.name for s in dep.config.hosts() if s.pair == "p1" and s.role == "backup")
+    others = [name for name in dep.hosts if name != backup]
+    boots = {name: _boot_id(lab, name) for name in dep.hosts}
+    log: list[str] = []
+
+    result = apply(dep, config_variant(tmp_path / "resized.yaml", OCTET, mutate=resize_p1_backup), log=log.append,
+                   session=session)
+
+    [change] = [c for c in result.plan.changes if c.type.endswith("server:Server")]
+    assert change.name == f"{backup}-server" and change.power_cycle, log
+    assert _boot_id(lab, backup) != boots[backup], f"{backup} was not power-cycled"
+    assert {name: _boot_id(lab, name) for name in others} == {name: boots[name] for name in others}
+    st = ctl_status(dep, backup)
+    assert st["locked"] is True and st["processes"] == [], st
+    wait_for(f"{backup}: clients active again after the power cycle", lambda: out(
+        dep, backup, "systemctl is-active qp-execution qp-beacon || true").split() == ["active", "active"])

@@ -7,6 +7,7 @@ the same names with the same semantics, or lab tests prove rules against a fake 
 
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -29,6 +30,13 @@ def _configs():
     yield variant("mainnet", pool=False)
 
 
+def _delivered_dashboards(cfg) -> dict[str, dict]:  # type: ignore[no-untyped-def]
+    """The dashboard JSON exactly as the monitoring-config bundle delivers it to Grafana's file provider."""
+    prefix = monitoring.GRAFANA_DASHBOARDS_DIR + "/"
+    return {f.path.removeprefix(prefix): json.loads(f.content) for f in monitoring.monitoring_bundle(cfg).files
+            if f.path.startswith(prefix)}
+
+
 def _uses() -> dict[str, set[str]]:
     uses: dict[str, set[str]] = {}
     for cfg in _configs():
@@ -38,7 +46,7 @@ def _uses() -> dict[str, set[str]]:
                     where = f"rule {rule.get('alert') or rule.get('record')}"
                     for name in metric_names(rule["expr"]):
                         uses.setdefault(name, set()).add(where)
-        for file_name, model in monitoring.dashboards(cfg).items():
+        for file_name, model in _delivered_dashboards(cfg).items():
             for expr in monitoring.dashboard_queries(model):
                 for name in metric_names(expr):
                     uses.setdefault(name, set()).add(f"dashboard {file_name}")
@@ -52,6 +60,36 @@ def test_every_rule_and_panel_metric_is_catalogued_and_live() -> None:
     assert unknown == {}, f"add these to {mc.CATALOGUE_FILE.name} (with their source) or fix the query: {unknown}"
     dead = {n: sorted(w) for n, w in uses.items() if not cat[n].incremented}
     assert dead == {}, f"counters the client never increments: a rule or panel on them shows nothing: {dead}"
+
+
+def test_every_delivered_panel_queries_catalogued_metrics() -> None:
+    """Per panel, not per dashboard: every graph/stat/table panel of every delivered dashboard (built with
+    grafana-foundation-sdk) has at least one query, and every metric of each query is in the catalogue."""
+    cat = mc.catalogue()
+    for cfg in _configs():
+        models = _delivered_dashboards(cfg)
+        assert models and set(models) == set(monitoring.dashboards(cfg))
+        for file_name, model in models.items():
+            panels = [p for p in model["panels"] if p["type"] != "row"]
+            assert panels, file_name
+            for panel in panels:
+                exprs = [t["expr"] for t in panel.get("targets") or []]
+                assert exprs, f"{file_name}: panel {panel['title']!r} has no query"
+                names = {n for e in exprs for n in metric_names(e)}
+                assert names, f"{file_name}: panel {panel['title']!r} queries no metric"
+                missing = sorted(n for n in names if n not in cat or not cat[n].incremented)
+                assert missing == [], f"{file_name}: panel {panel['title']!r}: {missing} not in the catalogue"
+                assert panel["datasource"] == {"type": "prometheus", "uid": monitoring.GRAFANA_DATASOURCE_UID}
+
+
+def test_panel_check_catches_an_uncatalogued_metric() -> None:
+    from cloud_init.monitoring import grafana
+
+    spec = {"uid": "x", "title": "x", "rows": [{"title": "r", "panels": [
+        {"title": "p", "targets": [{"expr": "rate(made_up_total[5m])"}]}]}]}
+    model = grafana.dashboard(spec)
+    names = {n for e in monitoring.dashboard_queries(model) for n in metric_names(e)}
+    assert names == {"made_up_total"} and "made_up_total" not in mc.catalogue()
 
 
 def test_known_metrics_is_the_catalogue() -> None:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import gzip
 import json
 import math
 import re
@@ -197,12 +196,15 @@ def test_grafana_files() -> None:
     assert ds["datasources"][0]["url"] == f"http://127.0.0.1:{ports.PROMETHEUS}"
     prov = yaml.safe_load(files[f"{monitoring.GRAFANA_PROVISIONING}/dashboards/quantapool.yml"])
     assert prov["providers"][0]["options"]["path"] == monitoring.GRAFANA_DASHBOARDS_DIR
-    bundle = json.loads(files[monitoring.GRAFANA_DASHBOARD_BUNDLE])
-    assert set(bundle) == {"quantapool-validators.json", "quantapool-clients.json", "quantapool-hosts.json",
+    # one file per dashboard where the file provider reads them (the monitoring-config bundle installs them)
+    models = {path.rsplit("/", 1)[1]: json.loads(text) for path, text in files.items()
+              if path.startswith(monitoring.GRAFANA_DASHBOARDS_DIR + "/")}
+    assert set(models) == {"quantapool-validators.json", "quantapool-clients.json", "quantapool-hosts.json",
                            "quantapool-pool.json"}
-    uids = [m["uid"] for m in bundle.values()]
+    assert models == monitoring.dashboards(variant())
+    uids = [m["uid"] for m in models.values()]
     assert len(set(uids)) == len(uids)
-    for model in bundle.values():
+    for model in models.values():
         for panel in model["panels"]:
             for target in panel.get("targets", []):
                 assert target["datasource"]["uid"] == ds["datasources"][0]["uid"]
@@ -221,26 +223,49 @@ def _user_data(cfg) -> tuple[str, dict]:
     return text, yaml.safe_load(text)
 
 
-def test_user_data_carries_no_secret_and_mounts_the_volume() -> None:
+def test_user_data_is_first_boot_only_and_carries_no_secret() -> None:
     text, doc = _user_data(variant(secrets=ALL_SECRETS))
     files = decoded_write_files(doc)
+    assert doc["mounts"][0][1] == monitoring.DATA_MOUNT
+    assert {"prometheus", "prometheus-alertmanager", "prometheus-node-exporter"} <= set(doc["packages"])
+    # Grafana comes from runcmd (tests/monitoring/test_grafana_install.py), not cloud-init's apt module
+    assert "apt" not in doc and not any(str(p).startswith("grafana") for p in doc["packages"])
+    assert sorted(p for p in files if p.startswith("/usr/local/sbin/")) == [
+        f"/usr/local/sbin/{s}" for s in ("qp-install-grafana", "qp-install-secret", "qp-set-host-env",
+                                         "qp-wait-ready")]
+    # every file a config edit can change is in the monitoring-config bundle, none in user-data
+    bundle = {f.path for f in monitoring.monitoring_bundle(variant(secrets=ALL_SECRETS)).files}
+    assert not bundle & set(files)
+    for path in (monitoring.PROMETHEUS_CONFIG, monitoring.RULES_FILE, monitoring.ALERTMANAGER_TEMPLATE,
+                 monitoring.ALERTMANAGER_RENDER_SCRIPT, monitoring.GRAFANA_INI, monitoring.PROMETHEUS_DEFAULTS,
+                 monitoring.ALERTMANAGER_DEFAULTS, monitoring.START_MONITORING_SCRIPT, monitoring.APPLY_SCRIPT):
+        assert path in bundle, path
+    assert "promtool" not in text and "prometheus.yml" not in text
+    assert not re.search(r"https://discord(app)?\.com/api/webhooks/\d", text)
+
+
+def test_bundle_carries_placeholders_not_secrets() -> None:
+    from cloud_init.bundles import bundle_tar
+
+    cfg = variant(secrets=ALL_SECRETS)
+    files = {f.path: f.content for f in monitoring.monitoring_bundle(cfg).files}
     am = yaml.safe_load(files[monitoring.ALERTMANAGER_TEMPLATE])
     crit = next(r for r in am["receivers"] if r["name"] == "critical")
     assert crit["discord_configs"][0]["webhook_url"] == f"@@file:{SECRET_FILES['alertmanager-discord-webhook'].path}@@"
     assert crit["telegram_configs"][0]["bot_token"] == f"@@file:{SECRET_FILES['alertmanager-telegram-token'].path}@@"
     assert crit["pagerduty_configs"][0]["routing_key_file"] == SECRET_FILES["alertmanager-pagerduty-key"].path
-    assert not re.search(r"https://discord(app)?\.com/api/webhooks/\d", text)
-    assert doc["mounts"][0][1] == monitoring.DATA_MOUNT
-    assert all(e.get("defer") for e in doc["write_files"] if e["path"] in
-               {f.path for f in monitoring.monitoring_files(variant())})
-    assert {"prometheus", "prometheus-alertmanager", "prometheus-node-exporter"} <= set(doc["packages"])
-    # Grafana comes from runcmd (tests/monitoring/test_grafana_install.py), not cloud-init's apt module
-    assert "apt" not in doc and not any(str(p).startswith("grafana") for p in doc["packages"])
-    for script in ("qp-wait-ready", "qp-set-host-env", "qp-install-secret", "qp-start-monitoring",
-                   "qp-install-grafana"):
-        assert f"/usr/local/sbin/{script}" in files, script
-    # over SSH with the host tools (user-data is near its size limit), still reviewable in `qpool render`
-    assert monitoring.ALERTMANAGER_RENDER_SCRIPT not in files
+    assert not re.search(rb"https://discord(app)?\.com/api/webhooks/\d", bundle_tar(monitoring.monitoring_bundle(cfg)))
+
+
+def test_bundle_checks_staged_copies_and_reloads_on_any_change() -> None:
+    b = monitoring.monitoring_bundle(variant())
+    assert b.name == monitoring.BUNDLE_NAME == "monitoring-config"
+    (check,) = b.checks
+    assert check.command == f'python3 "$STAGED{monitoring.APPLY_SCRIPT}" check "$STAGED"'
+    (action,) = b.on_change
+    assert action.paths == ("/*",) and action.command.endswith(f'{monitoring.APPLY_SCRIPT}" reload')
+    manifest = json.loads(next(f.content for f in b.files if f.path == monitoring.MANIFEST))
+    assert set(manifest["files"]) == {f.path for f in b.files if f.path != monitoring.MANIFEST}
 
 
 def test_firewall_opens_grafana_to_trusted_cidrs_only() -> None:
@@ -257,20 +282,26 @@ def test_firewall_opens_grafana_to_trusted_cidrs_only() -> None:
         assert f"dport {port}" not in nft
 
 
-def test_user_data_fits_hetzner_limit_with_more_pairs() -> None:
-    cfg = variant("mainnet", secrets=ALL_SECRETS)
-    pool = variant().pool_contracts
-    pairs = list(cfg.validator_pairs)
-    for i in range(3, 5):  # four pairs in all
+def _pairs(cfg, n: int):
+    pairs = list(cfg.validator_pairs)[:1]
+    for i in range(2, n + 1):
         base = pairs[0]
         pairs.append(base.model_copy(update={
             "name": f"p{i}",
             "primary": base.primary.model_copy(update={"private_ip": f"10.43.1.{40 + i}"}),
             "backup": base.backup.model_copy(update={"private_ip": f"10.43.1.{60 + i}"})}))
-    big = cfg.model_copy(update={"validator_pairs": tuple(pairs), "pool_contracts": pool})
-    text, _ = _user_data(big)  # to_user_data raises above 32 KiB
-    assert len(text.encode()) < 32 * 1024
-    assert len(_targets(big, "validator")) == 8
+    return cfg.model_copy(update={"validator_pairs": tuple(pairs), "pool_contracts": variant().pool_contracts})
+
+
+def test_user_data_does_not_grow_with_pairs() -> None:
+    """Targets per pair live in the bundle: user-data is the same size for one pair and for eight."""
+    cfg = variant("mainnet", secrets=ALL_SECRETS)
+    one, eight = _pairs(cfg, 1), _pairs(cfg, 8)
+    text_one, _ = _user_data(one)
+    text_eight, _ = _user_data(eight)
+    assert len(text_eight.encode()) < 16 * 1024
+    assert len(text_eight.encode()) - len(text_one.encode()) < 200  # the firewall lists private IPs, at most
+    assert len(_targets(eight, "validator")) == 16
 
 
 def test_user_data_refuses_a_key_host() -> None:
@@ -280,10 +311,3 @@ def test_user_data_refuses_a_key_host() -> None:
         monitoring.render_monitoring_user_data(inputs)
 
 
-def test_dashboard_bundle_is_compressed_in_user_data() -> None:
-    _, doc = _user_data(variant())
-    (entry,) = [e for e in doc["write_files"] if e["path"] == monitoring.GRAFANA_DASHBOARD_BUNDLE]
-    assert entry["encoding"] == "gz+b64"
-    import base64
-
-    assert json.loads(gzip.decompress(base64.b64decode(entry["content"]))) == monitoring.dashboards(variant())

@@ -38,32 +38,8 @@ def test_start_script_waits_for_every_service() -> None:
     text = monitoring.start_monitoring_script()
     for needle in (f"127.0.0.1:{ports.ALERTMANAGER}/-/ready", f"127.0.0.1:{ports.PROMETHEUS}/-/ready",
                    f"https://127.0.0.1:{ports.GRAFANA}/api/health",
-                   monitoring.GRAFANA_DASHBOARD_BUNDLE, monitoring.GRAFANA_DASHBOARDS_DIR,
                    *(s.path for n, s in SECRET_FILES.items() if n.startswith("grafana-"))):
         assert needle in text, needle
-
-
-def test_dashboard_bundle_unpacks_into_provider_files(tmp_path: Path) -> None:
-    import json
-    import sys
-
-    from .support import variant
-
-    text = monitoring.start_monitoring_script()
-    code = text.split("<<'PY'\n", 1)[1].split("\nPY\n", 1)[0]
-    bundle = tmp_path / "bundle.json"
-    models = monitoring.dashboards(variant())
-    bundle.write_text(json.dumps(models))
-    target = tmp_path / "dashboards"
-    target.mkdir()
-    (target / "quantapool-retired.json").write_text("{}")  # a dashboard no longer shipped
-    (target / "someone-else.json").write_text("{}")  # not ours: left alone
-    res = subprocess.run([sys.executable, "-", str(bundle), str(target)], input=code, capture_output=True,
-                         text=True, timeout=60, check=False)
-    assert res.returncode == 0, res.stderr
-    assert sorted(p.name for p in target.iterdir()) == sorted([*models, "someone-else.json"])
-    for name, model in models.items():
-        assert json.loads((target / name).read_text()) == model
 
 
 def test_alertmanager_dropin_parses_on_debians_unit(tmp_path: Path) -> None:

@@ -122,3 +122,20 @@ def test_not_a_plan_json_is_one_line_exit_2(tmp_path: Path) -> None:
     assert result.exit_code == 2
     assert result.stderr.strip().splitlines()[-1].startswith("error: ")
     assert "qpool plan --stack testnet --json" in result.stderr
+
+
+def test_resizing_both_hosts_resizes_the_standby_and_defers_the_active_host(main_plan: Path, tmp_path: Path) -> None:
+    """Issue 11 item 5: a resize powers a server off; on the pair's active host it is deferred, and said so."""
+    def edit(c: dict[str, Any]) -> None:
+        for role in ("primary", "backup"):
+            c["quantapool:validatorPairs"][0][role]["serverType"] = "ccx33"
+
+    result = invoke("plan", "--stack", "testnet", "--config-file", str(variant(tmp_path, "resize", edit)),
+                    "--diff", str(main_plan))
+    assert result.exit_code == 0, result.output
+    out = result.stdout
+    assert "~  hcloud:index/server:Server qp-testnet-p1-backup-server update [serverType] (power cycle" in out
+    assert "qp-testnet-p1-primary-server update" not in out
+    assert "=  hcloud:index/server:Server qp-testnet-p1-primary-server deferred: serverType" in out
+    assert "`qpool failover`, `pulumi up`, `qpool failover --to primary`" in out
+    assert "Resources: 0 to create, 1 to update, 0 to replace, 0 to delete" in out
