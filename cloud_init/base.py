@@ -142,7 +142,7 @@ def base_bundle(inputs: HostRenderInputs) -> Bundle:
 
 
 def host_bundles(inputs: HostRenderInputs) -> list[Bundle]:
-    """The base bundles of every host, in apply order (the firewall's confirm step follows them)."""
+    """The base bundles of every host, in apply order (the firewall confirm step follows the firewall)."""
     return [firewall_bundle(inputs), ssh_access_bundle(inputs), base_bundle(inputs)]
 
 

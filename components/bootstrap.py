@@ -127,18 +127,19 @@ class Steps:
 
 def base_bundles(steps: Steps, config: StackConfig, host: HostSpec,
                  deploy_public_key: pulumi.Input[str]) -> list[remote.Command]:
-    """Every host's base bundles after host-env: firewall, ssh-access, base, then the firewall confirm.
+    """Every host's base bundles after host-env: firewall, its confirm, ssh-access, base.
 
-    The confirm is the last of them, so the bundles in between run while the host-side revert is armed;
-    each is its own SSH connection, and so is the confirm: a ruleset that drops the applier's address
-    cannot be confirmed and the host restores the previous one by itself (FIREWALL_REVERT_SECONDS).
+    The confirm is the very next step and its own SSH connection: a ruleset that drops the applier's
+    address cannot be confirmed, and the host restores the previous one by itself (FIREWALL_REVERT_SECONDS).
+    Nothing else sits between apply and confirm, so an unrelated failing step can never revert a good
+    firewall.
     """
     inputs = HostRenderInputs(config=config, host=host, deploy_public_key="", volume_device=None)
     firewall = firewall_bundle(inputs)
     fw_step = steps.bundle(firewall)
+    cmds = [fw_step, steps.firewall_confirm(firewall, fw_step)]
     ssh_access = pulumi.Output.from_input(deploy_public_key).apply(
         lambda key: ssh_access_bundle(HostRenderInputs(config=config, host=host, deploy_public_key=key,
                                                        volume_device=None)))
-    cmds = [fw_step, steps.bundle(ssh_access, name="ssh-access"), steps.bundle(base_bundle(inputs))]
-    cmds.append(steps.firewall_confirm(firewall, fw_step))
+    cmds += [steps.bundle(ssh_access, name="ssh-access"), steps.bundle(base_bundle(inputs))]
     return cmds

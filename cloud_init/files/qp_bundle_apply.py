@@ -160,6 +160,18 @@ def run_checks(manifest: dict, staged: str) -> None:
                               f"{last_line(proc)}")
 
 
+def check_owners(manifest: dict) -> None:
+    """Every owner must exist before the first file is installed (else nothing would be half-applied)."""
+    if not is_root_user():
+        return
+    for entry in manifest["files"]:
+        try:
+            ids(entry["owner"])
+        except KeyError:
+            raise BundleError(f"bundle {manifest['bundle']}: owner {entry['owner']} of {entry['path']} does not "
+                              "exist on this host, nothing changed") from None
+
+
 def actions_for(manifest: dict, changed: list[str]) -> list[dict]:
     return [a for a in manifest.get("on_change", [])
             if any(fnmatch.fnmatchcase(p, pat) for p in changed for pat in a["paths"])]
@@ -183,6 +195,7 @@ def apply(staged: str) -> int:
             if sha256_file(os.path.join(staged, entry["path"].lstrip("/"))) != entry["sha256"]:
                 raise BundleError(f"bundle {name}: staged {entry['path']} does not match the manifest")
         run_checks(manifest, staged)
+        check_owners(manifest)
         keep_applier_copy(staged)
         previous = load_json(installed_manifest_path(name)) or {"files": {}}
         changed = [e["path"] for e in manifest["files"] if differs(e, on_host(e["path"]))]
@@ -370,6 +383,9 @@ def main(argv: list[str]) -> int:
         return 2
     except BundleError as exc:
         print(str(exc), file=sys.stderr)
+        return 1
+    except OSError as exc:  # one line, not a traceback: the step's error is what the operator reads
+        print(f"qp-bundle-apply {' '.join(argv[:2])}: {exc}", file=sys.stderr)
         return 1
 
 

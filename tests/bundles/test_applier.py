@@ -265,3 +265,16 @@ def test_failed_timer_arm_restores_previous(host: FakeHost) -> None:
 def test_stdin_is_plain_base64() -> None:
     b64 = bundle_tar_b64(_fw("v1"))
     assert base64.b64decode(b64, validate=True).startswith(b".qp-bundle/apply.py")
+
+
+def test_unknown_owner_changes_nothing(host: FakeHost) -> None:
+    import os
+
+    if os.geteuid() != 0:
+        pytest.skip("owners are only applied when the applier runs as root")
+    b = Bundle("demo", (HostFile(A, "one\n"), HostFile(B, "two\n", "0600", "qp-no-such-user:qp-no-such-user")))
+    res = host.apply(b)
+    assert res.returncode == 1
+    assert res.stderr.strip() == ("bundle demo: owner qp-no-such-user:qp-no-such-user of /etc/qp-test/b.conf does "
+                                  "not exist on this host, nothing changed")
+    assert not host.file(A).exists()

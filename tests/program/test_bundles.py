@@ -56,13 +56,13 @@ def _tar(run: ProgramRun, name: str) -> dict[str, bytes]:
         return {m.name: tar.extractfile(m).read() for m in tar.getmembers() if m.isfile()}  # type: ignore[union-attr]
 
 
-def test_every_host_gets_the_base_bundles_after_host_env_then_the_confirm(run_stack, testnet_raw) -> None:
+def test_firewall_and_its_confirm_then_base_bundles_after_host_env(run_stack, testnet_raw) -> None:
     run = run_stack(testnet_raw)
     names = [c.name for c in run.of_type(COMMAND)]
     for host in _hosts(run):
         own = [n.removeprefix(f"{host}-") for n in names if n.startswith(f"{host}-")]
         i = own.index("host-env")
-        assert own[i + 1:i + 5] == ["bundle-firewall", "bundle-ssh-access", "bundle-base", "firewall-confirm"], host
+        assert own[i + 1:i + 5] == ["bundle-firewall", "firewall-confirm", "bundle-ssh-access", "bundle-base"], host
         for bundle in BASE_BUNDLES:
             cmd = run.by_name(f"{host}-bundle-{bundle}")
             assert not cmd.input_is_secret("stdin"), "bundles are plain and reviewable"

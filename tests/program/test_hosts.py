@@ -163,8 +163,8 @@ def test_bootstrap_order_per_key_host(runs):
     run = runs["testnet"]
     order = [c.name.removeprefix("qp-testnet-p1-primary-") for c in run.of_type(COMMAND)
              if c.name.startswith("qp-testnet-p1-primary-")]
-    assert order == ["wait-ready", "host-key", "bundle-clients", "host-env", "bundle-firewall", "bundle-ssh-access",
-                     "bundle-base", "firewall-confirm", "host-tools", "secret-backup-ship-key", "secret-jwt",
+    assert order == ["wait-ready", "host-key", "bundle-clients", "host-env", "bundle-firewall", "firewall-confirm",
+                     "bundle-ssh-access", "bundle-base", "host-tools", "secret-backup-ship-key", "secret-jwt",
                      "import-keys", "start-clients"]
     by_name = {c.name: c for c in run.of_type(COMMAND)}
     start = by_name["qp-testnet-p1-primary-start-clients"]
