@@ -54,8 +54,9 @@ def bumped(tmp_path: Path, *roles: str) -> Path:
 
 def starts(lab: Lab, role: str, unit: str) -> list[int]:
     """Realtime (µs) of every start of `unit` on `role`'s host, from its journal."""
-    text = out(lab.dep, lab.host(role).name, f"journalctl -u {unit} -o json --no-pager MESSAGE_ID={UNIT_STARTED}")
-    return sorted(int(json.loads(line)["__REALTIME_TIMESTAMP"]) for line in text.splitlines() if line.strip())
+    text = out(lab.dep, lab.host(role).name, f"journalctl -u {unit} -o json --no-pager")
+    entries = [json.loads(line) for line in text.splitlines() if line.strip()]
+    return sorted(int(e["__REALTIME_TIMESTAMP"]) for e in entries if e.get("MESSAGE_ID") == UNIT_STARTED)
 
 
 def validator_process(lab: Lab, role: str) -> tuple[str, str]:
@@ -108,6 +109,10 @@ def test_execution_and_beacon_pin_bump_restarts_standby_first_and_never_the_vali
     standby_last = max(new[("backup", u)][0] for u in ("qp-execution.service", "qp-beacon.service"))
     active_first = min(new[("primary", u)][0] for u in ("qp-execution.service", "qp-beacon.service"))
     assert standby_last < active_first, "the active host restarted before the standby's step finished"
+    print(f"\npin apply: {len(result.ran)} step(s) in {result.seconds:.1f}s; standby restarts at "
+          f"+{(standby_last - min(new[('backup', 'qp-execution.service')])) / 1e6:.1f}s, active's first restart "
+          f"{(active_first - standby_last) / 1e6:.1f}s after the standby's last; "
+          f"validator PID {validator_before[0]} kept")
 
     assert validator_process(lab, "primary") == validator_before, "the apply restarted the active validator"
     lab.wait_signs("primary", after=signed_before)
