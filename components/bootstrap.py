@@ -103,11 +103,12 @@ class Steps:
 
     # -- configuration bundles (cloud_init/bundles.py) ------------------------------------------------
     def bundle(self, bundle_or_output: Bundle | pulumi.Output[Bundle], *, name: str | None = None,
-               timeout: str = STEP_TIMEOUT) -> remote.Command:
+               timeout: str = STEP_TIMEOUT, depends_on: Sequence[pulumi.Resource] = ()) -> remote.Command:
         """`<host>-bundle-<name>`: stdin is the bundle's base64 tar (plain, reviewable), triggers its digest.
 
         A Bundle that depends on Outputs (e.g. the deploy key) is passed as Output[Bundle] with `name`
-        given, because the step's name must be known before the Output resolves.
+        given, because the step's name must be known before the Output resolves. `depends_on`: steps the
+        bundle's checks need besides the previous one (e.g. the secret files its renderer reads).
         """
         if isinstance(bundle_or_output, Bundle):
             name = name or bundle_or_output.name
@@ -115,7 +116,7 @@ class Steps:
             raise ValueError("Steps.bundle: pass name= with an Output[Bundle]")
         tar = pulumi.Output.from_input(bundle_or_output).apply(bundle_tar_b64)
         return self.add(f"bundle-{name}", BUNDLE_INSTALL_COMMAND, stdin=tar, triggers=[tar.apply(digest)],
-                        timeout=timeout)
+                        timeout=timeout, depends_on=depends_on)
 
     def firewall_confirm(self, bundle: Bundle, applied: remote.Command) -> remote.Command:
         """`<host>-firewall-confirm`: a NEW SSH connection after the firewall bundle; if the new ruleset

@@ -122,10 +122,11 @@ class MonitoringServer(pulumi.ComponentResource):
         steps.host_env(self.server.ipv4_address)
         bootstrap.base_bundles(steps, cfg, host, args.deploy_public_key)
         steps.host_tools(cfg, host, args.ship_public_key)
+        receiver_steps = []
         for stack_key, file_name in RECEIVER_SECRETS.items():
             value = args.secrets.get(stack_key)
             if value is not None:
-                steps.secret_file(file_name, value)
+                receiver_steps.append(steps.secret_file(file_name, value))
         admin = self.grafana_admin_password
         steps.secret_file("grafana-admin-password", admin)
         tls_key = pulumi.Output.secret(key.private_key_pem)
@@ -133,7 +134,8 @@ class MonitoringServer(pulumi.ComponentResource):
         steps.secret_file("grafana-tls-cert", cert.cert_pem)
         # Every Prometheus, Alertmanager and Grafana file: re-runs exactly when one of them changes; checked
         # on the host (promtool, amtool, with the secrets above) before anything is replaced, then reloaded.
-        steps.bundle(monitoring_bundle(cfg))
+        # Explicitly after every receiver secret: the check renders the Alertmanager template with them.
+        steps.bundle(monitoring_bundle(cfg), depends_on=receiver_steps)
         steps.add("start-monitoring", f"sudo {START_MONITORING_SCRIPT}")
         if cfg.pool_contracts is not None:
             # The contract exporter: source, hash-locked requirements, config and unit as one non-secret bundle

@@ -85,12 +85,12 @@ def _reload_ok(lab: Lab, metric: str, port: int) -> str:
 def test_first_boot_configuration_came_from_the_bundle(lab: Lab) -> None:
     dep, _ = lab
     mon = one_host(dep, "monitoring")
-    user_data = out(dep, mon, "cat /var/lib/cloud/instance/user-data.txt 2>/dev/null || true")
+    user_data = out(dep, mon, "sudo cat /var/lib/cloud/instance/user-data.txt 2>/dev/null || true")
     assert "prometheus.yml" not in user_data and "alertmanager.yml.in" not in user_data
-    installed = json.loads(out(dep, mon, "cat /var/lib/quantapool/bundles/monitoring-config.json"))
+    installed = json.loads(out(dep, mon, "sudo cat /var/lib/quantapool/bundles/monitoring-config.json"))
     assert monitoring.RULES_FILE in installed["files"] and monitoring.PROMETHEUS_CONFIG in installed["files"]
     last_good = "/var/lib/quantapool/monitoring-config/last-good"
-    same = out(dep, mon, f"cmp {last_good}{monitoring.RULES_FILE} {monitoring.RULES_FILE} && echo same")
+    same = out(dep, mon, f"sudo cmp {last_good}{monitoring.RULES_FILE} {monitoring.RULES_FILE} && echo same")
     assert same.strip() == "same"
     assert _reload_ok(lab, "prometheus_config_last_reload_successful", ports.PROMETHEUS) == "1"
     assert _reload_ok(lab, "alertmanager_config_last_reload_successful", ports.ALERTMANAGER) == "1"
@@ -196,14 +196,14 @@ def test_heartbeat_reaches_an_external_receiver_and_stops_with_alertmanager(lab:
         gaps = [b - a for a, b in zip(sink.times, sink.times[1:], strict=False)]
         assert all(20 <= g <= 120 for g in gaps), f"heartbeat intervals {gaps}"
 
-        out(dep, mon, "systemctl stop prometheus-alertmanager.service")
+        out(dep, mon, "sudo systemctl stop prometheus-alertmanager.service")
         try:
             stopped = time.monotonic()
             time.sleep(HEARTBEAT_SILENCE)
             late = [t - stopped for t in sink.times if t > stopped + 5]
             assert late == [], f"heartbeats kept arriving with Alertmanager stopped: {late}"
         finally:
-            out(dep, mon, "systemctl start prometheus-alertmanager.service")
+            out(dep, mon, "sudo systemctl start prometheus-alertmanager.service")
         resumed = len(sink.times)
         wait_for("heartbeats again once Alertmanager is back", lambda: len(sink.times) > resumed, timeout=180,
                  interval=2)

@@ -289,3 +289,26 @@ def test_script_manifest_path_and_imports_match_the_program() -> None:
     assert imported - {"__future__", "argparse", "contextlib", "json", "os", "re", "shutil", "subprocess", "sys",
                        "tempfile", "time", "urllib", "pathlib", "yaml"} == set()
     assert ALL_SECRETS  # the shared secret set is what support.variant() renders by default
+
+
+@pytest.mark.parametrize("stack_name", ["testnet", "mainnet"])
+def test_every_rendered_bundle_passes_its_own_check(stack_name: str, tmp_path: Path) -> None:
+    """The check on the staged copies accepts what the program renders, with every receiver configured
+    (telegram included) and their secret files installed, on both stacks."""
+    cfg = variant(stack_name, secrets=ALL_SECRETS | {"heartbeatWebhookUrl"})
+    staged, root = tmp_path / "staged", tmp_path / "root"
+    for f in monitoring.monitoring_bundle(cfg).files:
+        path = staged / f.path.lstrip("/")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(f.content)
+    sec = root / "etc/quantapool/secrets"
+    sec.mkdir(parents=True)
+    for name in ("alertmanager-discord-webhook", "alertmanager-telegram-token", "alertmanager-pagerduty-key",
+                 "alertmanager-heartbeat-url"):
+        (sec / name).write_text("http://127.0.0.1:9/x\n" if "token" not in name else "123456:fake\n")
+    tool("promtool")
+    tool("amtool")
+    res = subprocess.run(["python3", str(SCRIPT), "check", str(staged)], capture_output=True, text=True,
+                         timeout=120, env={**os.environ, "QP_BUNDLE_ROOT": str(root)})
+    assert res.returncode == 0, res.stderr
+    assert "passes promtool and amtool" in res.stdout
