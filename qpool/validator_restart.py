@@ -20,12 +20,12 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from qpool import history_coverage
+from qpool import history_coverage, key_ownership
 from qpool.context import Context
 from qpool.errors import QpoolError
 from qpool.inventory import HostRecord
 from qpool.journal import exclusive, journal_path, last_journal, state_dir
-from qpool.operations import _lock_pair, _release, verify_peer_safe
+from qpool.operations import _lock_pair, _release, require_beacon_ready, verify_peer_safe
 from qpool.signing import running, stopped_reasons
 from qpool.stackfile import read_active
 from qpool.status import observe
@@ -69,6 +69,10 @@ def restart_validator(ctx: Context, pair: str) -> dict[str, Any]:
         pending = view.status.get("restart_pending")
         ctx.report(f"  {target.name}: signing; restart pending: {pending.get('reason') if pending else 'no'}")
         _peers_stopped(ctx, peers, target)
+        # The start that follows must succeed: refuse while its beacon node is not ready or another pair holds
+        # one of its keys, before anything is stopped.
+        ctx.report(f"  {target.name}: {require_beacon_ready(target, view.status)}")
+        ctx.report(f"  {key_ownership.check_before_start(ctx, target, view.status)}")
         run_id = f"restart-{uuid.uuid4().hex[:12]}"
         held = _lock_pair(ctx, hosts, run_id)
         stopped = False
@@ -89,7 +93,9 @@ def restart_validator(ctx: Context, pair: str) -> dict[str, Any]:
             ctx.report(f"  {target.name}: stopped and locked (verified)")
             # The same history check as activate: the host's own DB must cover every copy of the pair's history.
             history_coverage.check_before_start(ctx, target, st, first_start=False)
-            # The decisive fresh check right before the start.
+            # The decisive fresh checks right before the start (the same gates as every other start).
+            require_beacon_ready(target, st)
+            key_ownership.check_before_start(ctx, target, st)
             _peers_stopped(ctx, peers, target)
             ctx.ssh.ctl(target, "activate", "--run-id", run_id, timeout=180)
             ctx.report(f"  {target.name}: validator running again")

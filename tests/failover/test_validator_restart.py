@@ -161,3 +161,17 @@ def test_status_shows_restart_pending_with_the_command(ctx: ops.Context) -> None
     assert primary["restart_pending"] == {"reason": "validator binary changed"}
     text = format_status(doc)
     assert "RESTART PENDING: validator binary changed" in text and "qpool validator-restart --pair p1" in text
+
+
+@pytest.mark.parametrize("beacon", [
+    {"reachable": False},
+    {"reachable": True, "syncing": True, "head_slot": 10, "current_slot": 900},
+])
+def test_refused_before_the_stop_while_the_beacon_node_is_not_ready(ctx: ops.Context,
+                                                                    beacon: dict[str, Any]) -> None:
+    """The same beacon gate as every start, checked before the stop: a restart that could not start again
+    must not stop a signing validator."""
+    fake(ctx).statuses[PRIMARY.name]["beacon"] = beacon  # type: ignore[index]
+    with pytest.raises(QpoolError, match="beacon node"):
+        restart_validator(ctx, "p1")
+    assert _changes(ctx) == []
