@@ -37,7 +37,8 @@ KEYS_FILE = "lab-keys.json"
 #: bridge, tests/lab_e2e/test_monitoring_config.py); read on every program run of the lab, so `lab apply`
 #: delivers a value set after `lab up`.
 EXTRA_SECRETS_FILE = "lab-extra-secrets.json"
-_SEED_LOCK = threading.Lock()
+#: Serialises the read-modify-write of state files: the program's mocks call in from several threads.
+_STATE_LOCK = threading.RLock()
 
 
 def write_private(path: Path, data: bytes | str) -> None:
@@ -61,7 +62,7 @@ class LabState:
     @property
     def seed(self) -> bytes:
         # Created once under a lock: concurrent first reads must never create two different seeds.
-        with _SEED_LOCK:
+        with _STATE_LOCK:
             path = self.state_dir / SEED_FILE
             if not path.exists():
                 write_private(path, secrets.token_bytes(32))
@@ -87,16 +88,17 @@ class LabState:
 
         The text is kept once written: OpenSSH's private-key format carries a random check number, so
         serialising the same key twice gives different text (and a spurious diff on every step using it)."""
-        path = self.state_dir / KEYS_FILE
-        keys: dict[str, list[str]] = json.loads(path.read_text()) if path.exists() else {}
-        if name not in keys:
-            key = Ed25519PrivateKey.from_private_bytes(self.derive("ed25519", name, 32))
-            keys[name] = [key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
-                                            serialization.NoEncryption()).decode(),
-                          key.public_key().public_bytes(serialization.Encoding.OpenSSH,
-                                                        serialization.PublicFormat.OpenSSH).decode()]
-            write_private(path, json.dumps(keys, indent=1) + "\n")
-        return keys[name][0], keys[name][1]
+        with _STATE_LOCK:  # concurrent first uses of two keys must not drop one of them from the file
+            path = self.state_dir / KEYS_FILE
+            keys: dict[str, list[str]] = json.loads(path.read_text()) if path.exists() else {}
+            if name not in keys:
+                key = Ed25519PrivateKey.from_private_bytes(self.derive("ed25519", name, 32))
+                keys[name] = [key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,
+                                                serialization.NoEncryption()).decode(),
+                              key.public_key().public_bytes(serialization.Encoding.OpenSSH,
+                                                            serialization.PublicFormat.OpenSSH).decode()]
+                write_private(path, json.dumps(keys, indent=1) + "\n")
+            return keys[name][0], keys[name][1]
 
     # -- deploy key --------------------------------------------------------------------------------------
 
