@@ -37,7 +37,7 @@ from .conftest import LAB_MARKS, Lab, module_lab, out, sh
 pytestmark = LAB_MARKS
 
 STACK = "e2eaccess"
-OCTET = 27
+OCTET = 24
 OLD_IP = "203.0.113.7"  # the testnet stack's trusted address
 NEW_IP = "198.51.100.23"
 PENDING = "/var/lib/quantapool/bundles/firewall.pending"

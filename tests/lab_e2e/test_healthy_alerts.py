@@ -73,7 +73,10 @@ def test_healthy_lab_has_every_target_up_and_no_alert(lab: Lab) -> None:
     events = _api(dep, mon, "query?query=quantapool_events_total>0")["result"]
     assert {r["metric"]["event"] for r in events} >= {"Deposited", "RewardsSynced"}, events
 
-    wait_for("no alert pending or firing but DeadMansSwitch", lambda: _noisy_alerts(dep, mon) == [], timeout=300)
+    try:
+        wait_for("no alert pending or firing but DeadMansSwitch", lambda: _noisy_alerts(dep, mon) == [], timeout=300)
+    except pytest.fail.Exception:
+        pytest.fail(f"a healthy lab keeps alerts pending or firing: {_noisy_alerts(dep, mon)}")
     deadline = time.monotonic() + QUIET_HOLD_SECONDS
     while time.monotonic() < deadline:  # and it stays quiet
         assert _noisy_alerts(dep, mon) == [], "a healthy lab raised alerts"
