@@ -198,7 +198,6 @@ def base_cloud_config(
     *,
     packages: list[str],
     files: list[HostFile],
-    nft_rules: str | None = None,
     runcmd: list[list[str] | str],
     service_users: Sequence[ServiceUser] = (),
     groups: Sequence[str] = (),
@@ -206,8 +205,8 @@ def base_cloud_config(
 ) -> dict:
     """The cloud-config mapping for one host.
 
-    `nft_rules` is ignored: user-data carries the role-independent first-boot ruleset and the role's full
-    ruleset travels in the firewall bundle (kept so role modules' calls stay valid; drop it there).
+    User-data carries only the role-independent first-boot ruleset; each role's full ruleset travels in the
+    firewall bundle (cloud_init/nftables.py `host_ruleset`), so a trusted-address edit reaches running hosts.
     `data_dir`, when given, is where the host's volume is mounted (formatted only if blank); with
     `inputs.volume_device` None (the lab) it is just created. The runcmd script starts with `set -eu`:
     cloud-init writes runcmd as one shell script and would otherwise carry on after a failed step and

@@ -27,7 +27,6 @@ from cloud_init import HostFile, HostRenderInputs
 from cloud_init.base import NODE_EXPORTER_TEXTFILE_DIR, ServiceUser, base_cloud_config, to_user_data
 from cloud_init.bundles import INSTALL_COMMAND as BUNDLE_INSTALL_COMMAND
 from cloud_init.bundles import Bundle, Check
-from cloud_init.nftables import key_host_ruleset
 from cloud_init.render import render, systemd_arg
 from cloud_init.secrets_table import (
     SECRET_FILES,
@@ -352,7 +351,6 @@ def key_host_cloud_config(inputs: HostRenderInputs) -> dict:
     return base_cloud_config(
         inputs,
         packages=[],
-        nft_rules=key_host_ruleset(inputs),
         files=key_host_files(inputs),
         runcmd=key_host_runcmd(inputs),
         service_users=SERVICE_USERS,

@@ -111,7 +111,7 @@ from cloud_init.monitoring.rules import (
     all_alert_names,
     expected_keys_groups,
 )
-from cloud_init.monitoring.user_data import firewall_rules, monitoring_cloud_config, render_monitoring_user_data
+from cloud_init.monitoring.user_data import monitoring_cloud_config, render_monitoring_user_data
 
 __all__ = [
     "ALERTMANAGER_CONFIG",
@@ -183,7 +183,6 @@ __all__ = [
     "dashboard_queries",
     "dashboards",
     "expected_keys_groups",
-    "firewall_rules",
     "grafana_dashboard_provider",
     "grafana_datasource",
     "grafana_ini",

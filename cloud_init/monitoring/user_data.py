@@ -4,7 +4,6 @@ monitoring-config bundle (files.py), delivered over SSH by `pulumi up` whenever 
 
 from __future__ import annotations
 
-import ipaddress
 from typing import Any
 
 from cloud_init import HostFile, HostRenderInputs
@@ -18,24 +17,6 @@ from cloud_init.monitoring.layout import (
     MONITORING_PACKAGES,
     TSDB_PATH,
 )
-from core import ports
-
-
-def firewall_rules(inputs: HostRenderInputs) -> list[str]:
-    """Host firewall (input chain) of the monitoring server: Grafana from the trusted CIDRs only.
-
-    Prometheus and Alertmanager listen on loopback, the contract exporter and node exporter are scraped
-    from this host itself (loopback traffic is accepted by the shared skeleton), so nothing else is open.
-    """
-    cidrs = inputs.config.network.grafana_allowed_cidrs
-    v4 = ", ".join(c for c in cidrs if ipaddress.ip_network(c).version == 4)
-    v6 = ", ".join(c for c in cidrs if ipaddress.ip_network(c).version == 6)
-    rules = ["# Grafana (HTTPS): trusted operator addresses only"]
-    if v4:
-        rules.append(f"ip saddr {{ {v4} }} tcp dport {ports.GRAFANA} accept")
-    if v6:
-        rules.append(f"ip6 saddr {{ {v6} }} tcp dport {ports.GRAFANA} accept")
-    return rules
 
 
 def _shared_scripts() -> list[HostFile]:
@@ -54,7 +35,6 @@ def _shared_scripts() -> list[HostFile]:
 def monitoring_cloud_config(inputs: HostRenderInputs) -> dict[str, Any]:
     from cloud_init.base import base_cloud_config
     from cloud_init.key_host import ETC
-    from cloud_init.nftables import ruleset
     from cloud_init.secrets_table import SECRETS_DIR
 
     cfg = inputs.config
@@ -63,7 +43,6 @@ def monitoring_cloud_config(inputs: HostRenderInputs) -> dict[str, Any]:
     doc = base_cloud_config(
         inputs,
         packages=list(MONITORING_PACKAGES),
-        nft_rules=ruleset(inputs, firewall_rules(inputs)),
         files=[*_shared_scripts(), *_grafana_install_files()],
         runcmd=[
             ["install", "-d", "-m", "0755", "-o", "root", "-g", "root", ETC],

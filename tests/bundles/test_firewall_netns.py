@@ -13,7 +13,6 @@ import copy
 import os
 import shutil
 import subprocess
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -24,6 +23,7 @@ from cloud_init.bundles import META_DIR, bundle_digest
 from cloud_init.nftables import firewall_bundle
 from core.config import load_stack_config
 from qpool.stacks import load_stack
+from tests.support.netns import veth_pair
 
 from .support import FakeHost, fake_host
 
@@ -49,33 +49,17 @@ except OSError as e:
 """
 
 
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=30)
-
-
 @pytest.fixture
 def namespaces() -> Iterator[tuple[str, str]]:
-    tag = uuid.uuid4().hex[:6]
-    host, client = f"qp-fw-h-{tag}", f"qp-fw-c-{tag}"
-    _ip("netns", "add", host)
-    _ip("netns", "add", client)
-    listener = None
-    try:
-        _ip("link", "add", f"qfh{tag}", "netns", host, "type", "veth", "peer", "name", f"qfc{tag}", "netns", client)
-        for ns, dev, addr in ((host, f"qfh{tag}", HOST_IP), (client, f"qfc{tag}", CLIENT_IP)):
-            _ip("-n", ns, "addr", "add", f"{addr}/24", "dev", dev)
-            _ip("-n", ns, "link", "set", dev, "up")
-            _ip("-n", ns, "link", "set", "lo", "up")
+    with veth_pair("qp-fw", HOST_IP, CLIENT_IP) as (host, client):
         listener = subprocess.Popen(["ip", "netns", "exec", host, "python3", "-c", LISTENER],
                                     stdout=subprocess.PIPE, text=True)
-        assert listener.stdout is not None and listener.stdout.readline().strip() == "ready"
-        yield host, client
-    finally:
-        if listener is not None:
+        try:
+            assert listener.stdout is not None and listener.stdout.readline().strip() == "ready"
+            yield host, client
+        finally:
             listener.kill()
             listener.wait(timeout=10)
-        for ns in (host, client):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
 
 
 def _reaches(client: str) -> bool:

@@ -13,12 +13,12 @@ import os
 import shutil
 import subprocess
 import time
-import uuid
 from collections.abc import Iterator
 
 import pytest
 
 from cloud_init.nftables import key_host_ruleset
+from tests.support.netns import veth_pair
 
 from .support import host_of_role
 
@@ -67,26 +67,10 @@ print(got)
 """
 
 
-def _ip(*args: str) -> None:
-    subprocess.run(["ip", *args], check=True, capture_output=True, timeout=30)
-
-
 @pytest.fixture
 def namespaces() -> Iterator[tuple[str, str]]:
-    tag = uuid.uuid4().hex[:6]
-    host, flooder = f"qp-icmp-h-{tag}", f"qp-icmp-f-{tag}"
-    _ip("netns", "add", host)
-    _ip("netns", "add", flooder)
-    try:
-        _ip("link", "add", f"qpi{tag}", "netns", host, "type", "veth", "peer", "name", f"qpo{tag}", "netns", flooder)
-        for ns, dev, addr in ((host, f"qpi{tag}", HOST_IP), (flooder, f"qpo{tag}", FLOODER_IP)):
-            _ip("-n", ns, "addr", "add", f"{addr}/24", "dev", dev)
-            _ip("-n", ns, "link", "set", dev, "up")
-            _ip("-n", ns, "link", "set", "lo", "up")
-        yield host, flooder
-    finally:
-        for ns in (host, flooder):
-            subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
+    with veth_pair("qp-icmp", HOST_IP, FLOODER_IP) as pair:
+        yield pair
 
 
 def _in(ns: str, argv: list[str], **kw) -> subprocess.CompletedProcess[bytes]:  # type: ignore[no-untyped-def]
