@@ -83,17 +83,21 @@ class Node:
         return self.first_fcu is not None and time.monotonic() - self.first_fcu >= self.sync_seconds
 
     def tick(self) -> None:
-        """Advance the head to the clock slot while synced; persist it so a restart resumes from it."""
+        """Advance the head to the clock slot while synced; persist it so a restart resumes from it.
+
+        Persisted before it is published: a head that RPC has reported is always on disk (a reader that saw the
+        new head and then read the state file found the old one, or none, under load).
+        """
         if not self.synced():
             return
         slot = self.clock.current_slot()
         with self.lock:
             if slot == self.head:
                 return
+            if self.state_file is not None:
+                body = {"head": slot, "chain_id": self.chain_id, "updated": int(time.time())}
+                runtime.atomic_write(self.state_file, json.dumps(body).encode())
             self.head = slot
-        if self.state_file is not None:
-            body = {"head": slot, "chain_id": self.chain_id, "updated": int(time.time())}
-            runtime.atomic_write(self.state_file, json.dumps(body).encode())
 
     # ---- JSON-RPC -------------------------------------------------------------------------------
     def call(self, method: str, params: Any, allowed: set[str]) -> Any:
