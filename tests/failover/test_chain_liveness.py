@@ -192,3 +192,15 @@ def test_restart_refused_after_the_stop_leaves_it_stopped(ctx: ops.Context) -> N
     with pytest.raises(QpoolError, match=r"voted on the chain in epoch 3.*STOPPED and LOCKED"):
         restart_validator(ctx, "p1")
     assert [c[:2] for c in ssh.changed()] == [(PRIMARY.name, "stop")]
+
+
+def test_status_shows_the_reading(ctx: ops.Context) -> None:
+    from qpool.status import format_status, pair_status
+
+    ssh = fake(ctx)
+    ssh.statuses[PRIMARY.name]["liveness"] = live(3, 4)  # type: ignore[index]
+    ssh.statuses[BACKUP.name]["liveness"] = UNKNOWN  # type: ignore[index]
+    doc = pair_status(ctx, "p1")
+    assert next(h for h in doc["hosts"] if h["host"] == PRIMARY.name)["liveness"]["live"] == {KEY: [3, 4]}
+    text = format_status({"stack": "t", "pairs": [doc]})
+    assert f"chain-live=1@3-4 ({KEY[:14]}...)" in text and "chain-live=UNKNOWN" in text
