@@ -69,9 +69,11 @@ def check_before_start(ctx: Context, target: HostRecord, status: dict[str, Any],
     if not voted:
         return (f"chain liveness ({target.name}'s beacon node): none of {live.get('keys', len(keys))} key(s) voted "
                 f"in {span}")
-    if history is None:
+    if history is None and status.get("db_present"):
         data, _sha = ctx.ssh.export_bytes(target, "export-slashing")
         history = interchange.parse(data, f"export from {target.name}")
+    if history is None:  # no DB at all (a first start): nothing recorded, every live vote is somebody else's
+        history = interchange.History("", {}, {})
     unknown: list[tuple[str, int]] = []
     for key, key_epochs in sorted(voted.items()):
         newest = history.max_target(key)

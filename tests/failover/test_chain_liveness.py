@@ -94,6 +94,17 @@ def test_empty_history_and_a_live_key_refuses(ctx: ops.Context) -> None:
         chain_liveness.check_before_start(ctx, BACKUP, stopped_status(liveness=live(3)))
 
 
+def test_first_start_with_a_live_key_refuses(ctx: ops.Context) -> None:
+    """Keys that never signed in this stack but vote on the chain: somebody else runs them (no export tried)."""
+    ssh = fake(ctx)
+    ssh.statuses = {PRIMARY.name: stopped_status(db_present=False), BACKUP.name: stopped_status(db_present=False)}
+    ssh.history = {PRIMARY.name: interchange(), BACKUP.name: interchange()}
+    beacon_says(ssh, live(4), PRIMARY.name)
+    with pytest.raises(QpoolError, match="voted on the chain in epoch 4"):
+        ops.activate(ctx, "p1", first_start=True)
+    assert ssh.changed() == [] and (PRIMARY.name, "export-slashing") not in ssh.calls
+
+
 def test_only_the_targets_keys_count(ctx: ops.Context) -> None:
     other = "0x" + "99" * 16
     text = chain_liveness.check_before_start(ctx, BACKUP, stopped_status(liveness=live(4, key=other)))
