@@ -196,3 +196,33 @@ def test_ctl_reading_is_unknown_when_the_beacon_does_not_answer(tmp_path: Path,
     assert ctl.chain_liveness(None, 40, {"slots_per_epoch": 4})["known"] is False
     assert ctl.chain_liveness([OUTSIDER], None, None)["known"] is False
     assert ctl.chain_liveness([], 40, {"slots_per_epoch": 4})["live"] == {}
+
+
+def test_publish_is_world_readable_whatever_the_umask(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each host's validator user writes its own file; every beacon user must be able to read it."""
+    import os
+    import stat
+
+    monkeypatch.setenv(gossip.ENV_GOSSIP_DIR, str(tmp_path))
+    old = os.umask(0o077)
+    try:
+        assert gossip.publish(json.dumps({"duty": "attestation", "pubkey": OUTSIDER.upper().replace("0X", "0x"),
+                                          "slot": 5, "target_epoch": 1}), "h1") is None
+    finally:
+        os.umask(old)
+    assert stat.S_IMODE((tmp_path / "h1.jsonl").stat().st_mode) == 0o644
+    assert gossip.seen_votes() == [{"pubkey": OUTSIDER, "slot": 5, "target_epoch": 1, "host": "None"}]
+    assert gossip.seen_votes(max_slot=4) == [], "a vote is in the chain only once the head reached its slot"
+    monkeypatch.setenv(gossip.ENV_GOSSIP_DIR, str(tmp_path / "missing"))
+    assert "missing" in (gossip.publish("{}", "h1") or "")
+
+
+def test_lab_binds_one_gossip_dir_and_names_it_in_the_env_file(tmp_path: Path) -> None:
+    import stat
+
+    from lab import overlay
+
+    env = overlay.standin_dropins("gzond", 1.0, 4, 1_700_000_000)[overlay.STANDIN_ENV_FILE].decode()
+    assert f"{gossip.ENV_GOSSIP_DIR}={overlay.GOSSIP_GUEST_DIR}" in env.splitlines()
+    path = overlay.gossip_dir(tmp_path)
+    assert path == tmp_path / "gossip" and stat.S_IMODE(path.stat().st_mode) == 0o1777
