@@ -281,6 +281,8 @@ class _Executor:
             volume = dep.state_dir / "volumes" / spec.name / str(i)
             volume.mkdir(parents=True, exist_ok=True)
             host.binds[volume] = mount_point
+        if spec.is_key_host:  # the chain's view of every host's votes (lab/overlay.py item 7)
+            host.binds[overlay.gossip_dir(dep.state_dir)] = overlay.GOSSIP_GUEST_DIR
         extra = (overlay.standin_dropins(dep.config.clients.profile, dep.clock.slot_seconds, dep.clock.slots_per_epoch,
                                          dep.clock.genesis_time, overlay.pool_contracts_env(dep.config))
                  if spec.is_key_host else overlay.monitoring_extra_files(mirror_url_of(dep.network)))

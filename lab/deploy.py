@@ -272,6 +272,8 @@ def deploy(stack: str, *, config_file: Path | None = None, state_root: Path = LA
                     volume = state_dir / "volumes" / spec.name / str(i)
                     volume.mkdir(parents=True, exist_ok=True)
                     host.binds[volume] = mount_point
+                if spec.is_key_host:  # the chain's view of every host's votes (overlay item 7)
+                    host.binds[overlay.gossip_dir(state_dir)] = overlay.GOSSIP_GUEST_DIR
                 host.boot(lab_ud, extra_files=dropins if spec.is_key_host
                           else overlay.monitoring_extra_files(mirror_url))
             progress.done("boot", f"{len(hosts)} hosts booting ({time.monotonic() - started:.1f}s)")
@@ -353,6 +355,8 @@ def replace_host(dep: LabDeployment, name: str, log: Callable[[str], None] = pri
     spec = dep.spec(name)
     host.destroy()
     for volume in host.binds:
+        if volume == overlay.gossip_dir(dep.state_dir):
+            continue  # shared by every host (the chain's memory of votes), not this host's volume
         shutil.rmtree(volume, ignore_errors=True)
         volume.mkdir(parents=True)
     lab_ud, _paths = overlay.lab_user_data(_user_data_by_host(dep.run)[name])

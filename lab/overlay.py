@@ -16,6 +16,11 @@
    `qp-install-exporter` builds its venv and starts it; the key hosts' execution stand-ins serve the pool
    contracts at the stack's `poolContracts` addresses (`QP_STANDIN_POOL_CONTRACTS`, lab/standins/pool.py).
 6. Validator keys are generated for the lab in the stand-in keystore format and sealed like real ones.
+7. Attestation "gossip": one directory of the lab's state (`gossip/`, mode 1777) is bind-mounted into every
+   key host at GOSSIP_GUEST_DIR and named in the stand-ins' env file (`QP_STANDIN_GOSSIP_DIR`): each validator
+   stand-in appends what it signs to `<hostname>.jsonl` there and every beacon stand-in answers qrysm's
+   liveness endpoint from all files, so a beacon node sees the votes of other hosts as on a real chain
+   (qpool's chain-side check before a start, qpool/chain_liveness.py). A test can add an outsider's file.
 """
 
 from __future__ import annotations
@@ -137,6 +142,17 @@ def lab_user_data(user_data: str) -> tuple[str, list[str]]:
 
 
 STANDIN_ENV_FILE = "/etc/quantapool/lab-standin.env"
+#: Where every key host sees the lab's shared attestation gossip directory (item 7).
+GOSSIP_GUEST_DIR = "/var/lib/qp-lab-gossip"
+
+
+def gossip_dir(state_dir: Path) -> Path:
+    """The lab's shared gossip directory (item 7), created world-writable with the sticky bit: each host's
+    validator user writes only its own file, every beacon user reads them all."""
+    path = state_dir / "gossip"
+    path.mkdir(parents=True, exist_ok=True)
+    path.chmod(0o1777)
+    return path
 
 
 def standin_dropins(profile: str, slot_seconds: float, slots_per_epoch: int, genesis_time: int,
@@ -145,6 +161,7 @@ def standin_dropins(profile: str, slot_seconds: float, slots_per_epoch: int, gen
     (export/import via runuser) alike: the stand-ins read the env file when their environment lacks a value."""
     env = (f"QP_STANDIN_PROFILE={profile}\nQP_STANDIN_SLOT_SECONDS={slot_seconds}\n"
            f"QP_STANDIN_SLOTS_PER_EPOCH={slots_per_epoch}\nQP_STANDIN_GENESIS_TIME={genesis_time}\n"
+           f"QP_STANDIN_GOSSIP_DIR={GOSSIP_GUEST_DIR}\n"
            + (f"QP_STANDIN_POOL_CONTRACTS={pool_contracts}\n" if pool_contracts else "")).encode()
     dropin = f"[Service]\nEnvironmentFile={STANDIN_ENV_FILE}\n".encode()
     return {STANDIN_ENV_FILE: env,

@@ -19,8 +19,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from qpool import chain_liveness, history_coverage, interchange, key_ownership, reachability, replicas, witnesses
 from qpool import epoch_gate as epoch_gate_clocks
-from qpool import history_coverage, interchange, key_ownership, reachability, replicas, witnesses
 from qpool.context import Context
 from qpool.errors import QpoolError
 from qpool.inventory import HostRecord
@@ -143,6 +143,7 @@ def activate(ctx: Context, pair: str, *, first_start: bool = False, archives: li
             ctx.report(f"  {target.name}: {require_beacon_ready(target, target_status)}")
             ctx.report(f"  {key_ownership.check_before_start(ctx, target, target_status)}")
             _check_history_covers(ctx, target, target_status, peers, first_start, archives)
+            ctx.report(f"  {chain_liveness.check_before_start(ctx, target, target_status)}")
             if not ctx.confirm(f"Start the validator on {target.name}?"):
                 raise QpoolError("aborted at the confirmation prompt; nothing changed")
             # Re-check right before the start: the confirmation prompt may have waited a long time.
@@ -151,6 +152,7 @@ def activate(ctx: Context, pair: str, *, first_start: bool = False, archives: li
             fresh = ctx.ssh.status(target)
             require_beacon_ready(target, fresh)
             key_ownership.check_before_start(ctx, target, fresh)
+            chain_liveness.check_before_start(ctx, target, fresh)
             args = ["activate", "--run-id", run_id] + (["--first-start"] if first_start else [])
             ctx.ssh.ctl(target, *args, timeout=180)
             ctx.report(f"{target.name}: validator running")
@@ -460,6 +462,7 @@ def _start_target(run: _Failover) -> None:
         fresh = ctx.ssh.status(target)
         say(f"      {target.name}: {require_beacon_ready(target, fresh)}")
         say(f"      {key_ownership.check_before_start(ctx, target, fresh)}")
+        say(f"      {chain_liveness.check_before_start(ctx, target, fresh)}")
         args = ["activate", "--run-id", j.run_id]
         gate = j.data("epoch-gate").get("gate_epoch") if j.mode == "fenced" else None
         if gate is not None and not j.data("epoch-gate").get("overridden"):

@@ -80,6 +80,8 @@ def pair_status(ctx: Context, pair: str) -> dict[str, Any]:
             "restart_pending": st.get("restart_pending"),
             # The public keys its wallet holds (key ownership across pairs: qpool/key_ownership.py).
             "wallet_pubkeys": (st.get("wallet") or {}).get("pubkeys") if st else None,
+            # What its beacon node says about those keys on the chain (qpool/chain_liveness.py).
+            "liveness": st.get("liveness") if st else None,
             # An unreachable host: what the fencing witnesses see (the pair peer's private-network probe and
             # Prometheus), so "unreachable" is never read from the operator's SSH alone.
             "witnesses": None if view.status is not None else witnesses.for_status(
@@ -102,6 +104,16 @@ def _keys_word(keys: list[str] | None) -> str:
     if keys is None:
         return "keys=UNKNOWN"
     return f"keys={len(keys)}" + (f" ({','.join(k[:14] + '...' for k in keys)})" if keys else "")
+
+
+def _liveness_word(reading: dict[str, Any] | None) -> str:
+    """`chain-live=...`: which wallet keys voted on the chain in the last two epochs, per the host's beacon."""
+    if not isinstance(reading, dict) or not reading.get("known"):
+        return "chain-live=UNKNOWN"
+    live = reading.get("live") or {}
+    epochs = reading.get("epochs") or []
+    span = f"@{epochs[0]}-{epochs[-1]}" if epochs else ""
+    return f"chain-live={len(live)}{span}" + (f" ({','.join(k[:14] + '...' for k in sorted(live))})" if live else "")
 
 
 def format_status(doc: dict[str, Any]) -> str:
@@ -127,7 +139,7 @@ def format_status(doc: dict[str, Any]) -> str:
                 f"beacon={_sync_word(beacon)}"
                 f"@{beacon.get('head_slot')} "
                 f"execution={_sync_word(execution)}@{execution.get('block')} slashing-backup={age} "
-                f"{_keys_word(h.get('wallet_pubkeys'))}")
+                f"{_keys_word(h.get('wallet_pubkeys'))} {_liveness_word(h.get('liveness'))}")
             if h.get("restart_pending"):
                 lines.append(f"  {'':<32} validator RESTART PENDING: {h['restart_pending'].get('reason')} "
                              f"(`qpool validator-restart --pair {pair['pair']}` or the next failover)")

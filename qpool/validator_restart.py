@@ -20,7 +20,7 @@ from __future__ import annotations
 import uuid
 from typing import Any
 
-from qpool import history_coverage, key_ownership
+from qpool import chain_liveness, history_coverage, key_ownership
 from qpool.context import Context
 from qpool.errors import QpoolError
 from qpool.inventory import HostRecord
@@ -73,6 +73,8 @@ def restart_validator(ctx: Context, pair: str) -> dict[str, Any]:
         # one of its keys, before anything is stopped.
         ctx.report(f"  {target.name}: {require_beacon_ready(target, view.status)}")
         ctx.report(f"  {key_ownership.check_before_start(ctx, target, view.status)}")
+        # Its own keys are live while it signs: here only "a reading exists"; the full check follows the stop.
+        chain_liveness.reading(target, view.status)
         run_id = f"restart-{uuid.uuid4().hex[:12]}"
         held = _lock_pair(ctx, hosts, run_id)
         stopped = False
@@ -96,6 +98,7 @@ def restart_validator(ctx: Context, pair: str) -> dict[str, Any]:
             # The decisive fresh checks right before the start (the same gates as every other start).
             require_beacon_ready(target, st)
             key_ownership.check_before_start(ctx, target, st)
+            ctx.report(f"  {chain_liveness.check_before_start(ctx, target, st)}")
             _peers_stopped(ctx, peers, target)
             ctx.ssh.ctl(target, "activate", "--run-id", run_id, timeout=180)
             ctx.report(f"  {target.name}: validator running again")

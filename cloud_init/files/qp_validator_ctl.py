@@ -25,6 +25,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.parse
 import urllib.request
 from pathlib import Path
 from typing import Any
@@ -259,6 +260,77 @@ def chain_clock() -> dict[str, Any] | None:
         return None
 
 
+#: Dilithium public keys are 2592 bytes (5186 characters as 0x-hex): 8 per URL keep the request line ~42 kB.
+LIVENESS_BATCH = 8
+
+
+def http_post_json(url: str, payload: Any, timeout: float = 5.0) -> tuple[int, Any]:
+    req = urllib.request.Request(url, data=json.dumps(payload).encode(), method="POST",  # noqa: S310 - our config
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - loopback URL from config
+            return resp.status, json.loads(resp.read() or b"null")
+    except urllib.error.HTTPError as exc:
+        try:
+            return exc.code, json.loads(exc.read() or b"null")
+        except ValueError:
+            return exc.code, None
+    except (OSError, ValueError):
+        return 0, None
+
+
+def _beacon_said(code: int, doc: Any) -> str:
+    message = doc.get("message") if isinstance(doc, dict) else None
+    return f"HTTP {code}" + (f": {' '.join(str(message).split())[:160]}" if message else "") if code else \
+        "no answer"
+
+
+def chain_liveness(pubkeys: list[str] | None, head_slot: Any, clock: dict[str, Any] | None) -> dict[str, Any]:
+    """Did any of this host's wallet keys vote in the head epoch or the one before, as the local beacon node
+    sees the chain (qrysm: GET /beacon/states/head/validators?id=<pubkey> for the indices, then POST
+    /validator/liveness/{epoch} with ["<index>", ...] for the current and the previous epoch, from the head
+    state's participation: votes of ANY host, not only this one). qpool refuses a start while a key voted and
+    no host of the stack recorded that vote (qpool/chain_liveness.py). Unknown is explicit, never "not live":
+    {"known": False, "error": "..."}."""
+    if pubkeys is None:
+        return {"known": False, "error": "the wallet's keys cannot be listed"}
+    try:
+        spe = int((clock or {})["slots_per_epoch"])
+        head_epoch = int(head_slot) // spe
+    except (KeyError, TypeError, ValueError):
+        return {"known": False, "error": "the beacon node does not report its head slot and chain clock"}
+    epochs = [e for e in (head_epoch - 1, head_epoch) if e >= 0]
+    indices: dict[str, str] = {}
+    rest = cfg("beacon_rest")
+    for i in range(0, len(pubkeys), LIVENESS_BATCH):
+        query = urllib.parse.urlencode([("id", k) for k in pubkeys[i:i + LIVENESS_BATCH]])
+        code, doc = http_json(f"{rest}/beacon/states/head/validators?{query}", timeout=5.0)
+        try:
+            if code != 200:
+                raise ValueError
+            for entry in doc["data"]:
+                indices[str(entry["validator"]["pubkey"]).lower()] = str(entry["index"])
+        except (KeyError, TypeError, ValueError):
+            return {"known": False, "error": f"validator index lookup: beacon node answered {_beacon_said(code, doc)}"}
+    live: dict[str, list[int]] = {}
+    for epoch in epochs if indices else []:
+        code, doc = http_post_json(f"{rest}/validator/liveness/{epoch}", sorted(set(indices.values())))
+        try:
+            if code != 200:
+                raise ValueError
+            answer = {str(d["index"]): bool(d["is_live"]) for d in doc["data"]}
+        except (KeyError, TypeError, ValueError):
+            return {"known": False, "error": f"liveness of epoch {epoch}: beacon node answered "
+                                             f"{_beacon_said(code, doc)}"}
+        if set(answer) != set(indices.values()):
+            return {"known": False, "error": f"liveness of epoch {epoch}: the answer does not cover every index"}
+        for key, index in indices.items():
+            if answer[index]:
+                live.setdefault(key, []).append(epoch)
+    return {"known": True, "head_epoch": head_epoch, "epochs": epochs, "keys": len(pubkeys),
+            "not_on_chain": len([k for k in pubkeys if k not in indices]), "live": live}
+
+
 def status() -> dict[str, Any]:
     lock = Path(cfg("lock_file"))
     unit = systemctl_show()
@@ -294,6 +366,9 @@ def status() -> dict[str, Any]:
                             else None),
         "time": time.time(),
     }
+    st["liveness"] = (chain_liveness(st["wallet"].get("pubkeys"), st["beacon"]["head_slot"], st["chain_clock"])
+                      if sync_code == 200 else
+                      {"known": False, "error": "the beacon node's REST API does not answer"})
     # The operator decides on the codes; the text is for people reading the JSON.
     st["not_stopped"] = not_stopped_codes(st)
     st["not_stopped_reasons"] = stopped_reasons(st)

@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from . import chain, cli, jwtauth, netio, runtime
+from . import chain, cli, gossip, jwtauth, netio, runtime
 from .flagsets import flags_for
 
 NAME = "beacon-chain"
@@ -134,7 +134,95 @@ class Beacon:
             return netio.json_response({"execution_optimistic": False, "finalized": False, "data": {
                 "previous_justified": cp(epoch - 2), "current_justified": cp(epoch - 1),
                 "finalized": cp(epoch - 2)}})
+        if req.path.startswith(f"{p}/v1/beacon/states/") and req.path.endswith("/validators"):
+            state_id = req.path[len(f"{p}/v1/beacon/states/"):-len("/validators")]
+            if state_id and "/" not in state_id:
+                if req.method != "GET":
+                    return netio.Response(405, b"", "text/plain")
+                return self.validators(state_id, req)
+        if req.path.startswith(f"{p}/v1/validator/liveness/"):
+            epoch = req.path[len(f"{p}/v1/validator/liveness/"):]
+            if epoch and "/" not in epoch:
+                if req.method != "POST":
+                    return netio.Response(405, b"", "text/plain")
+                return self.liveness(epoch, req.body)
         return netio.json_response({"code": 404, "message": f"unknown endpoint {req.path}"}, 404)
+
+    # ---- validators and liveness (qrysm beacon-chain/rpc/eth/beacon/handlers_validator.go GetValidators,
+    # ---- beacon-chain/rpc/eth/validator/handlers.go GetLiveness: same paths, shapes and 400 texts) --------
+    def validators(self, state_id: str, req: netio.Request) -> netio.Response:
+        """GET .../beacon/states/{state_id}/validators?id=<0x pubkey or index>&id=...: unknown ids are ignored."""
+        if state_id not in ("head", "genesis", "finalized", "justified") and not (
+                state_id.isdigit() and int(state_id) <= self.head_slot):
+            return _error(400, f"Invalid state ID: could not parse state ID {state_id}")
+        seen = {v["pubkey"] for v in gossip.seen_votes(self.head_slot)}
+        by_index = {gossip.validator_index(k): k for k in sorted(seen)}
+        found: list[tuple[int, str]] = []
+        for raw in req.query.get("id", []):
+            pubkey = _hex_bytes(raw)
+            if pubkey is not None:
+                if len(pubkey) != gossip.PUBKEY_BYTES:
+                    return _error(400, f"Pubkey length is {len(pubkey)} instead of {gossip.PUBKEY_BYTES}")
+                key = "0x" + pubkey.hex()
+                found.append((gossip.validator_index(key), key))
+                continue
+            if not raw.isdigit() or not raw.isascii():
+                return _error(400, f"Invalid validator index {raw}")
+            if int(raw) in by_index:  # the stand-in knows an index's key only once that key has voted
+                found.append((int(raw), by_index[int(raw)]))
+        if not req.query.get("id"):
+            found = sorted(by_index.items())
+        statuses = [s.lower() for s in req.query.get("status", [])]
+        for status in statuses:
+            if status not in _STATUSES:
+                return _error(400, f"Invalid status {status}")
+        if statuses and not {"active_ongoing", "active"} & set(statuses):
+            found = []
+        far = str(2**64 - 1)
+        return netio.json_response({"execution_optimistic": False, "finalized": state_id in ("genesis", "finalized"),
+                                    "data": [{"index": str(ix), "balance": str(VALIDATOR_BALANCE),
+                                              "status": "active_ongoing", "validator": {
+                                                  "pubkey": key, "withdrawal_credentials": _root("wc", key)[:66],
+                                                  "effective_balance": str(VALIDATOR_BALANCE), "slashed": False,
+                                                  "activation_eligibility_epoch": "0", "activation_epoch": "0",
+                                                  "exit_epoch": far, "withdrawable_epoch": far}}
+                                             for ix, key in found]})
+
+    def liveness(self, raw_epoch: str, body: bytes) -> netio.Response:
+        """POST .../validator/liveness/{epoch} with ["<index>", ...]: is_live = the key voted for that target
+        epoch (as participation flags in the head state); the current, the previous and older epochs."""
+        if not raw_epoch.isdigit() or not raw_epoch.isascii():
+            return _error(400, f"Epoch is invalid: strconv.ParseUint: parsing {json.dumps(raw_epoch)}: invalid syntax")
+        epoch = int(raw_epoch)
+        if not body.strip():
+            return _error(400, "No data submitted")
+        try:
+            indices = json.loads(body)
+        except ValueError as exc:
+            return _error(400, f"Could not decode request body: {exc}")
+        if indices is not None and (not isinstance(indices, list) or not all(isinstance(i, str) for i in indices)):
+            return _error(400, "Could not decode request body: json: cannot unmarshal into Go value of type "
+                               "[]string")
+        if not indices:
+            return _error(400, "No data submitted")
+        wanted: list[int] = []
+        for i, raw in enumerate(indices):
+            if raw == "":
+                return _error(400, f"ValidatorIndices[{i}] is required")
+            if not raw.isdigit() or not raw.isascii():
+                return _error(400, f"ValidatorIndices[{i}] is invalid: strconv.ParseUint: parsing "
+                                   f"{json.dumps(raw)}: invalid syntax")
+            wanted.append(int(raw))
+        if epoch > self.clock.epoch_of(self.head_slot):
+            return _error(400, "Requested epoch cannot be in the future")
+        live = {gossip.validator_index(v["pubkey"]) for v in gossip.seen_votes(self.head_slot)
+                if v["target_epoch"] == epoch}
+        data = []
+        for ix in wanted:
+            if ix >= gossip.REGISTRY_SIZE:
+                return _error(400, f"Validator index {ix} is invalid")
+            data.append({"index": str(ix), "is_live": ix in live})
+        return netio.json_response({"data": data})
 
     # ---- monitoring ---------------------------------------------------------------------------------
     def monitoring(self, req: netio.Request) -> netio.Response:
@@ -160,6 +248,29 @@ class Beacon:
             netio.Metric("connected_libp2p_peers", g, "Tracks the total number of libp2p peers",
                          [({}, self.peers)]),
         ])
+
+
+#: Every validator of the stand-in registry is active with this balance (Gwei-style integer).
+VALIDATOR_BALANCE = 40_000_000_000_000
+#: qrysm's validator.ValidatorStatusFromString names (sub-statuses and the four top-level ones).
+_STATUSES = frozenset({"pending_initialized", "pending_queued", "active_ongoing", "active_exiting", "active_slashed",
+                       "exited_unslashed", "exited_slashed", "withdrawal_possible", "withdrawal_done", "pending",
+                       "active", "exited", "withdrawal"})
+
+
+def _error(code: int, message: str) -> netio.Response:
+    """qrysm's http2.HandleError: {"message": .., "code": ..} with the status code."""
+    return netio.json_response({"message": message, "code": code}, code)
+
+
+def _hex_bytes(raw: str) -> bytes | None:
+    """go-zond hexutil.Decode: 0x-prefixed, even length, hex digits; None when it is not such a string."""
+    if not raw.startswith(("0x", "0X")):
+        return None
+    digits = raw[2:]
+    if len(digits) % 2 or any(c not in "0123456789abcdefABCDEF" for c in digits):
+        return None
+    return bytes.fromhex(digits)
 
 
 def _fail(msg: str) -> int:

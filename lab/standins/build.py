@@ -21,7 +21,7 @@ from pathlib import Path
 SHEBANG = b"#!/usr/bin/python3\n"
 PACKAGE = "qp_standins"
 # The runtime modules (stdlib only). build.py and keystore_fixture.py are operator/test side only.
-MODULES = ("__init__", "beacon", "chain", "cli", "execution", "flagsets", "jwtauth", "netio", "runtime",
+MODULES = ("__init__", "beacon", "chain", "cli", "execution", "flagsets", "gossip", "jwtauth", "netio", "runtime",
            "pool", "pool_abi", "slashing_db", "validator", "wallet")
 CLIENTS = {"gzond": "execution", "gqrl": "execution", "beacon-chain": "beacon", "validator": "validator"}
 _EPOCH = (1980, 1, 1, 0, 0, 0)

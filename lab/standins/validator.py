@@ -17,7 +17,7 @@ import socket
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import chain, cli, netio, runtime
+from . import chain, cli, gossip, netio, runtime
 from .flagsets import flags_for
 from .slashing_db import DbError, SlashingDB
 from .wallet import Account, WalletError, delete_accounts, import_keystores, open_wallet, read_password_file
@@ -192,6 +192,9 @@ class Validator:
             fh.write(line + "\n")
             fh.flush()
             os.fsync(fh.fileno())
+        failed = gossip.publish(line, self.hostname)  # the network sees the vote (every beacon's liveness)
+        if failed:
+            runtime.log(NAME, "warn", "Could not publish attestation to the lab gossip directory", error=failed)
         self.metrics.inc("validator_successful_attestations", account.pubkey)
         self.metrics.last_slot[account.pubkey] = slot
         self.metrics.balance[account.pubkey] += REWARD

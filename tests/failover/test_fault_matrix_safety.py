@@ -15,7 +15,9 @@ that signs now holds every vote any host ever signed, except votes a fenced path
 - a primary restored from an old archive: restore refused, activate refused, then recovered;
 - a clean stop, then the source disappears, with the operator's clock behind: the gate from the later clock;
 - a truncated newest replica on the target: moved aside, the previous intact replica used;
-- a full disk on the target: a one-line "disk full" error, nothing started, the same run resumes.
+- a full disk on the target: a one-line "disk full" error, nothing started, the same run resumes;
+- a key that votes on the chain from a signer outside the stack (its votes reach the beacon nodes through the
+  lab's gossip directory): activate refused; once that signer stops, two epochs later the same activate starts.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from pathlib import Path, PurePosixPath
 
 import pytest
 
+from lab import overlay
 from lab.testing import lab_unavailable_reason
 from qpool import backups
 from qpool import operations as ops
@@ -401,3 +404,50 @@ def test_full_disk_on_target_clear_error_nothing_started_resumable(lab: Lab) -> 
     assert_exactly(lab, target)
     lab.wait_signs(target, after=before)
     verify(lab, "  ... then space freed, re-run", f"resumed; {target} signs", signer=target)
+
+
+# -- 10. a key live on the chain whose signer is not a host of the stack ----------------------------------
+
+def _live_keys(lab: Lab, role: str) -> dict[str, list[int]]:
+    st = lab.status(role)
+    assert st is not None and st["liveness"]["known"], (st or {}).get("liveness")
+    return st["liveness"]["live"]
+
+
+def test_key_live_on_the_chain_from_an_outsider_refuses_activate(lab: Lab) -> None:
+    """The signer is stopped and locked (by hand); meanwhile a copy of one of its keys signs somewhere outside
+    the stack. The beacon nodes see those votes (the lab's gossip directory), no host's history records them:
+    activate refuses. The outsider stops; two epochs after its last vote the same activate starts the signer."""
+    role = lab.active_role()
+    host = lab.host(role)
+    host.exec([CTL, "stop", "--reason", "issue-12 outsider drill", "--timeout", "30"], timeout=120, check=True)
+    st = lab.status(role)
+    assert st is not None and ops.stopped_reasons(st) == []
+    key = st["wallet"]["pubkeys"][0]
+    spe = CLOCK.slots_per_epoch
+    stopped_epoch = int(st["beacon"]["current_slot"]) // spe
+    outsider_epochs = range(stopped_epoch + 1, stopped_epoch + 4)
+    (overlay.gossip_dir(lab.dep.state_dir) / "outsider.jsonl").write_text("".join(json.dumps({
+        "ts": "2026-01-01T00:00:00.000Z", "host": "outsider", "pubkey": key, "duty": "attestation", "slot": e * spe,
+        "source_epoch": e - 1, "target_epoch": e, "signing_root": "0x" + secrets.token_hex(32)}) + "\n"
+        for e in outsider_epochs))
+    deadline = time.monotonic() + 4 * EPOCH_SECONDS
+    while key not in _live_keys(lab, role):
+        assert time.monotonic() < deadline, "the outsider's vote never showed in the beacon node's liveness"
+        time.sleep(0.5)
+    with pytest.raises(QpoolError, match=rf"refusing: key\(s\) {re.escape(key[:14])}\.\.\. voted on the chain in "
+                                         r"epoch \d+ .*another signer"):
+        ops.activate(lab.ctx, PAIR)
+    assert lab.signers() == []
+    st = lab.status(role)
+    assert st is not None and ops.stopped_reasons(st) == [] and st["oplock"] is None
+    verify(lab, "key live on the chain, its signer outside the stack", "activate refused", signer=role)
+    deadline = time.monotonic() + (len(outsider_epochs) + 4) * EPOCH_SECONDS
+    while _live_keys(lab, role):  # the outsider stopped after its last epoch: two quiet epochs clear it
+        assert time.monotonic() < deadline, "the liveness reading never cleared"
+        time.sleep(0.5)
+    before = lab.log_len(role)
+    assert ops.activate(lab.ctx, PAIR)["changed"]
+    assert_exactly(lab, role)
+    lab.wait_signs(role, after=before)
+    verify(lab, "  ... outsider stopped, two epochs later", f"activate: {role} signs", signer=role)

@@ -32,7 +32,8 @@ KEY = "0x" + "cd" * 16
 def stopped_status(**over: Any) -> dict[str, Any]:
     st = {"unit": {"active": "inactive"}, "processes": [], "metrics_port_open": False, "locked": True,
           "db_present": True, "newest_backup": None, "chain_clock": None, "oplock": None,
-          "beacon": {"reachable": True, "syncing": False, "head_slot": 100}, "wallet": {"pubkeys": [KEY]}}
+          "beacon": {"reachable": True, "syncing": False, "head_slot": 100}, "wallet": {"pubkeys": [KEY]},
+          "liveness": {"known": True, "head_epoch": 3, "epochs": [2, 3], "keys": 1, "not_on_chain": 0, "live": {}}}
     st.update(over)
     return st
 
