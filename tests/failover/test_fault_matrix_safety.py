@@ -102,12 +102,14 @@ def _stop_and_ship(lab: Lab, role: str) -> list[str]:
     sha = hashlib.sha256(db).hexdigest()
     mon = lab.ctx.inventory.monitoring()
     assert mon is not None
-    sender = lab.record(role).private_ip  # the receiver names the copy after the sender sshd saw
     stored = []
-    for receiver in (lab.host(OTHER[role]), lab.dep.hosts[mon.name]):
-        res = receiver.exec(["runuser", "-u", "qp-backup", "--", "env", f"SSH_ORIGINAL_COMMAND={name} {sha}",
-                             f"SSH_CONNECTION={sender} 40000 0.0.0.0 22", CTL, "receive-backup"], input=db,
-                            timeout=60, check=True)
+    for receiver in (lab.record(OTHER[role]), mon):
+        # over SSH with the host's own shipping key, as its backup timer ships: the receiver names the copy
+        # after the sender its authorized_keys line for that key names
+        res = host.exec(["ssh", "-i", SHIP_KEY, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+                         "-o", "UserKnownHostsFile=/etc/quantapool/backup_known_hosts", "-o", "ConnectTimeout=10",
+                         f"qp-backup@{receiver.private_ip}", name, sha], input=db, timeout=60)
+        assert res.returncode == 0, res
         stored.append(json.loads(res.stdout)["stored"])
     return stored  # the names each receiver gave the copy (its sender's name and the receiver's time)
 
