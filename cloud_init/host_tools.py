@@ -13,6 +13,7 @@ import hashlib
 import io
 import json
 import tarfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from cloud_init import HostFile, HostRenderInputs
@@ -96,17 +97,21 @@ WantedBy=timers.target
 """
 
 
-def _ctl_config(inputs: HostRenderInputs, ship_public_key: str) -> dict:
+def _ctl_config(inputs: HostRenderInputs, ship_senders: Mapping[str, Mapping[str, str]]) -> dict:
     cfg, host = inputs.config, inputs.host
-    # Only the key hosts that may send this host backups (its pair partner; every key host for monitoring).
-    sender_hosts = (cfg.key_hosts() if not host.is_key_host
-                    else [h for h in cfg.key_hosts(host.pair) if h.name != host.name])
-    senders = [h.private_ip for h in sender_hosts]
+    # Only the key hosts that may send this host backups (its pair partner; every key host for monitoring),
+    # each with the public half of ITS OWN shipping key: `setup` writes one authorized_keys line per sender
+    # whose forced command names it, so a stored copy is named after the key that authenticated.
+    allowed = {h.name: h.private_ip for h in cfg.backup_senders_of(host)}
+    if set(ship_senders) != set(allowed):
+        raise ValueError(f"{host.name}: backup senders {sorted(ship_senders)} differ from the allowed "
+                         f"{sorted(allowed)}")
+    senders = {name: {"address": allowed[name],
+                      "public_key": " ".join(str(ship_senders[name]["public_key"]).split()[:2])}
+               for name in sorted(allowed)}
     common = {"role_file": ROLE_FILE, "replica_dir": REPLICA_DIR, "backup_keep": BACKUP_KEEP,
               "backup_senders": senders,
-              # The receiver names each stored copy after the sender it authenticated (address -> host name).
-              "backup_sender_names": {h.private_ip: h.name for h in sender_hosts},
-              "textfile_dir": NODE_EXPORTER_TEXTFILE_DIR, "ship_public_key": ship_public_key.strip(),
+              "textfile_dir": NODE_EXPORTER_TEXTFILE_DIR,
               "timers": []}
     if not host.is_key_host:
         return {**common, "replica_dir": MONITORING_REPLICA_DIR}
@@ -138,13 +143,15 @@ def _ctl_config(inputs: HostRenderInputs, ship_public_key: str) -> dict:
     }
 
 
-def host_tools_files(inputs: HostRenderInputs, ship_public_key: str, ship_known_hosts: str = "") -> list[HostFile]:
-    """qp-validator-ctl and its config for every host; on key hosts also the timers and `ship_known_hosts`, the
-    pinned host keys of the backup targets (components/host_identity.py), so shipping never trusts on first
-    use (qp-validator-ctl connects with StrictHostKeyChecking=yes)."""
+def host_tools_files(inputs: HostRenderInputs, ship_senders: Mapping[str, Mapping[str, str]],
+                     ship_known_hosts: str = "") -> list[HostFile]:
+    """qp-validator-ctl and its config for every host (with `ship_senders`: the hosts allowed to ship backups
+    here, name -> private address and public shipping key); on key hosts also the timers and
+    `ship_known_hosts`, the pinned host keys of the backup targets (components/host_identity.py), so shipping
+    never trusts on first use (qp-validator-ctl connects with StrictHostKeyChecking=yes)."""
     files = [
         HostFile(CTL_PATH, _CTL_SOURCE.read_text(), "0755"),
-        HostFile(CTL_CONFIG, json.dumps(_ctl_config(inputs, ship_public_key), indent=2, sort_keys=True) + "\n"),
+        HostFile(CTL_CONFIG, json.dumps(_ctl_config(inputs, ship_senders), indent=2, sort_keys=True) + "\n"),
     ]
     if inputs.host.is_key_host:
         files += [

@@ -95,11 +95,11 @@ class Steps:
         return self.add(f"secret-{name}", f"sudo {INSTALL_SECRET} {shlex.quote(name)}",
                         stdin=secret, secret=True, triggers=[secret.apply(digest)])
 
-    def host_tools(self, config: StackConfig, host: HostSpec, ship_public_key: pulumi.Input[str],
+    def host_tools(self, config: StackConfig, host: HostSpec, ship_senders: pulumi.Input[dict[str, dict[str, str]]],
                    ship_known_hosts: pulumi.Input[str] = "") -> remote.Command:
-        """The operations tools bundle (qp-validator-ctl, its config, timers, the pinned keys of its backup
-        targets): plain, reviewable stdin."""
-        tools = pulumi.Output.all(ship_public_key, ship_known_hosts).apply(
+        """The operations tools bundle (qp-validator-ctl, its config with the backup senders' public shipping
+        keys, timers, the pinned keys of its backup targets): plain, reviewable stdin."""
+        tools = pulumi.Output.all(ship_senders, ship_known_hosts).apply(
             lambda v: tools_tar_b64(host_tools_files(
                 HostRenderInputs(config=config, host=host, deploy_public_key="", volume_device=None), v[0], v[1])))
         return self.add("host-tools", INSTALL_COMMAND, stdin=tools, triggers=[tools.apply(digest)])

@@ -41,6 +41,25 @@ def ship_known_hosts(cfg: StackConfig, host: HostSpec, keys: dict[str, tls.Priva
     return pulumi.Output.all(*lines).apply(lambda v: "".join(v))
 
 
+def ship_key(host_name: str) -> tls.PrivateKey:
+    """`qp-backup-ship-key-<host>`: the key `host` ships its slashing-protection backups with (ED25519, private
+    encodings secret). One per key host, so a receiver knows the sender from the key that authenticated."""
+    return tls.PrivateKey(f"qp-backup-ship-key-{host_name}", algorithm="ED25519",
+                          opts=pulumi.ResourceOptions(additional_secret_outputs=["privateKeyOpenssh",
+                                                                                 "privateKeyPem"]))
+
+
+def ship_senders(senders: list[HostSpec],
+                 public_keys: dict[str, pulumi.Input[str]]) -> pulumi.Output[dict[str, dict[str, str]]]:
+    """A receiver's sender map for its host tools: sender host name -> its private address and the public half
+    of its shipping key (`ssh-ed25519 <base64>`). qp-validator-ctl writes one authorized_keys line per entry."""
+    names = [h.name for h in senders]
+    keys = [pulumi.Output.from_input(public_keys[name]) for name in names]
+    return pulumi.Output.all(*keys).apply(lambda vals: {
+        h.name: {"address": h.private_ip, "public_key": " ".join(str(k).split()[:2])}
+        for h, k in zip(senders, vals, strict=True)})
+
+
 def host_key_of(key: tls.PrivateKey) -> pulumi.Output[HostKey]:
     """Both halves as a `HostKey`, for rendering user-data (the Output stays secret)."""
     return pulumi.Output.secret(pulumi.Output.all(key.private_key_openssh, key.public_key_openssh).apply(

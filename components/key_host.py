@@ -39,8 +39,9 @@ class KeyHostArgs:
     ssh_key_ids: list[pulumi.Input[str]]
     deploy_public_key: pulumi.Input[str]
     deploy_private_key: pulumi.Input[str]
-    #: the key that ships slashing-protection backups to the standby and the monitoring server
-    ship_public_key: pulumi.Input[str]
+    #: the hosts allowed to ship backups here: name -> {"address", "public_key"} (host_identity.ship_senders)
+    ship_senders: pulumi.Input[dict[str, dict[str, str]]]
+    #: THIS host's own shipping key (`qp-backup-ship-key-<host>`), delivered to this host only
     ship_private_key: pulumi.Output[str]
     #: the host's SSH host key (components/host_identity.py) and the known_hosts of its backup targets
     host_key: tls.PrivateKey | None = None
@@ -99,7 +100,7 @@ class _KeyHost(pulumi.ComponentResource):
                                       timeout=f"{HEALTH_GATE_SECONDS // 60 + 15}m")
         steps.host_env(self.server.ipv4_address)
         bootstrap.base_bundles(steps, cfg, host, args.deploy_public_key)
-        steps.host_tools(cfg, host, args.ship_public_key, args.ship_known_hosts)
+        steps.host_tools(cfg, host, args.ship_senders, args.ship_known_hosts)
         steps.secret_file("backup-ship-key", args.ship_private_key)
         steps.secret_file("jwt", jwt_hex)
         if args.validator_keys_tar_b64 is not None:

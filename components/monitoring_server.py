@@ -44,7 +44,8 @@ class MonitoringServerArgs:
     ssh_key_ids: list[pulumi.Input[str]]
     deploy_public_key: pulumi.Input[str]
     deploy_private_key: pulumi.Input[str]
-    ship_public_key: pulumi.Input[str]
+    #: the key hosts that ship backups here: name -> {"address", "public_key"} (host_identity.ship_senders)
+    ship_senders: pulumi.Input[dict[str, dict[str, str]]]
     #: the host's SSH host key (components/host_identity.py)
     host_key: tls.PrivateKey | None = None
 
@@ -125,7 +126,7 @@ class MonitoringServer(pulumi.ComponentResource):
         steps.wait_ready()
         steps.host_env(self.server.ipv4_address)
         bootstrap.base_bundles(steps, cfg, host, args.deploy_public_key)
-        steps.host_tools(cfg, host, args.ship_public_key)
+        steps.host_tools(cfg, host, args.ship_senders)
         receiver_steps = []
         for stack_key, file_name in RECEIVER_SECRETS.items():
             value = args.secrets.get(stack_key)

@@ -157,11 +157,12 @@ def build_stack(open_key_bundle: OpenKeyBundle) -> None:
     ]
     ssh_key_ids = [k.id for k in ssh_keys]
 
-    # Ships slashing-protection backups; receivers accept it only for their forced `receive-backup` command.
-    ship_key = tls.PrivateKey("qp-backup-ship-key", algorithm="ED25519",
-                              opts=pulumi.ResourceOptions(additional_secret_outputs=["privateKeyOpenssh",
-                                                                                     "privateKeyPem"]))
-    ship_private = pulumi.Output.secret(ship_key.private_key_openssh)
+    # One backup-shipping key per key host (issue 12 item 3): a receiver's authorized_keys has one line per
+    # allowed sender, whose forced command names that sender, so who shipped a copy is the key that
+    # authenticated (and its from= address), never the sender's own words. Each private key goes to its
+    # own host only (the `secret-backup-ship-key` step); receivers get the public halves (host tools).
+    ship_keys = {host.name: host_identity.ship_key(host.name) for host in cfg.key_hosts()}
+    ship_public = {name: key.public_key_openssh for name, key in ship_keys.items()}
 
     keys_tars = _validator_keys(secrets, [p.name for p in cfg.validator_pairs], open_key_bundle)
     host_keys = host_identity.host_ssh_keys(cfg)  # before any host: key hosts pin their targets' keys
@@ -174,7 +175,8 @@ def build_stack(open_key_bundle: OpenKeyBundle) -> None:
         key_hosts[host.name] = node_class(host.name, KeyHostArgs(
             config=cfg, host=host, network=network, ssh_key_ids=ssh_key_ids,
             deploy_public_key=deploy_key.public_key_openssh, deploy_private_key=deploy_private,
-            ship_public_key=ship_key.public_key_openssh, ship_private_key=ship_private,
+            ship_senders=host_identity.ship_senders(cfg.backup_senders_of(host), ship_public),
+            ship_private_key=pulumi.Output.secret(ship_keys[host.name].private_key_openssh),
             host_key=host_keys[host.name], ship_known_hosts=host_identity.ship_known_hosts(cfg, host, host_keys),
             validator_keys_tar_b64=keys_tars.get(host.pair or ""),
             clients_after=standby_clients.get(host.pair or "") if is_active else None))
@@ -183,7 +185,8 @@ def build_stack(open_key_bundle: OpenKeyBundle) -> None:
     monitoring = MonitoringServer(cfg.monitoring_host().name, MonitoringServerArgs(
         config=cfg, network=network, secrets=secrets, ssh_key_ids=ssh_key_ids,
         deploy_public_key=deploy_key.public_key_openssh, deploy_private_key=deploy_private,
-        ship_public_key=ship_key.public_key_openssh, host_key=host_keys[cfg.monitoring_host().name]))
+        ship_senders=host_identity.ship_senders(cfg.backup_senders_of(cfg.monitoring_host()), ship_public),
+        host_key=host_keys[cfg.monitoring_host().name]))
 
     pulumi.export("environment", cfg.environment)
     pulumi.export("networkId", network.network.id)

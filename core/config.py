@@ -369,6 +369,13 @@ class StackConfig(_Model):
     def monitoring_host(self) -> HostSpec:
         return self.hosts()[-1]
 
+    def backup_senders_of(self, host: HostSpec) -> list[HostSpec]:
+        """The key hosts allowed to ship slashing-protection backups to `host`: its pair partner on a key host,
+        every key host on the monitoring server (the mirror of a key host's `backup_targets`)."""
+        if not host.is_key_host:
+            return self.key_hosts()
+        return [h for h in self.key_hosts(host.pair) if h.name != host.name]
+
     def pair(self, name: str) -> ValidatorPair:
         for pair in self.validator_pairs:
             if pair.name == name:

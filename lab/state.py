@@ -1,6 +1,6 @@
 """What a lab keeps between program runs, as Pulumi keeps state: the same inputs for unchanged resources.
 
-Pulumi generates random values (JWT secrets, passwords, the backup-shipping key) once and keeps them in the
+Pulumi generates random values (JWT secrets, passwords, the backup-shipping keys) once and keeps them in the
 stack's state; a later `pulumi up` reuses them, so nothing that depends on them changes. The lab's program
 runs under mocks, so it has no such state: without this module every run would see new random values and
 a `qpool lab apply` would re-run every secret step. Here every generated value is derived from a per-lab seed

@@ -141,7 +141,7 @@ def replica_files(directory: Path) -> list[Path]:
     anything else in the directory is never a candidate."""
     if not directory.is_dir():
         return []
-    senders = set(CFG.get("backup_sender_names", {}).values())
+    senders = set(CFG.get("backup_senders", {}))
     return [p for p in directory.glob("*.db") if p.is_file() and p.name.split("--")[0] in senders]
 
 
@@ -860,22 +860,36 @@ def _previous_backup_timestamp() -> list[str]:
         return []
 
 
-def authenticated_sender(ssh_connection: str) -> str:
-    """The sending host's name, from the address sshd saw (SSH_CONNECTION) and this host's config: the only
-    hosts allowed to ship here (authorized_keys `from=` admits the same addresses). Never from the sender's
-    own words: a key host must not be able to write files named after another host, or another pair."""
+#: A sender's host name as it appears in an authorized_keys forced command and in a stored file's name.
+_SENDER_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+def authenticated_sender(forced: str | None, ssh_connection: str) -> str:
+    """The sending host's name: the one the forced command of the authorized_keys line that authenticated it
+    names (one line, one key per sender: `setup`), and only when sshd saw the connection come from that
+    sender's configured private address (`from=` admits the same address). Never from the sender's own
+    words: a key host must not be able to write files named after another host, or another pair."""
+    senders = cfg("backup_senders")
+    known = ", ".join(sorted(senders)) or "none"
+    if not forced:
+        raise Refused("backup refused: no sender in the forced command (authorized_keys older than per-host "
+                      "shipping keys: run `qp-validator-ctl setup`)")
+    if forced not in senders:
+        raise Refused(f"backup from {forced[:80]!r} refused: not one of this host's senders ({known})")
     address = ssh_connection.split()[0] if ssh_connection.split() else ""
-    names = cfg("backup_sender_names")
-    if address not in names:
-        raise Refused(f"backup from {address or 'an unknown address'} refused: not one of this host's senders "
-                      f"({', '.join(sorted(names.values())) or 'none'})")
-    return str(names[address])
+    if address != senders[forced]["address"]:
+        raise Refused(f"backup with {forced}'s key from {address or 'an unknown address'} refused: {forced} ships "
+                      f"from {senders[forced]['address']}")
+    return str(forced)
 
 
-def receive_backup(claimed: str, expected: str, data: bytes, ssh_connection: str) -> dict[str, Any]:
+def receive_backup(forced: str | None, claimed: str, expected: str, data: bytes,
+                   ssh_connection: str) -> dict[str, Any]:
     """Forced command of the `qp-backup` user: store a shipped copy only if its checksum holds, named after the
-    AUTHENTICATED sender (`<sender>--<receiver's UTC time>.db`); each sender has its own retention."""
-    sender = authenticated_sender(ssh_connection)
+    AUTHENTICATED sender (`<sender>--<receiver's UTC time>.db`); each sender has its own retention. `forced`
+    is the sender named by the forced command of the key that authenticated, `claimed` the sender's name for
+    the copy: a claim for another host is refused."""
+    sender = authenticated_sender(forced, ssh_connection)
     if not claimed.startswith(f"{sender}--"):
         raise Refused(f"{sender} shipped a copy named {claimed[:80]!r}: a host may only ship its own history; "
                       "discarded")
@@ -894,6 +908,23 @@ def receive_backup(claimed: str, expected: str, data: bytes, ssh_connection: str
     return {"stored": name, "sender": sender}
 
 
+_PUBLIC_KEY = re.compile(r"^ssh-ed25519 [A-Za-z0-9+/]+={0,2}$")
+_ADDRESS = re.compile(r"^[0-9]{1,3}(\.[0-9]{1,3}){3}$")
+
+
+def authorized_keys(ctl: str, senders: dict[str, dict[str, str]]) -> str:
+    """The `qp-backup` user's authorized_keys: one line per allowed sender, its own public shipping key,
+    accepted only from its private address and only for `receive-backup <that sender>`. No sender, no line:
+    nobody can ship here (never a wildcard)."""
+    lines = []
+    for name in sorted(senders):
+        address, key = senders[name]["address"], " ".join(str(senders[name]["public_key"]).split()[:2])
+        if not (_SENDER_NAME.match(name) and _ADDRESS.match(address) and _PUBLIC_KEY.match(key)):
+            raise Refused(f"backup sender {name[:80]!r} has a malformed name, address or key in the config")
+        lines.append(f'restrict,from="{address}",command="{ctl} receive-backup {name}" {key}\n')
+    return "".join(lines)
+
+
 def setup() -> dict[str, Any]:
     """Idempotent: the backup-receiving user with its forced command, the replica dir, the timers."""
     user = "qp-backup"
@@ -906,12 +937,12 @@ def setup() -> dict[str, Any]:
     ssh_dir = Path(entry.pw_dir) / ".ssh"
     ssh_dir.mkdir(mode=0o700, exist_ok=True)
     keys = ssh_dir / "authorized_keys"
-    allowed = ",".join(cfg("backup_senders")) if cfg("backup_senders") else "*"
-    keys.write_text(f'restrict,from="{allowed}",command="{os.path.realpath(sys.argv[0])} receive-backup" '
-                    f'{cfg("ship_public_key")}\n')
-    for path in (ssh_dir, keys):
+    tmp = ssh_dir / ".authorized_keys.tmp"
+    tmp.write_text(authorized_keys(os.path.realpath(sys.argv[0]), cfg("backup_senders")))
+    for path in (ssh_dir, tmp):
         os.chown(path, entry.pw_uid, entry.pw_gid)
-    keys.chmod(0o600)
+    tmp.chmod(0o600)
+    os.replace(tmp, keys)  # a concurrent login sees the old lines or the new ones, never half a file
     replicas = Path(cfg("replica_dir"))
     replicas.mkdir(parents=True, exist_ok=True, mode=0o750)
     os.chown(replicas, entry.pw_uid, entry.pw_gid)
@@ -1013,7 +1044,9 @@ def main(argv: list[str] | None = None) -> int:
     sub.add_parser("setup")
     sub.add_parser("write-metrics")
     sub.add_parser("backup")
-    sub.add_parser("receive-backup")
+    p = sub.add_parser("receive-backup")
+    # Set by the authorized_keys line's forced command (one per sender key), never by the sender.
+    p.add_argument("sender", nargs="?", default=None)
     p = sub.add_parser("oplock")
     p.add_argument("action", choices=["acquire", "release", "force-release", "show"])
     p.add_argument("--run-id", default="")
@@ -1055,7 +1088,7 @@ def main(argv: list[str] | None = None) -> int:
             words = os.environ.get("SSH_ORIGINAL_COMMAND", "").split()
             if len(words) != 2:
                 raise Refused("usage over SSH: <name> <sha256> with the file on stdin")
-            result = receive_backup(words[0], words[1], sys.stdin.buffer.read(),
+            result = receive_backup(args.sender, words[0], words[1], sys.stdin.buffer.read(),
                                     os.environ.get("SSH_CONNECTION", ""))
         elif args.action == "acquire":
             result = oplock_acquire(args.run_id, args.owner)

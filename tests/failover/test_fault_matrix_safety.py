@@ -7,8 +7,9 @@ that signs now holds every vote any host ever signed, except votes a fenced path
 - an SSH authentication failure on a healthy source: an error, nothing fenced, the source keeps signing;
 - a fencing API that reports "off" while the source runs, cut off from the operator only: refused by the
   target's own private-network probe (a fencing witness), the source keeps signing;
-- a replica forged for another host (an unknown sender, or a sender claiming another host's copy): refused,
-  and a file named after another pair's host in the replica directory is never a candidate;
+- a replica forged for another host (a sender claiming another host's copy with its own key, a sender's key
+  used from another host, a host that is not a sender): refused, and a file named after another pair's host
+  in the replica directory is never a candidate;
 - a /db/backup flood from the monitoring host: answered 404/405 by the metrics relay, no copy written;
 - a primary rebuilt with an empty volume while the standby and the monitoring server hold its replicas:
   activate refused (also with --first-start), then the documented recovery (backup, restore, activate);
@@ -35,6 +36,7 @@ from pathlib import Path, PurePosixPath
 import pytest
 
 from lab import overlay
+from lab.hosts import LabHost
 from lab.testing import lab_unavailable_reason
 from qpool import backups
 from qpool import operations as ops
@@ -62,6 +64,7 @@ OCTET = 37
 CTL = "/usr/local/sbin/qp-validator-ctl"
 VALIDATOR_DIR = "/var/lib/quantapool/validator"
 REPLICA_DIR = "/var/lib/quantapool/slashing-replicas"
+SHIP_KEY = "/etc/quantapool/secrets/backup-ship-key"
 
 
 @pytest.fixture(scope="module")
@@ -102,12 +105,14 @@ def _stop_and_ship(lab: Lab, role: str) -> list[str]:
     sha = hashlib.sha256(db).hexdigest()
     mon = lab.ctx.inventory.monitoring()
     assert mon is not None
-    sender = lab.record(role).private_ip  # the receiver names the copy after the sender sshd saw
     stored = []
-    for receiver in (lab.host(OTHER[role]), lab.dep.hosts[mon.name]):
-        res = receiver.exec(["runuser", "-u", "qp-backup", "--", "env", f"SSH_ORIGINAL_COMMAND={name} {sha}",
-                             f"SSH_CONNECTION={sender} 40000 0.0.0.0 22", CTL, "receive-backup"], input=db,
-                            timeout=60, check=True)
+    for receiver in (lab.record(OTHER[role]), mon):
+        # over SSH with the host's own shipping key, as its backup timer ships: the receiver names the copy
+        # after the sender its authorized_keys line for that key names
+        res = host.exec(["ssh", "-i", SHIP_KEY, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+                         "-o", "UserKnownHostsFile=/etc/quantapool/backup_known_hosts", "-o", "ConnectTimeout=10",
+                         f"qp-backup@{receiver.private_ip}", name, sha], input=db, timeout=60)
+        assert res.returncode == 0, res
         stored.append(json.loads(res.stdout)["stored"])
     return stored  # the names each receiver gave the copy (its sender's name and the receiver's time)
 
@@ -190,28 +195,61 @@ def test_api_says_off_while_source_runs_cut_off_from_operator_only_is_refused(la
 # -- 1c. a replica forged for another host --------------------------------------------------------------
 
 def test_replica_forged_for_another_host_is_refused_and_ignored(lab: Lab) -> None:
-    """Issue 12 item 3: the receiver names a copy after the sender it authenticated. A host that is not a
-    sender, or a sender claiming another host's copy, is refused; a copy named after another (pair's) host
-    that lands in the replica directory anyway is never a candidate."""
+    """Issue 12 item 3: each key host ships with its own key, and the receiver's authorized_keys line for that
+    key names the sender in its forced command and pins its address (`from=`). Over real SSH: a sender
+    claiming another host's copy is refused; a sender's key used from another host (stolen) is refused by
+    sshd; a host without a line (the monitoring server) cannot ship at all. The forced command's sender from
+    the wrong address is refused by the receiver itself, and a copy named after another (pair's) host that
+    lands in the replica directory anyway is never a candidate."""
     source = lab.active_role()
     target = OTHER[source]
-    src = lab.record(source)
+    src, tgt = lab.record(source), lab.record(target)
     mon = lab.ctx.inventory.monitoring()
     assert mon is not None
-    receiver = lab.host(target)
+    receiver, sender, mon_host = lab.host(target), lab.host(source), lab.dep.hosts[mon.name]
     lab.fresh_backup(source)
     data = b"forged slashing-protection copy"
     sha = hashlib.sha256(data).hexdigest()
 
-    def ship(claim: str, address: str) -> subprocess.CompletedProcess[bytes]:
-        return receiver.exec(["runuser", "-u", "qp-backup", "--", "env", f"SSH_ORIGINAL_COMMAND={claim} {sha}",
-                              f"SSH_CONNECTION={address} 40000 0.0.0.0 22", CTL, "receive-backup"], input=data,
-                             timeout=60)
+    def ship_over_ssh(via: LabHost, key: str, address: str, claim: str) -> subprocess.CompletedProcess[bytes]:
+        return via.exec(["ssh", "-i", key, "-o", "BatchMode=yes", "-o", "StrictHostKeyChecking=yes",
+                         "-o", "UserKnownHostsFile=/etc/quantapool/backup_known_hosts", "-o", "ConnectTimeout=10",
+                         f"qp-backup@{address}", claim, sha], input=data, timeout=60)
 
-    res = ship(f"{src.name}--20990101T000000Z.db", mon.private_ip)
+    # the standby, with its own (authenticated) key, claims the signer's copy on the monitoring server
+    res = ship_over_ssh(receiver, SHIP_KEY, mon.private_ip, f"{src.name}--20990101T000000Z.db")
+    assert res.returncode == 1 and f"{tgt.name} shipped a copy named".encode() in res.stdout, res
+    # the signer claims another pair's host's copy on the standby
+    res = ship_over_ssh(sender, SHIP_KEY, tgt.private_ip, "qp-testnet-p2-primary--20990101T000000Z.db")
+    assert res.returncode == 1 and b"may only ship its own history" in res.stdout, res
+    # the signer's key, stolen onto the monitoring server: from= refuses it there (the key is not enough)
+    stolen = "/root/stolen-ship-key"
+    for path, mode, content in ((stolen, "077", sender.exec(["cat", SHIP_KEY], check=True).stdout),
+                                ("/etc/quantapool/backup_known_hosts", "022",
+                                 sender.exec(["cat", "/etc/quantapool/backup_known_hosts"], check=True).stdout)):
+        mon_host.exec(["sh", "-c", f'umask {mode} && cat > "$0"', path], input=content, check=True)
+    try:
+        res = ship_over_ssh(mon_host, stolen, tgt.private_ip, f"{src.name}--20990101T000000Z.db")
+        assert res.returncode == 255 and b"Permission denied" in res.stderr, res
+    finally:
+        mon_host.exec(["rm", "-f", stolen, "/etc/quantapool/backup_known_hosts"], check=True)
+
+    def forced(sender_name: str, address: str) -> subprocess.CompletedProcess[bytes]:
+        """The receiver's forced command as sshd would run it for `sender_name`'s key from `address`."""
+        return receiver.exec(["runuser", "-u", "qp-backup", "--", "env",
+                              f"SSH_ORIGINAL_COMMAND={src.name}--20990101T000000Z.db {sha}",
+                              f"SSH_CONNECTION={address} 40000 0.0.0.0 22", CTL, "receive-backup", sender_name],
+                             input=data, timeout=60)
+
+    res = forced(src.name, mon.private_ip)
+    assert res.returncode == 1 and f"{src.name} ships from {src.private_ip}".encode() in res.stdout, res.stdout
+    res = forced(mon.name, mon.private_ip)
     assert res.returncode == 1 and b"not one of this host's senders" in res.stdout, res.stdout
-    res = ship("qp-testnet-p2-primary--20990101T000000Z.db", src.private_ip)
-    assert res.returncode == 1 and b"may only ship its own history" in res.stdout, res.stdout
+    # the receiver accepts exactly one key: the signer's own, from its address, for its own name
+    keys = receiver.exec(["cat", "/var/lib/qp-backup/.ssh/authorized_keys"], check=True).stdout.decode()
+    public = " ".join(sender.exec(["ssh-keygen", "-y", "-f", SHIP_KEY], check=True).stdout.decode().split()[:2])
+    assert keys.splitlines() == [f'restrict,from="{src.private_ip}",command="{CTL} receive-backup {src.name}" '
+                                 f'{public}'], keys
     forged = f"{REPLICA_DIR}/qp-testnet-p2-primary--20990101T000000Z.db"
     receiver.exec(["sh", "-c", f"printf forged > {forged} && sha256sum {forged} | cut -d' ' -f1 > {forged}.sha256"
                    f" && touch -d '+1 hour' {forged}"], check=True)
@@ -221,7 +259,8 @@ def test_replica_forged_for_another_host_is_refused_and_ignored(lab: Lab) -> Non
     finally:
         receiver.exec(["rm", "-f", forged, f"{forged}.sha256"], check=True)
     lab.wait_signs(source)
-    verify(lab, "replica forged for another host", "refused / never a candidate; source signs", signer=source)
+    verify(lab, "replica forged for another host", "refused (key, from=, name) / never a candidate; source signs",
+           signer=source)
 
 
 # -- 1d. webhook flood from the monitoring host ----------------------------------------------------------

@@ -28,7 +28,7 @@ CTL_FILE = Path(__file__).resolve().parents[2] / "cloud_init" / "files" / "qp_va
 def ctl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
     config = {"replica_dir": str(tmp_path / "replicas"), "validator_datadir": str(tmp_path / "validator"),
               "beacon_rest": "http://127.0.0.1:1/eth/v1", "lock_file": str(tmp_path / "LOCKED"),
-              "backup_sender_names": {"10.0.0.11": "h-primary"}}
+              "backup_senders": {"h-primary": {"address": "10.0.0.11", "public_key": "ssh-ed25519 AAAA"}}}
     path = tmp_path / "validator-ctl.json"
     path.write_text(json.dumps(config))
     monkeypatch.setenv("QP_CTL_CONFIG", str(path))

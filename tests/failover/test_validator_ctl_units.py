@@ -18,6 +18,8 @@ from typing import Any
 import pytest
 
 CTL_FILE = Path(__file__).resolve().parents[2] / "cloud_init" / "files" / "qp_validator_ctl.py"
+KEY_P1 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIP1p1p1p1p1p1p1p1p1p1p1p1p1p1p1p1p1p1p1p1p1p"
+KEY_P2 = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIP2p2p2p2p2p2p2p2p2p2p2p2p2p2p2p2p2p2p2p2p2p"
 
 
 @pytest.fixture
@@ -32,7 +34,8 @@ def ctl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
         "validator_datadir": str(tmp_path / "validator"),
         "metrics_port": 1,
         "textfile_dir": str(tmp_path / "textfiles"),
-        "backup_sender_names": {"10.0.0.11": "qp-p1-primary", "10.0.0.21": "qp-p2-primary"},
+        "backup_senders": {"qp-p1-primary": {"address": "10.0.0.11", "public_key": KEY_P1},
+                           "qp-p2-primary": {"address": "10.0.0.21", "public_key": KEY_P2}},
     }
     path = tmp_path / "validator-ctl.json"
     path.write_text(json.dumps(config))
@@ -86,8 +89,10 @@ FROM_P1 = "10.0.0.11 50022 10.0.0.12 22"  # SSH_CONNECTION as sshd sets it for t
 FROM_P2 = "10.0.0.21 50022 10.0.0.12 22"
 
 
-def _receive(ctl: ModuleType, name: str, data: bytes, conn: str = FROM_P1) -> dict[str, Any]:
-    return ctl.receive_backup(name, hashlib.sha256(data).hexdigest(), data, conn)
+def _receive(ctl: ModuleType, name: str, data: bytes, conn: str = FROM_P1,
+             forced: str | None = "qp-p1-primary") -> dict[str, Any]:
+    """As the forced command of `forced`'s authorized_keys line runs it, `conn` being SSH_CONNECTION."""
+    return ctl.receive_backup(forced, name, hashlib.sha256(data).hexdigest(), data, conn)
 
 
 def _stored(ctl: ModuleType) -> list[str]:
@@ -104,11 +109,52 @@ def test_receive_backup_refuses_a_name_that_is_not_the_senders(ctl: ModuleType, 
     assert _stored(ctl) == []
 
 
-@pytest.mark.parametrize("conn", ["10.0.0.99 1 10.0.0.12 22", ""])
-def test_receive_backup_refuses_an_unknown_sender(ctl: ModuleType, conn: str) -> None:
-    with pytest.raises(ctl.Refused, match="not one of this host's senders"):
+@pytest.mark.parametrize("forced", ["qp-p9-primary", "", None])
+def test_receive_backup_refuses_a_forced_sender_that_is_not_configured(ctl: ModuleType, forced: str | None) -> None:
+    """The forced command names the sender (one authorized_keys line per sender key): an unknown name, or no
+    name (an authorized_keys from before per-host keys), stores nothing."""
+    with pytest.raises(ctl.Refused, match=r"not one of this host's senders|no sender in the forced command"):
+        _receive(ctl, "qp-p9-primary--20260101T000000Z.db", b"db", forced=forced)
+    assert _stored(ctl) == []
+
+
+@pytest.mark.parametrize("conn", ["10.0.0.99 1 10.0.0.12 22", "", FROM_P2])
+def test_receive_backup_refuses_a_senders_key_from_another_address(ctl: ModuleType, conn: str) -> None:
+    """p1's key used from anywhere but p1's private address (p2's included) is refused: the key AND the
+    address must be the sender's (sshd's from= says the same; this is the receiver's own second check)."""
+    with pytest.raises(ctl.Refused, match=r"qp-p1-primary ships from 10\.0\.0\.11"):
         _receive(ctl, GOOD, b"db", conn)
     assert _stored(ctl) == []
+
+
+def test_receive_backup_the_forced_sender_wins_over_the_address_of_another_sender(ctl: ModuleType) -> None:
+    """p2's key from p2's address claiming p1's copy: refused by name; the copy is p2's or nothing."""
+    with pytest.raises(ctl.Refused, match="qp-p2-primary shipped a copy named"):
+        _receive(ctl, GOOD, b"db", FROM_P2, forced="qp-p2-primary")
+    got = _receive(ctl, "qp-p2-primary--20260101T000000Z.db", b"db", FROM_P2, forced="qp-p2-primary")
+    assert got["sender"] == "qp-p2-primary" and _stored(ctl) == [got["stored"]]
+
+
+def test_authorized_keys_one_line_per_sender_with_its_key_address_and_name(ctl: ModuleType) -> None:
+    """`setup` writes these for the qp-backup user: the key that authenticates selects the line, so the sender
+    the forced command names is the key's owner; from= pins its address; `restrict` forbids everything else."""
+    text = ctl.authorized_keys("/usr/local/sbin/qp-validator-ctl", ctl.cfg("backup_senders"))
+    assert text.splitlines() == [
+        f'restrict,from="10.0.0.11",command="/usr/local/sbin/qp-validator-ctl receive-backup qp-p1-primary" {KEY_P1}',
+        f'restrict,from="10.0.0.21",command="/usr/local/sbin/qp-validator-ctl receive-backup qp-p2-primary" {KEY_P2}',
+    ]
+    assert ctl.authorized_keys("/x", {}) == "", "no sender, no line: never a wildcard"
+
+
+@pytest.mark.parametrize("sender", [
+    {'qp-p1-primary" ssh-ed25519 AAAA': {"address": "10.0.0.11", "public_key": KEY_P1}},
+    {"qp-p1-primary": {"address": "10.0.0.11,*", "public_key": KEY_P1}},
+    {"qp-p1-primary": {"address": "10.0.0.11", "public_key": 'command="sh" ' + KEY_P1}},
+    {"qp-p1-primary": {"address": "10.0.0.11", "public_key": "ssh-rsa AAAAB3"}},
+])
+def test_authorized_keys_refuses_a_malformed_sender(ctl: ModuleType, sender: dict) -> None:
+    with pytest.raises(ctl.Refused, match="malformed"):
+        ctl.authorized_keys("/x", sender)
 
 
 def test_receive_backup_names_the_file_from_the_authenticated_sender(ctl: ModuleType) -> None:
@@ -119,7 +165,7 @@ def test_receive_backup_names_the_file_from_the_authenticated_sender(ctl: Module
 
 def test_receive_backup_rejects_checksum_mismatch(ctl: ModuleType) -> None:
     with pytest.raises(ctl.Refused, match="checksum mismatch"):
-        ctl.receive_backup(GOOD, hashlib.sha256(b"original").hexdigest(), b"corrupted", FROM_P1)
+        ctl.receive_backup("qp-p1-primary", GOOD, hashlib.sha256(b"original").hexdigest(), b"corrupted", FROM_P1)
     assert _stored(ctl) == []
 
 
@@ -135,7 +181,7 @@ def test_receive_backup_stores_with_checksum_and_prunes_per_sender(ctl: ModuleTy
         os.utime(replicas / name, (1_000_000 + i, 1_000_000 + i))
         names.append(name)
     for i in range(6):
-        _receive(ctl, f"qp-p2-primary--2026020{i}T000000Z.db", f"p2-{i}".encode(), FROM_P2)
+        _receive(ctl, f"qp-p2-primary--2026020{i}T000000Z.db", f"p2-{i}".encode(), FROM_P2, "qp-p2-primary")
     kept = _stored(ctl)
     assert [n for n in kept if n.startswith("qp-p1-")] == sorted(names[-3:])
     assert len([n for n in kept if n.startswith("qp-p2-")]) == 3

@@ -97,7 +97,7 @@ def lab_secrets(dep: LabDeployment, session: LabSession) -> list[tuple[str, str 
         if isinstance(value, str) and len(value) >= 8:
             found.append((f"secret stack output {key}", value))
     unique: dict[bytes, tuple[str, str | bytes]] = {}
-    for name, value in found:  # the ship key is on both key hosts: one name per distinct value
+    for name, value in found:  # one name per distinct value (a value may be found in several places)
         unique.setdefault(value.encode() if isinstance(value, str) else value, (name, value))
     return list(unique.values())
 
