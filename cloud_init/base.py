@@ -41,6 +41,10 @@ ADMIN_USER = "qpadmin"
 #: qp-* tools listed in DEPLOY_SUDOERS (docs/operations.md "Who can do what to a signer").
 DEPLOY_USER = "qpdeploy"
 DEPLOY_SUDOERS = "/etc/sudoers.d/qp-deploy"
+#: authorized_keys options of the deploy key: no port/agent/X11 forwarding, no PTY, no ~/.ssh/rc. Neither
+#: pulumi-command (session.Run, no PTY) nor qpool (ssh with a command) needs any of them; the operators' -L to
+#: the monitoring UIs is theirs.
+DEPLOY_KEY_OPTIONS = "restrict"
 BASE_PACKAGES: tuple[str, ...] = (
     "nftables", "chrony", "unattended-upgrades", "prometheus-node-exporter", "curl", "jq", "sqlite3",
     "ca-certificates", "python3-venv",
@@ -131,9 +135,9 @@ def authorized_keys(inputs: HostRenderInputs) -> str:
 
 
 def deploy_authorized_keys(inputs: HostRenderInputs) -> str:
-    """The deploy user's whole authorized_keys: the stack's deploy key only."""
+    """The deploy user's whole authorized_keys: the stack's deploy key only, `restrict`ed."""
     return ("# Managed by QuantaPool (ssh-access bundle): the deploy key only (sudo: the qp-* tools).\n"
-            f"{inputs.deploy_public_key.strip()}\n")
+            f"{DEPLOY_KEY_OPTIONS} {inputs.deploy_public_key.strip()}\n")
 
 
 def ssh_access_bundle(inputs: HostRenderInputs) -> Bundle:
@@ -279,7 +283,7 @@ def base_cloud_config(
         "gecos": "QuantaPool deploy (Pulumi, qpool)",
         "shell": "/bin/bash",
         "lock_passwd": True,
-        "ssh_authorized_keys": [inputs.deploy_public_key.strip()],
+        "ssh_authorized_keys": [f"{DEPLOY_KEY_OPTIONS} {inputs.deploy_public_key.strip()}"],
     }
     users: list[object] = [admin, deploy]
     for su in service_users:

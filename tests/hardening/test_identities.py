@@ -95,7 +95,7 @@ def test_user_data_has_two_identities(inputs: HostRenderInputs) -> None:
     assert admin["sudo"] == "ALL=(ALL) NOPASSWD:ALL"
     assert admin["ssh_authorized_keys"] == [k.strip() for k in inputs.config.operator_ssh_keys]
     assert DEPLOY_KEY not in admin["ssh_authorized_keys"]
-    assert deploy["ssh_authorized_keys"] == [DEPLOY_KEY]
+    assert deploy["ssh_authorized_keys"] == [f"restrict {DEPLOY_KEY}"]  # no forwarding, no PTY
     assert "sudo" not in deploy and "groups" not in deploy  # no cloud-init sudo rule, not in group sudo/adm
     files = decoded_write_files(doc)
     assert files[DEPLOY_SUDOERS] == _sudoers(inputs)
@@ -110,7 +110,7 @@ def test_ssh_access_bundle_keeps_the_identities_apart_and_checks_sudoers() -> No
     assert DEPLOY_KEY not in files[AUTHORIZED_KEYS].content
     assert all(k.strip() in files[AUTHORIZED_KEYS].content for k in inputs.config.operator_ssh_keys)
     deploy_keys = [line for line in files[DEPLOY_AUTHORIZED_KEYS].content.splitlines() if not line.startswith("#")]
-    assert deploy_keys == [DEPLOY_KEY]
+    assert deploy_keys == [f"restrict {DEPLOY_KEY}"]
     assert files[DEPLOY_AUTHORIZED_KEYS].owner == f"{DEPLOY_USER}:{DEPLOY_USER}"
     assert (files[DEPLOY_SUDOERS].mode, files[DEPLOY_SUDOERS].owner) == ("0440", "root:root")
     assert any(c.command.startswith("visudo -c") and DEPLOY_SUDOERS in c.command for c in bundle.checks)

@@ -51,7 +51,7 @@ def test_base_settings(variant: Rendered) -> None:
     assert admin["sudo"] == "ALL=(ALL) NOPASSWD:ALL" and admin["shell"] == "/bin/bash"
     assert admin["ssh_authorized_keys"] == [*variant.inputs.config.operator_ssh_keys]  # operators only
     deploy = next(u for u in d["users"] if u["name"] == DEPLOY_USER)  # the deploy key, sudo: qp-* tools only
-    assert deploy["ssh_authorized_keys"] == [DEPLOY_KEY] and "sudo" not in deploy
+    assert deploy["ssh_authorized_keys"] == [f"restrict {DEPLOY_KEY}"] and "sudo" not in deploy
     sshd = variant.files["/etc/ssh/sshd_config.d/10-quantapool.conf"]
     for line in ("PasswordAuthentication no", "KbdInteractiveAuthentication no", "PermitRootLogin no"):
         assert line in sshd.splitlines()

@@ -251,6 +251,11 @@ def test_deploy_identity_runs_only_the_qp_tools_as_root(lab: Lab) -> None:
         assert "NOPASSWD:" in listed and "(ALL" not in listed and "ALL)" not in listed, listed
         assert "/usr/local/sbin/qp-" in listed and "/bin/" not in listed.split("NOPASSWD:")[-1], listed
         assert dep.deploy_ssh(host, "id -nG", timeout=30).stdout.split() == [DEPLOY_USER.encode()]
+        # the deploy key is `restrict`ed: no forwarding (not even to the monitoring UIs operators may reach)
+        argv = dep.hosts[host].ssh_argv(DEPLOY_USER, dep.deploy_key)
+        argv[-1:-1] = ["-W", f"127.0.0.1:{ports.PROMETHEUS if not spec.is_key_host else ports.BEACON_REST}"]
+        forward = subprocess.run(argv, input=b"GET / HTTP/1.0\r\n\r\n", capture_output=True, timeout=60)
+        assert forward.returncode == 255 and not forward.stdout, (host, forward.stderr[-300:])
         # the operator: full sudo
         assert out(dep, host, "sudo -n cat /etc/shadow").startswith("root:"), host
         assert out(dep, host, "sudo -n /bin/true") == ""
