@@ -1,15 +1,17 @@
 """The part of every host's configuration that does not depend on its role: first boot and base bundles.
 
-User-data (first boot only, `base_cloud_config`): admin user with key-only SSH (operator keys + deploy key,
-so an operator can log in even if the bootstrap fails), no root login, base packages, the optional data
-volume, a minimal first-boot firewall (cloud_init.nftables.first_boot_ruleset), the hardened sshd drop-in,
-hostname and timezone. Role modules pass their packages, files and commands in; this module owns the
-ordering rules that make first boot fail loudly instead of half-way.
+User-data (first boot only, `base_cloud_config`): two identities with key-only SSH — the operators' admin
+user (their own keys, full sudo, so an operator can log in even if the bootstrap fails) and the deploy user
+(the deploy key; sudo limited to the qp-* tools in its sudoers drop-in) —, qp-apply, no root login, base
+packages, the optional data volume, a minimal first-boot firewall (cloud_init.nftables.first_boot_ruleset),
+the hardened sshd drop-in, hostname and timezone. Role modules pass their packages, files and commands in;
+this module owns the ordering rules that make first boot fail loudly instead of half-way.
 
 Everything a stack-config edit can change is a bundle (cloud_init/bundles.py), re-applied by `pulumi up`:
-`firewall` (cloud_init.nftables.firewall_bundle), `ssh-access` (sshd drop-in + the admin's whole
-authorized_keys: a removed operator key is really removed) and `base` (unattended-upgrades, the node
-exporter's listen address and drop-in). `host_bundles()` lists them in the order the bootstrap applies them.
+`firewall` (cloud_init.nftables.firewall_bundle), `ssh-access` (sshd drop-in, both users' whole
+authorized_keys — a removed operator key is really removed — and the deploy user's sudoers drop-in) and
+`base` (qp-apply, unattended-upgrades, the node exporter's listen address and drop-in). `host_bundles()`
+lists them in the order the bootstrap applies them.
 
 Module order that the design relies on (Debian's cloud.cfg): write_files (init stage) -> disk_setup ->
 mounts -> users-groups -> ... packages (final stage) -> write_files deferred -> runcmd script (final).
@@ -28,12 +30,21 @@ from dataclasses import dataclass
 import yaml
 
 from cloud_init import HostFile, HostRenderInputs, host_keys
-from cloud_init.bundles import Bundle, Check, OnChange
+from cloud_init.bundles import APPLY_TOOL, APPLY_TOOL_SOURCE, Bundle, Check, OnChange
 from cloud_init.nftables import NFTABLES_CONF, firewall_bundle, first_boot_ruleset
 from cloud_init.render import render
 from core import ports
 
+#: Human operators (stack config `operatorSshKeys`, each their own key): full sudo.
 ADMIN_USER = "qpadmin"
+#: The deploy identity (the stack's deploy key; Pulumi's steps and `qpool`): sudo limited to the root-owned
+#: qp-* tools listed in DEPLOY_SUDOERS (docs/operations.md "Who can do what to a signer").
+DEPLOY_USER = "qpdeploy"
+DEPLOY_SUDOERS = "/etc/sudoers.d/qp-deploy"
+#: authorized_keys options of the deploy key: no port/agent/X11 forwarding, no PTY, no ~/.ssh/rc. Neither
+#: pulumi-command (session.Run, no PTY) nor qpool (ssh with a command) needs any of them; the operators' -L to
+#: the monitoring UIs is theirs.
+DEPLOY_KEY_OPTIONS = "restrict"
 BASE_PACKAGES: tuple[str, ...] = (
     "nftables", "chrony", "unattended-upgrades", "prometheus-node-exporter", "curl", "jq", "sqlite3",
     "ca-certificates", "python3-venv",
@@ -41,6 +52,7 @@ BASE_PACKAGES: tuple[str, ...] = (
 NODE_EXPORTER_TEXTFILE_DIR = "/var/lib/prometheus/node-exporter"
 SSHD_DROPIN = "/etc/ssh/sshd_config.d/10-quantapool.conf"
 AUTHORIZED_KEYS = f"/home/{ADMIN_USER}/.ssh/authorized_keys"
+DEPLOY_AUTHORIZED_KEYS = f"/home/{DEPLOY_USER}/.ssh/authorized_keys"
 UNATTENDED_UPGRADES_CONF = "/etc/apt/apt.conf.d/52quantapool-unattended-upgrades"
 AUTO_UPGRADES_CONF = "/etc/apt/apt.conf.d/21quantapool-auto-upgrades"
 NODE_EXPORTER_DEFAULT = "/etc/default/prometheus-node-exporter"
@@ -83,23 +95,56 @@ def sshd_dropin(inputs: HostRenderInputs) -> str:
 
 
 def first_boot_files(inputs: HostRenderInputs) -> list[HostFile]:
-    """Files every host's user-data carries (the role's first-boot files come on top)."""
+    """Files every host's user-data carries (the role's first-boot files come on top): the deploy identity's
+    sudoers drop-in and its configuration entry point qp-apply must exist before the first bootstrap step."""
     return [
         HostFile(NFTABLES_CONF, first_boot_ruleset(inputs), "0755"),
         HostFile(SSHD_DROPIN, sshd_dropin(inputs), "0644"),
+        HostFile(DEPLOY_SUDOERS, deploy_sudoers(inputs), "0440"),
+        HostFile(APPLY_TOOL, APPLY_TOOL_SOURCE.read_text(), "0755"),
     ]
 
 
+def deploy_sudo_commands(inputs: HostRenderInputs) -> list[str]:
+    """The absolute paths of the root-owned qp-* tools the deploy identity runs on this host's role: every
+    remote command the program and `qpool` send is `sudo <one of these> ...` (tests/hardening/test_identities.py
+    collects them all and checks)."""
+    from cloud_init.host_tools import CTL_PATH
+    from cloud_init.key_host import CLIENTS_APPLY, IMPORT_KEYS, INSTALL_SECRET, SET_HOST_ENV, START_CLIENTS, WAIT_READY
+    from cloud_init.monitoring.layout import START_MONITORING_SCRIPT
+
+    common = [APPLY_TOOL, WAIT_READY, SET_HOST_ENV, INSTALL_SECRET, CTL_PATH]
+    role = ([IMPORT_KEYS, START_CLIENTS, CLIENTS_APPLY] if inputs.host.is_key_host else [START_MONITORING_SCRIPT])
+    return sorted({*common, *role})
+
+
+def deploy_sudoers(inputs: HostRenderInputs) -> str:
+    """/etc/sudoers.d/qp-deploy: the deploy user may run exactly the role's qp-* tools as root, no password
+    (pulumi-command has no PTY), and nothing else; sudo's env_reset strips any QP_* test override."""
+    tools = deploy_sudo_commands(inputs)
+    return ("# QuantaPool (ssh-access bundle): the deploy identity runs these tools as root, nothing else\n"
+            "Cmnd_Alias QP_DEPLOY_TOOLS = " + ", ".join(tools) + "\n"
+            f"{DEPLOY_USER} ALL=(root) NOPASSWD: QP_DEPLOY_TOOLS\n")
+
+
 def authorized_keys(inputs: HostRenderInputs) -> str:
-    """The admin user's whole authorized_keys: operator keys, then the deploy key (Pulumi's own access)."""
-    keys = [k.strip() for k in inputs.config.operator_ssh_keys] + [inputs.deploy_public_key.strip()]
+    """The admin user's whole authorized_keys: the operators' own keys (full sudo). Never the deploy key."""
+    keys = [k.strip() for k in inputs.config.operator_ssh_keys]
     return ("# Managed by QuantaPool (ssh-access bundle): written whole on every change; edits here are lost.\n"
             + "".join(f"{k}\n" for k in keys))
 
 
+def deploy_authorized_keys(inputs: HostRenderInputs) -> str:
+    """The deploy user's whole authorized_keys: the stack's deploy key only, `restrict`ed."""
+    return ("# Managed by QuantaPool (ssh-access bundle): the deploy key only (sudo: the qp-* tools).\n"
+            f"{DEPLOY_KEY_OPTIONS} {inputs.deploy_public_key.strip()}\n")
+
+
 def ssh_access_bundle(inputs: HostRenderInputs) -> Bundle:
     """`ssh-access`: the sshd drop-in (validated with `sshd -t` together with the host's main config, then
-    reloaded: the listener and open sessions stay) and the admin's authorized_keys."""
+    reloaded: the listener and open sessions stay), the operators' and the deploy user's authorized_keys, and
+    the deploy user's sudoers drop-in (`visudo -cf` on the staged copy: a broken sudoers file would stop
+    sudo for everyone)."""
     staged_dropin = f"$STAGED{SSHD_DROPIN}"
     sshd_check = (
         "install -d -m 0755 /run/sshd && "
@@ -110,9 +155,15 @@ def ssh_access_bundle(inputs: HostRenderInputs) -> Bundle:
     return Bundle(
         "ssh-access",
         (HostFile(SSHD_DROPIN, sshd_dropin(inputs), "0644"),
-         HostFile(AUTHORIZED_KEYS, authorized_keys(inputs), "0600", f"{ADMIN_USER}:{ADMIN_USER}")),
+         HostFile(AUTHORIZED_KEYS, authorized_keys(inputs), "0600", f"{ADMIN_USER}:{ADMIN_USER}"),
+         HostFile(DEPLOY_AUTHORIZED_KEYS, deploy_authorized_keys(inputs), "0600", f"{DEPLOY_USER}:{DEPLOY_USER}"),
+         HostFile(DEPLOY_SUDOERS, deploy_sudoers(inputs), "0440")),
         checks=(Check("sshd -t", sshd_check),
-                Check("authorized_keys parse", f'ssh-keygen -l -f "$STAGED{AUTHORIZED_KEYS}" >/dev/null')),
+                *([Check("authorized_keys parse", f'ssh-keygen -l -f "$STAGED{AUTHORIZED_KEYS}" >/dev/null')]
+                  if inputs.config.operator_ssh_keys else []),
+                Check("deploy authorized_keys parse",
+                      f'ssh-keygen -l -f "$STAGED{DEPLOY_AUTHORIZED_KEYS}" >/dev/null'),
+                Check("visudo -c", f'visudo -cqf "$STAGED{DEPLOY_SUDOERS}"')),
         on_change=(OnChange((SSHD_DROPIN,), "systemctl reload ssh.service"),),
     )
 
@@ -122,6 +173,7 @@ def base_bundle(inputs: HostRenderInputs) -> Bundle:
     restarts only when its files change, apt reads its config on every run."""
     private_ip = str(ipaddress.IPv4Address(inputs.host.private_ip))
     files = (
+        HostFile(APPLY_TOOL, APPLY_TOOL_SOURCE.read_text(), "0755"),
         HostFile(UNATTENDED_UPGRADES_CONF, render("unattended-upgrades.conf.j2")),
         HostFile(AUTO_UPGRADES_CONF, render("auto-upgrades.conf.j2")),
         HostFile(NODE_EXPORTER_DEFAULT,
@@ -216,15 +268,23 @@ def base_cloud_config(
     host = inputs.host
     admin = {
         "name": ADMIN_USER,
-        "gecos": "QuantaPool admin",
+        "gecos": "QuantaPool operator",
         "shell": "/bin/bash",
         "groups": ["adm", "sudo", "systemd-journal"],
-        # Pulumi's remote commands run without a PTY, so sudo must not ask for a password.
+        # Operators log in with their own keys; no passwords exist (key-only SSH, locked password).
         "sudo": "ALL=(ALL) NOPASSWD:ALL",
         "lock_passwd": True,
-        "ssh_authorized_keys": [*cfg.operator_ssh_keys, inputs.deploy_public_key.strip()],
+        "ssh_authorized_keys": [k.strip() for k in cfg.operator_ssh_keys],
     }
-    users: list[object] = [admin]
+    # The deploy identity: no group, no cloud-init sudo rule; its sudo is DEPLOY_SUDOERS (qp-* tools only).
+    deploy = {
+        "name": DEPLOY_USER,
+        "gecos": "QuantaPool deploy (Pulumi, qpool)",
+        "shell": "/bin/bash",
+        "lock_passwd": True,
+        "ssh_authorized_keys": [f"{DEPLOY_KEY_OPTIONS} {inputs.deploy_public_key.strip()}"],
+    }
+    users: list[object] = [admin, deploy]
     for su in service_users:
         entry: dict[str, object] = {"name": su.name, "system": True, "shell": "/usr/sbin/nologin",
                                     "homedir": "/nonexistent", "no_create_home": True, "lock_passwd": True}

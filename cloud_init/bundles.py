@@ -35,12 +35,14 @@ APPLIER_ON_HOST = f"{STATE_DIR}/qp-bundle-apply.py"
 #: Long enough for the bundle steps between apply and confirm (a few SSH round trips), short enough that
 #: a lockout heals before anyone has to reach for the Hetzner console.
 FIREWALL_REVERT_SECONDS = 90
-#: The step that delivers a bundle: extract into a private staging dir (mktemp -d: 0700, root), run the
-#: applier there, always remove the staging dir. stdin is the base64 tar; nothing in it is secret.
-INSTALL_COMMAND = (
-    "base64 -d | sudo sh -c 'd=$(mktemp -d /run/qp-bundle.XXXXXX) || exit 1; trap \"rm -rf $d\" EXIT; "
-    "tar -x --no-same-owner -C \"$d\" -f - && python3 \"$d/" + META_DIR + "/apply.py\" apply \"$d\"'"
-)
+#: The root-owned entry point of every configuration delivery (cloud_init/files/qp_apply.py): the deploy
+#: identity's sudo lists it, never a shell. Installed by user-data, kept current by the base bundle.
+APPLY_TOOL = "/usr/local/sbin/qp-apply"
+APPLY_TOOL_SOURCE = Path(__file__).with_name("files") / "qp_apply.py"
+#: The step that delivers a bundle: qp-apply extracts the base64 tar on stdin into a private staging dir
+#: (0700, root, under /run), runs the bundle's applier there and always removes the staging dir. Nothing in
+#: stdin is secret.
+INSTALL_COMMAND = f"sudo {APPLY_TOOL} bundle"
 
 _NAME = re.compile(r"^[a-z][a-z0-9-]*$")
 
@@ -144,7 +146,7 @@ def bundle_tar_b64(bundle: Bundle) -> str:
 
 def confirm_command(bundle_name: str, digest: str) -> str:
     """The firewall confirm step: a new SSH connection proves the new ruleset lets the applier in."""
-    return f"sudo python3 {APPLIER_ON_HOST} confirm {bundle_name} {digest}"
+    return f"sudo {APPLY_TOOL} confirm {bundle_name} {digest}"
 
 
 def is_bundle_member_meta(name: str) -> bool:
@@ -153,6 +155,7 @@ def is_bundle_member_meta(name: str) -> bool:
 
 
 __all__ = [
+    "APPLY_TOOL",
     "FIREWALL_REVERT_SECONDS",
     "INSTALL_COMMAND",
     "Bundle",

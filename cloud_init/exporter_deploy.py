@@ -36,6 +36,7 @@ from typing import Any
 import yaml
 
 from cloud_init import HostFile
+from cloud_init.bundles import APPLY_TOOL
 from core import ports
 from core.config import StackConfig
 
@@ -61,8 +62,9 @@ STATE_DIR = f"/var/lib/{STATE_DIRECTORY}"
 LISTEN_ADDRESS = "127.0.0.1"
 INTERVAL_SECONDS = 30
 
-#: The bootstrap step's command: unpack the bundle (stdin, base64 tar) and run the installer from it.
-INSTALL_COMMAND = f"base64 -d | sudo tar -x --no-same-owner -C / -f - && sudo {INSTALL_SCRIPT}"
+#: The bootstrap step's command: qp-apply unpacks the bundle (stdin, base64 tar; only the exporter's own
+#: paths) and runs the installer from it.
+INSTALL_COMMAND = f"sudo {APPLY_TOOL} exporter"
 
 #: Files of exporter/ that run on the host (tests and docs stay in the repository).
 _SHIPPED_SUFFIXES = (".py",)

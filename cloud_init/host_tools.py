@@ -18,7 +18,9 @@ from pathlib import Path
 
 from cloud_init import HostFile, HostRenderInputs
 from cloud_init.base import NODE_EXPORTER_TEXTFILE_DIR
+from cloud_init.bundles import APPLY_TOOL
 from cloud_init.key_host import BACKUP_DIR, LOCK_FILE, RESTART_PENDING_FILE, ROLE_FILE, VALIDATOR_DIR, WALLET_DIR
+from cloud_init.monitoring.layout import JOB_VALIDATOR
 from cloud_init.secrets_table import WALLET_PASSWORD_FILE
 from core import ports
 
@@ -29,8 +31,9 @@ MONITORING_REPLICA_DIR = "/var/lib/quantapool-backups/slashing-replicas"
 SHIP_KNOWN_HOSTS = "/etc/quantapool/backup_known_hosts"
 BACKUP_INTERVAL = "5min"
 BACKUP_KEEP = 24
-#: The bootstrap step that installs the bundle; `setup` creates the receiving user and enables the timers.
-INSTALL_COMMAND = f"base64 -d | sudo tar -x --no-same-owner -C / -f - && sudo {CTL_PATH} setup"
+#: The bootstrap step that installs the bundle (qp-apply writes only the tools' own paths from the base64 tar
+#: on stdin), then runs `qp-validator-ctl setup`: creates the receiving user and enables the timers.
+INSTALL_COMMAND = f"sudo {APPLY_TOOL} host-tools"
 
 _CTL_SOURCE = Path(__file__).with_name("files") / "qp_validator_ctl.py"
 
@@ -114,7 +117,10 @@ def _ctl_config(inputs: HostRenderInputs, ship_senders: Mapping[str, Mapping[str
               "textfile_dir": NODE_EXPORTER_TEXTFILE_DIR,
               "timers": []}
     if not host.is_key_host:
-        return {**common, "replica_dir": MONITORING_REPLICA_DIR}
+        # `prometheus-samples` (a fencing witness) and `alert` (failover done) run here for qpool.
+        return {**common, "replica_dir": MONITORING_REPLICA_DIR,
+                "prometheus_url": f"http://127.0.0.1:{ports.PROMETHEUS}", "prometheus_validator_job": JOB_VALIDATOR,
+                "alertmanager_url": f"http://127.0.0.1:{ports.ALERTMANAGER}"}
     peers = [h.private_ip for h in cfg.key_hosts(host.pair) if h.name != host.name]
     return {
         **common,

@@ -107,7 +107,7 @@ class _KeyHost(pulumi.ComponentResource):
             keys = args.validator_keys_tar_b64
             # The validator stays locked: qp-import-keys refuses to run unless the lock exists and the
             # validator unit is inactive.
-            steps.add("import-keys", f"base64 -d | sudo {IMPORT_KEYS}", stdin=keys, secret=True,
+            steps.add("import-keys", f"sudo {IMPORT_KEYS} --base64", stdin=keys, secret=True,
                       triggers=[keys.apply(digest)])
         steps.add("start-clients", f"sudo {START_CLIENTS}")
 

@@ -236,7 +236,7 @@ class _Executor:
 
     def _ssh(self, host: str, change: Change, verb: str, script: str, stdin: Any, extra_secrets: list[str]) -> None:
         started = time.monotonic()
-        proc = self.dep.ssh(host, script, input=str(stdin).encode() if stdin else None, timeout=900)
+        proc = self.dep.deploy_ssh(host, script, input=str(stdin).encode() if stdin else None, timeout=900)
         self.log(f"{host}: {change.step} {verb} rc={proc.returncode} ({time.monotonic() - started:.1f}s)")
         with self.lock:
             self.result.ran.append(f"{host}: {change.step} {verb}")
@@ -290,7 +290,7 @@ class _Executor:
         with self.lock:  # one boot at a time: the network's claims and address book are not thread-safe
             dep.hosts[name] = host
             host.boot(lab_ud, extra_files=extra)
-        host.wait_ready(ADMIN_USER, dep.deploy_key, timeout=600)
+        host.wait_ready(ADMIN_USER, dep.operator_key, timeout=600)
         self.log(f"{name}: cloud-init done")
         if self.on_host_added is not None:
             self.on_host_added(name)

@@ -372,11 +372,17 @@ def lab_status(stack: str) -> None:
               help="Forward this local port to the same port on the host's loopback (e.g. 9090).")
 @_errors
 def ssh(host: str, command: tuple[str, ...], stack: str, forwards: tuple[int, ...]) -> None:
-    """SSH into a lab host as the admin user (pinned host key), optionally forwarding ports."""
+    """SSH into a lab host as the lab's operator (the admin user, full sudo; pinned host key), optionally
+    forwarding ports. qpool itself uses the deploy identity (sudo: the qp-* tools only)."""
+    import dataclasses
+
+    from cloud_init.base import ADMIN_USER
+    from lab.state import OPERATOR_KEY_FILE
     from qpool.inventory import resolve_inventory
     from qpool.remote import Ssh
 
     inv = resolve_inventory(stack, LAB_ROOT / stack / "inventory.json")
+    inv = dataclasses.replace(inv, ssh_user=ADMIN_USER, ssh_key=LAB_ROOT / stack / OPERATOR_KEY_FILE)
     matches = [h for name, h in inv.hosts.items() if name == host or name.endswith("-" + host)]
     if len(matches) != 1:
         raise QpoolError(f"no single lab host matches {host!r}; hosts: {', '.join(inv.hosts)}")

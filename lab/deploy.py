@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cloud_init.base import ADMIN_USER
+from cloud_init.base import ADMIN_USER, DEPLOY_USER
 from core.config import HostSpec, StackConfig, load_stack_config
 from lab import overlay
 from lab.hosts import LabHost
@@ -66,13 +66,22 @@ class LabDeployment:
     secrets: dict[str, str]
     clock: LabClock
     config_source: Path
+    #: The lab operator's key (admin user, full sudo): what the lab and its tests inspect hosts with.
+    operator_key: Path
 
     def host(self, name: str) -> LabHost:
         return self.hosts[name]
 
     def ssh(self, name: str, cmd: str, *, input: bytes | None = None, timeout: float = 60,
             check: bool = False) -> Any:
-        return self.hosts[name].ssh(cmd, user=ADMIN_USER, key_path=self.deploy_key, input=input,
+        """Run `cmd` as the lab's operator (the admin user, full sudo): inspection and fault injection."""
+        return self.hosts[name].ssh(cmd, user=ADMIN_USER, key_path=self.operator_key, input=input,
+                                    timeout=timeout, check=check)
+
+    def deploy_ssh(self, name: str, cmd: str, *, input: bytes | None = None, timeout: float = 60,
+                   check: bool = False) -> Any:
+        """Run `cmd` as the deploy identity (sudo: the qp-* tools only), as Pulumi's steps and qpool do."""
+        return self.hosts[name].ssh(cmd, user=DEPLOY_USER, key_path=self.deploy_key, input=input,
                                     timeout=timeout, check=check)
 
     def spec(self, name: str) -> HostSpec:
@@ -146,6 +155,10 @@ def lab_program_run(stack: str, raw: dict[str, Any], cfg: StackConfig, state_dir
     network_files = overlay.standin_network_files(mirror_root / "network", cfg)
     lab_secret_values = {**state.lab_secrets([p.name for p in cfg.validator_pairs]), **state.extra_secrets()}
     lab_raw = overlay.lab_raw_config(raw, cfg, mirror_url, artifacts, network_files)
+    # The lab's operator logs in as the admin user (full sudo), as a team member's own key would.
+    operator_public = state.operator_key()[1]
+    lab_raw["operatorSshKeys"] = [*(k for k in lab_raw.get("operatorSshKeys") or [] if k.strip() != operator_public),
+                                  operator_public]
     lab_cfg = load_stack_config(lab_raw, secrets_present=set(lab_secret_values))
     run = run_program(stack, lab_raw, lab_secret_values, state_overrides=lab_state_overrides(lab_cfg, state))
     return lab_cfg, run, lab_secret_values
@@ -213,7 +226,7 @@ def run_bootstrap(dep: LabDeployment, host: str, commands: list[Any], log: Calla
         inputs = cmd.plain_inputs()
         stdin = inputs.get("stdin")
         started = time.monotonic()
-        proc = dep.ssh(host, inputs["create"], input=stdin.encode() if stdin else None, timeout=900)
+        proc = dep.deploy_ssh(host, inputs["create"], input=stdin.encode() if stdin else None, timeout=900)
         log(f"{host}: {cmd.name.removeprefix(host + '-')} rc={proc.returncode} ({time.monotonic() - started:.1f}s)")
         if proc.returncode != 0:
             err = proc.stderr.decode(errors="replace") if isinstance(proc.stderr, bytes) else str(proc.stderr)
@@ -248,6 +261,7 @@ def deploy(stack: str, *, config_file: Path | None = None, state_root: Path = LA
     state = LabState(state_dir)
     key_path = state.deploy_key_path
     state.deploy_key()
+    state.operator_key()
     network.create()
     hosts: dict[str, LabHost] = {}
     dep: LabDeployment | None = None
@@ -256,6 +270,7 @@ def deploy(stack: str, *, config_file: Path | None = None, state_root: Path = LA
             lab_cfg, run, lab_secret_values = lab_program_run(stack, loaded.raw, cfg, state_dir, mirror_url)
             dep = LabDeployment(stack=stack, config=lab_cfg, run=run, network=network, hosts=hosts,
                                 state_dir=state_dir, deploy_key=key_path, secrets=lab_secret_values, clock=clock,
+                                operator_key=state.operator_key_path,
                                 config_source=loaded.path)
             user_data = _user_data_by_host(run)
             dropins = overlay.standin_dropins(lab_cfg.clients.profile, clock.slot_seconds, clock.slots_per_epoch,
@@ -280,7 +295,7 @@ def deploy(stack: str, *, config_file: Path | None = None, state_root: Path = LA
             for ready, host in enumerate(hosts.values()):
                 progress.update("cloud-init", f"waiting for cloud-init (sshd, users, packages) on {host.name}",
                                 current=ready, total=len(hosts))
-                host.wait_ready(ADMIN_USER, key_path, timeout=600)
+                host.wait_ready(ADMIN_USER, state.operator_key_path, timeout=600)
             progress.done("cloud-init", f"cloud-init done on all hosts ({time.monotonic() - started:.1f}s)")
             commands = _commands_by_host(run)
             total_steps = sum(len(commands.get(name, [])) for name in hosts)
@@ -322,6 +337,7 @@ def _write_state(dep: LabDeployment) -> None:
         "stack": dep.stack,
         "bridge_ip": dep.network.bridge_ip,
         "deploy_key": str(dep.deploy_key),
+        "operator_key": str(dep.operator_key),
         "hosts": {name: {"ip": h.ip, "role": dep.spec(name).role, "pair": dep.spec(name).pair}
                   for name, h in dep.hosts.items()},
         "clock": {"slot_seconds": dep.clock.slot_seconds, "slots_per_epoch": dep.clock.slots_per_epoch,
@@ -366,6 +382,6 @@ def replace_host(dep: LabDeployment, name: str, log: Callable[[str], None] = pri
              if spec.is_key_host else overlay.monitoring_extra_files(mirror_url))
     with release_mirror(dep.state_dir / "mirror", dep.network.bridge_ip):
         host.boot(lab_ud, extra_files=extra)
-        host.wait_ready(ADMIN_USER, dep.deploy_key, timeout=600)
+        host.wait_ready(ADMIN_USER, dep.operator_key, timeout=600)
         run_bootstrap(dep, name, _commands_by_host(dep.run).get(name, []), log)
     return host

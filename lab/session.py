@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cloud_init.base import ADMIN_USER
+from cloud_init.base import DEPLOY_USER
 from lab.deploy import LabDeployment, teardown
 from lab.fake_hcloud import FakeHetzner
 from lab.hosts import LabHost
@@ -96,7 +96,7 @@ class LabSession:
         specs = [s for s in self.dep.config.hosts() if s.name in self.dep.hosts and s.name in self.server_ids]
         inventory: dict[str, Any] = {
             "stack": self.dep.stack,
-            "ssh": {"user": ADMIN_USER, "key": str(self.dep.deploy_key),
+            "ssh": {"user": DEPLOY_USER, "key": str(self.dep.deploy_key),
                     "known_hosts": str(self.dep.network.known_hosts)},
             "hosts": {spec.name: {"role": spec.role, "pair": spec.pair, "address": spec.private_ip,
                                   "private_ip": spec.private_ip, "server_id": self.server_ids[spec.name]}

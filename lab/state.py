@@ -30,6 +30,9 @@ from qpool.keys.seal import seal_files
 
 SEED_FILE = "lab-seed"
 DEPLOY_KEY_FILE = "deploy_ed25519"
+#: The lab's operator (a human's own key in production): logs in as the admin user with full sudo; the lab and
+#: its tests inspect hosts with it, while the program's steps and qpool use the deploy key (sudo: qp-* only).
+OPERATOR_KEY_FILE = "operator_ed25519"
 SECRETS_FILE = "lab-secrets.json"
 APPLIED_FILE = "applied.json"
 KEYS_FILE = "lab-keys.json"
@@ -109,7 +112,18 @@ class LabState:
     def deploy_key(self) -> tuple[str, str]:
         """The lab's deploy key (OpenSSH private key text, public key line): created once, then read back
         verbatim (hosts trust it through their user-data; the text is an input of every SSH step)."""
-        path = self.deploy_key_path
+        return self._generated_key(self.deploy_key_path)
+
+    @property
+    def operator_key_path(self) -> Path:
+        return self.state_dir / OPERATOR_KEY_FILE
+
+    def operator_key(self) -> tuple[str, str]:
+        """The lab operator's key (in the lab stack's operatorSshKeys): created once, then read back."""
+        return self._generated_key(self.operator_key_path)
+
+    @staticmethod
+    def _generated_key(path: Path) -> tuple[str, str]:
         if not path.exists():
             key = Ed25519PrivateKey.generate()
             write_private(path, key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.OpenSSH,

@@ -41,7 +41,6 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
 
-from cloud_init.host_tools import CTL_CONFIG, MONITORING_REPLICA_DIR
 from cloud_init.key_host import IMPORT_KEYS
 from qpool import history_coverage, interchange, replicas
 from qpool.errors import QpoolError
@@ -52,7 +51,7 @@ from qpool.keys.host_bundle import host_key_tars_b64
 from qpool.keys.seal import MAGIC, MIN_KDF_N, check_member_name, seal_files, unseal_bytes
 from qpool.operations import Context, stopped_reasons
 from qpool.program import PROJECT_DIR
-from qpool.remote import Refused, Unreachable
+from qpool.remote import Refused, Unreachable, ctl_command
 
 Report = Callable[[str], None]
 Files = dict[str, tuple[int, bytes]]
@@ -63,29 +62,6 @@ MANIFEST = "manifest.json"
 KEY_BUNDLE_MEMBER = "keys/validator-keys.sealed"
 MERGED_MEMBER = "slashing/slashing_protection.json"
 ARCHIVE_SUFFIX = ".qpbackup"
-
-#: Converts a raw replicated DB copy to EIP-3076 on a key host, in a temp dir that is removed whatever
-#: happens. The copy arrives on stdin and is checked against the sha256 in $1 before the validator binary
-#: (as its own unprivileged user) reads it; the live validator.db and the replica directory are not touched.
-#: $2 is qp-validator-ctl's config (validator binary and user).
-_CONVERT_SCRIPT = r"""
-set -euo pipefail
-umask 077
-cfg="$2"
-read_cfg() { python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))[sys.argv[2]])' "$cfg" "$1"; }
-bin="$(read_cfg validator_bin)"; user="$(read_cfg validator_user)"
-work="$(mktemp -d /tmp/qp-backup-convert.XXXXXX)"
-trap 'rm -rf "$work"' EXIT
-mkdir "$work/db" "$work/out"
-cat > "$work/db/validator.db"
-echo "$1  $work/db/validator.db" | sha256sum --check --quiet --status \
-  || { echo "checksum mismatch on arrival" >&2; exit 3; }
-chown -R "$user" "$work"
-runuser -u "$user" -- "$bin" slashing-protection-history export --datadir="$work/db" \
-  --slashing-protection-export-dir="$work/out" --accept-terms-of-use >/dev/null 2>"$work/err" \
-  || { tail -c 400 "$work/err" >&2; exit 4; }
-cat "$work/out/slashing_protection.json"
-"""
 
 
 # -- the archive ----------------------------------------------------------------------------------------
@@ -248,30 +224,38 @@ def _add_interchange(col: _Collected, data: bytes, label: str, info: dict[str, A
     col.sources.append({**info, "member": member, "sha256": _sha256(data), "keys": summarize(history)})
 
 
-def _newest_replica_on(ctx: Context, host: HostRecord, directory: str, owners: list[str]
-                       ) -> tuple[str, float, str | None] | None:
-    """(name, mtime, sidecar sha256) of the newest replicated copy in `directory` on `host` shipped by one of
-    `owners` (this pair's hosts: the receiver names each file after its authenticated sender), or None. A copy
-    of another pair is never this pair's history."""
-    names = " -o ".join(f"-name {shlex.quote(owner + '--*.db')}" for owner in owners)
-    script = (f"cd {shlex.quote(directory)} 2>/dev/null || exit 0; "
-              f"f=$(find . -maxdepth 1 -type f \\( {names} \\) -printf '%T@ %f\\n' | sort -n | tail -n1); "
-              "[ -n \"$f\" ] || exit 0; n=${f#* }; echo \"$f\"; cat -- \"$n.sha256\" 2>/dev/null || true")
-    res = ctx.ssh.run(host, f"sudo sh -c {shlex.quote(script)}", timeout=60)
-    if res.rc != 0:
-        raise QpoolError(f"{host.name}: cannot list {directory}: {res.stderr.decode(errors='replace')[-200:]}")
-    lines = res.stdout.decode().splitlines()
-    if not lines:
+def list_replicas(ctx: Context, host: HostRecord, owners: list[str]) -> list[dict[str, Any]]:
+    """The replicated copies on `host` shipped by one of `owners` (this pair's hosts: the receiver names each
+    file after its authenticated sender), newest first: `qp-validator-ctl list-replicas` (name, mtime, sidecar
+    sha256). A copy of another pair is never this pair's history."""
+    args: list[str] = ["list-replicas"]
+    for owner in owners:
+        args += ["--owner", owner]
+    res = ctx.ssh.run(host, ctl_command(*args), timeout=60)
+    try:
+        doc = json.loads(res.stdout.decode() or "null")
+        listed = doc["replicas"] if res.rc == 0 else None
+    except (ValueError, KeyError, TypeError):
+        listed = None
+    if not isinstance(listed, list):
+        why = res.stdout.decode(errors="replace") + res.stderr.decode(errors="replace")
+        raise QpoolError(f"{host.name}: cannot list its replicated copies: {replicas.one_line_cause(why)}")
+    return listed
+
+
+def _newest_replica_on(ctx: Context, host: HostRecord, owners: list[str]) -> tuple[str, float, str | None] | None:
+    """(name, mtime, sidecar sha256) of the newest replicated copy on `host` shipped by one of `owners`, or None."""
+    listed = list_replicas(ctx, host, owners)
+    if not listed:
         return None
-    mtime, _, name = lines[0].partition(" ")
-    sidecar = lines[1].split()[0] if len(lines) > 1 and lines[1].split() else None
-    return name, float(mtime), sidecar
+    return str(listed[0]["name"]), float(listed[0]["mtime"]), listed[0].get("sha256")
 
 
-def _pull_raw(ctx: Context, host: HostRecord, directory: str, name: str, sidecar: str | None) -> bytes:
-    res = ctx.ssh.run(host, f"sudo cat -- {shlex.quote(directory + '/' + name)}", timeout=300)
+def _pull_raw(ctx: Context, host: HostRecord, name: str, sidecar: str | None) -> bytes:
+    res = ctx.ssh.run(host, ctl_command("read-replica", name), timeout=300)
     if res.rc != 0:
-        raise QpoolError(f"{host.name}: cannot read {name}: {res.stderr.decode(errors='replace')[-200:]}")
+        why = res.stdout.decode(errors="replace") + res.stderr.decode(errors="replace")
+        raise QpoolError(f"{host.name}: cannot read {name}: {replicas.one_line_cause(why)}")
     if sidecar is None or _sha256(res.stdout) != sidecar:
         raise QpoolError(f"{host.name}: replicated copy {name} does not match its sha256 sidecar "
                          f"({'missing' if sidecar is None else 'mismatch'}): corrupted copy; not backed up")
@@ -279,12 +263,12 @@ def _pull_raw(ctx: Context, host: HostRecord, directory: str, name: str, sidecar
 
 
 def _convert_raw(ctx: Context, via: HostRecord, db: bytes) -> bytes:
-    sha = _sha256(db)
-    command = shlex.join(["sudo", "bash", "-c", _CONVERT_SCRIPT, "convert", sha, CTL_CONFIG])
-    res = ctx.ssh.run(via, command, input=db, timeout=600)
+    """EIP-3076 of a raw DB copy, read by `via`'s validator binary (`qp-validator-ctl convert-replica`: the
+    copy's sha256 is checked on arrival, the live DB is never touched)."""
+    res = ctx.ssh.run(via, ctl_command("convert-replica", "--sha256", _sha256(db)), input=db, timeout=600)
     if res.rc != 0:
-        raise QpoolError(f"{via.name}: could not read a replicated DB copy "
-                         f"({res.stderr.decode(errors='replace').strip()[-300:]})")
+        why = res.stdout.decode(errors="replace") + res.stderr.decode(errors="replace")
+        raise QpoolError(f"{via.name}: could not read a replicated DB copy ({why.strip()[-300:]})")
     return res.stdout
 
 
@@ -341,8 +325,7 @@ def collect(ctx: Context, pair: str, run_id: str) -> _Collected:
     if mon is not None:
         col.hosts[mon.name] = {"role": mon.role, "private_ip": mon.private_ip}
         try:
-            newest = _newest_replica_on(ctx, mon, MONITORING_REPLICA_DIR,
-                                        [h.name for h in ctx.inventory.pair_hosts(pair)])
+            newest = _newest_replica_on(ctx, mon, [h.name for h in ctx.inventory.pair_hosts(pair)])
         except Unreachable as exc:
             col.hosts[mon.name]["state"] = "unreachable"
             col.warnings.append(f"{mon.name} unreachable ({exc}): no replica from the monitoring server")
@@ -351,7 +334,7 @@ def collect(ctx: Context, pair: str, run_id: str) -> _Collected:
             col.hosts[mon.name]["state"] = "reachable"
         if newest is not None:
             name, mtime, sidecar = newest
-            raw = _pull_raw(ctx, mon, MONITORING_REPLICA_DIR, name, sidecar)
+            raw = _pull_raw(ctx, mon, name, sidecar)
             col.members[f"slashing/raw/{mon.name}/{name}"] = (0o600, raw)
             if converter is None:
                 col.warnings.append(f"no key host reachable to read {mon.name}'s copy {name}: kept raw only")
@@ -481,7 +464,7 @@ def restore(ctx: Context, host_name: str, archive: Archive, keys_passphrase: str
         # and the monitoring server): an old archive must not put the host behind its own replicas.
         history_coverage.check_restore(ctx, host, history, manifest.get("created"), target_history)
         # Keys, exactly as the bootstrap streams them (qp-import-keys refuses unless locked and stopped).
-        res = ctx.ssh.run(host, f"sudo {IMPORT_KEYS}", input=key_tar, timeout=600)
+        res = ctx.ssh.run(host, shlex.join(["sudo", IMPORT_KEYS]), input=key_tar, timeout=600)
         if res.rc != 0:
             raise QpoolError(f"{host.name}: key import refused or failed: "
                              f"{res.stderr.decode(errors='replace').strip()[-400:]}")

@@ -21,12 +21,10 @@ target, `qpool activate` (docs/runbooks/activate.md, "The target lacks history")
 
 from __future__ import annotations
 
-import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from cloud_init.host_tools import MONITORING_REPLICA_DIR
 from qpool import interchange, replicas
 from qpool.errors import QpoolError
 from qpool.inventory import HostRecord
@@ -113,44 +111,29 @@ def gather(ctx: Context, target: HostRecord, *, peer_dbs: bool = True) -> list[C
     return copies
 
 
-#: Lists this pair's `<host>--*.db` replicas newest first: one "mtime name sidecar-sha256" line each.
-_LIST_SCRIPT = ("cd {dir} 2>/dev/null || exit 0; "
-                "find . -maxdepth 1 -type f \\( {names} \\) -printf '%T@ %f\\n' | sort -rn | "
-                "while read -r t n; do "
-                "printf '%s %s %s\\n' \"$t\" \"$n\" \"$(cut -d' ' -f1 \"$n.sha256\" 2>/dev/null)\"; done")
-
-
 def _monitoring_copies(ctx: Context, hosts: list[HostRecord], via: HostRecord) -> list[Copy]:
     """The newest intact replica of each of this pair's hosts on the monitoring server (other pairs' copies
     are not this pair's history), read as EIP-3076 on a key host of the pair."""
-    from qpool.backups import _convert_raw, _pull_raw
+    from qpool.backups import _convert_raw, _pull_raw, list_replicas
     from qpool.remote import Unreachable
 
     mon = ctx.inventory.monitoring()
     if mon is None:
         return []
-    names = " -o ".join(f"-name {shlex.quote(h.name + '--*.db')}" for h in hosts)
-    script = _LIST_SCRIPT.format(dir=shlex.quote(MONITORING_REPLICA_DIR), names=names)
     try:
-        res = ctx.ssh.run(mon, f"sudo sh -c {shlex.quote(script)}", timeout=60)
+        listed = list_replicas(ctx, mon, [h.name for h in hosts])
     except Unreachable as exc:
         ctx.report(f"      history copies on {mon.name}: unreachable ({exc}); not counted")
         return []
-    if res.rc != 0:
-        raise QpoolError(f"{mon.name}: cannot list {MONITORING_REPLICA_DIR}: "
-                         f"{replicas.one_line_cause(res.stderr.decode(errors='replace'))}")
     copies: list[Copy] = []
     done: set[str] = set()
-    for line in res.stdout.decode().splitlines():
-        parts = line.split()
-        if len(parts) < 2:
-            continue
-        name, sidecar = parts[1], (parts[2] if len(parts) > 2 else None)
+    for entry in listed:
+        name, sidecar = str(entry["name"]), entry.get("sha256")
         owner = name.split("--")[0]
         if owner in done:
             continue
         try:
-            raw = _pull_raw(ctx, mon, MONITORING_REPLICA_DIR, name, sidecar)
+            raw = _pull_raw(ctx, mon, name, sidecar)
         except QpoolError as exc:
             ctx.report(f"      WARNING: {exc}; trying the next older copy of {owner} on {mon.name}")
             continue

@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from cloud_init.base import ADMIN_USER
+from cloud_init.base import DEPLOY_USER
 from qpool import secret_files
 from qpool.errors import QpoolError
 
@@ -111,7 +111,7 @@ def _from_pulumi(stack: str) -> Inventory | None:
     key = secret_files.write_private(private, "deploy_ed25519", out["deployPrivateKey"])
     known = private / "known_hosts"
     known.write_text(known_text)
-    return Inventory(stack=stack, hosts=hosts, ssh_user=ADMIN_USER, ssh_key=key, known_hosts=known)
+    return Inventory(stack=stack, hosts=hosts, ssh_user=DEPLOY_USER, ssh_key=key, known_hosts=known)
 
 
 #: Host key types qpool pins (sshd offers only ssh-ed25519: cloud_init/templates/sshd-quantapool.conf.j2).
@@ -171,7 +171,7 @@ def _from_hetzner(stack: str) -> Inventory | None:
     if not hosts:
         raise QpoolError(f"no Hetzner servers labelled app=quantapool,env={stack}; "
                          "check HCLOUD_FENCING_TOKEN's project")
-    return Inventory(stack=stack, hosts=hosts, ssh_user=ADMIN_USER, ssh_key=Path(key), known_hosts=Path(known))
+    return Inventory(stack=stack, hosts=hosts, ssh_user=DEPLOY_USER, ssh_key=Path(key), known_hosts=Path(known))
 
 
 def resolve_inventory(stack: str, inventory: Path | None = None) -> Inventory:

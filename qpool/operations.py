@@ -9,7 +9,6 @@ locks, prompts, epoch gates — serves that rule or makes it survivable to inter
 from __future__ import annotations
 
 import hashlib
-import json
 import math
 import socket
 import time
@@ -657,12 +656,10 @@ def alertmanager_alert(ctx: Context) -> Callable[[str, str], None]:
         mon = ctx.inventory.monitoring()
         if mon is None:
             raise QpoolError("no monitoring host in the inventory")
-        body = json.dumps([{"labels": {"alertname": "QpoolFailoverCompleted", "severity": "warning",
-                                       "run_id": run_id},
-                            "annotations": {"summary": text}}])
-        res = ctx.ssh.run(mon, "curl -fsS -m 10 -XPOST -H 'Content-Type: application/json' --data-binary @- "
-                               "http://127.0.0.1:9093/api/v2/alerts", input=body.encode(), timeout=30)
-        if res.rc != 0:
-            raise QpoolError(f"Alertmanager on {mon.name} refused the alert: {res.stderr.decode()[-200:]}")
+        # qp-validator-ctl alert on the monitoring host posts a QpoolFailoverCompleted alert to its Alertmanager.
+        try:
+            ctx.ssh.ctl(mon, "alert", "--run-id", run_id, "--summary", text, timeout=30)
+        except QpoolError as exc:
+            raise QpoolError(f"Alertmanager on {mon.name} refused the alert: {exc}") from None
 
     return send

@@ -45,6 +45,37 @@ class RemoteResult:
     stderr: bytes
 
 
+#: Where every tool the deploy identity may run as root lives (cloud_init/base.py deploy_sudo_commands).
+DEPLOY_TOOL_DIR = "/usr/local/sbin"
+
+
+def deploy_command_problem(command: str) -> str | None:
+    """Why `command` is not a single `sudo /usr/local/sbin/qp-<tool> ARGS...` call, or None if it is.
+
+    The deploy user's sudo reaches only the root-owned qp-* tools; a command that is anything else (a
+    shell pipeline, `sudo sh -c`, `sudo cat`, a plain `curl`) would be refused by sudo on the host or run
+    unprivileged with a shell, so qpool never sends one (Ssh.run checks every command)."""
+    try:
+        words = shlex.split(command)
+    except ValueError as exc:
+        return f"unparsable ({exc})"
+    if shlex.join(words) != command:
+        # Every word quoted as shlex.join quotes it: no pipe, list, redirection, expansion or glob is left.
+        return "not one quoted argument list (shell syntax outside quotes)"
+    if len(words) < 2 or words[0] != "sudo":
+        return "does not start with sudo"
+    tool = words[1]
+    if not (tool.startswith(f"{DEPLOY_TOOL_DIR}/qp-") and "/" not in tool[len(DEPLOY_TOOL_DIR) + 1:]):
+        return f"runs {tool!r}, not a {DEPLOY_TOOL_DIR}/qp-* tool"
+    return None
+
+
+def ctl_command(*args: str) -> str:
+    """The remote command line of one qp-validator-ctl call: the deploy identity's sudo reaches only the
+    root-owned qp-* tools by absolute path (cloud_init/base.py DEPLOY_SUDOERS), never a shell."""
+    return shlex.join(["sudo", CTL, *args])
+
+
 class Ssh:
     def __init__(self, inventory: Inventory, connect_timeout: float = 5.0) -> None:
         self.inv = inventory
@@ -72,6 +103,10 @@ class Ssh:
                               "refusing to send lab traffic anywhere else")
 
     def run(self, host: HostRecord, command: str, *, input: bytes | None = None, timeout: float = 120) -> RemoteResult:
+        problem = deploy_command_problem(command)
+        if problem is not None:  # a programming error: never reaches the host
+            raise QpoolError(f"refusing to send {command[:80]!r} to {host.name}: {problem}; the deploy identity "
+                             f"runs only `sudo {DEPLOY_TOOL_DIR}/qp-*` tools")
         self._guard_lab_route(host)
         try:
             # Without input, never let ssh read the operator's terminal (it would swallow keystrokes or pipes).
@@ -105,7 +140,7 @@ class Ssh:
 
     # -- qp-validator-ctl -----------------------------------------------------------------------------
     def ctl(self, host: HostRecord, *args: str, input: bytes | None = None, timeout: float = 180) -> dict[str, Any]:
-        res = self.run(host, shlex.join(["sudo", CTL, *args]), input=input, timeout=timeout)
+        res = self.run(host, ctl_command(*args), input=input, timeout=timeout)
         try:
             doc = json.loads(res.stdout.decode() or "null")
         except ValueError:
@@ -122,7 +157,7 @@ class Ssh:
 
     def export_bytes(self, host: HostRecord, *args: str) -> tuple[bytes, str]:
         """Run an export; return the bytes and the sha256 the host computed, after checking they agree."""
-        res = self.run(host, shlex.join(["sudo", CTL, *args]), timeout=600)
+        res = self.run(host, ctl_command(*args), timeout=600)
         if res.rc != 0:
             try:
                 why = " ".join(str(json.loads(res.stdout).get("error")).split())

@@ -25,11 +25,9 @@ recovery. There is no override: ``--i-accept-slashing-risk`` does not reach this
 from __future__ import annotations
 
 import json
-import shlex
 from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING, Any
 
-from cloud_init.monitoring.layout import JOB_VALIDATOR
 from core import ports
 from qpool.errors import QpoolError
 from qpool.inventory import HostRecord
@@ -95,10 +93,11 @@ def target_probe(ctx: Context, target: HostRecord, source: HostRecord) -> Witnes
     return Witness("target-probe", UNKNOWN, f"unexpected answer from {target.name}: {str(res)[:120]}")
 
 
-def _prom_script(host: HostRecord, window: float) -> str:
-    query = f'up{{job="{JOB_VALIDATOR}",host="{host.name}"}}[{int(window)}s]'
-    return ("date +%s.%N && curl -fsS -m 10 -G --data-urlencode " + shlex.quote(f"query={query}")
-            + f" http://127.0.0.1:{ports.PROMETHEUS}/api/v1/query")
+def _prom_command(host: HostRecord, window: float) -> str:
+    """`qp-validator-ctl prometheus-samples` on the monitoring host: its clock and the raw samples."""
+    from qpool.remote import ctl_command
+
+    return ctl_command("prometheus-samples", "--host", host.name, "--window", str(max(1, int(window))))
 
 
 def prometheus_samples(ctx: Context, host: HostRecord, window: float) -> tuple[float, list[tuple[float, float]]]:
@@ -110,16 +109,16 @@ def prometheus_samples(ctx: Context, host: HostRecord, window: float) -> tuple[f
     if mon is None:
         raise QpoolError("no monitoring host in the inventory")
     try:
-        res = ctx.ssh.run(mon, _prom_script(host, window), timeout=30)
+        res = ctx.ssh.run(mon, _prom_command(host, window), timeout=30)
     except Unreachable as exc:
         raise QpoolError(f"{mon.name} unreachable: {exc}") from None
     if res.rc != 0:
-        raise QpoolError(f"Prometheus on {mon.name} did not answer (rc {res.rc}): "
-                         f"{res.stderr.decode(errors='replace').strip()[-160:]}")
-    first, _, body = res.stdout.decode().partition("\n")
+        why = (res.stdout.decode(errors="replace") + res.stderr.decode(errors="replace")).strip()
+        raise QpoolError(f"Prometheus on {mon.name} did not answer (rc {res.rc}): {why[-160:]}")
     try:
-        now = float(first)
-        doc = json.loads(body)
+        answer = json.loads(res.stdout.decode())
+        now = float(answer["now"])
+        doc = answer["response"]
         samples = sorted((float(ts), float(v)) for series in doc["data"]["result"] for ts, v in series["values"])
     except (ValueError, KeyError, TypeError) as exc:
         raise QpoolError(f"unreadable answer from Prometheus on {mon.name}: {exc}") from None

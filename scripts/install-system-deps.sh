@@ -1,10 +1,10 @@
 #!/usr/bin/env bash
 # Debian packages the test suite runs for real: promtool/amtool, cloud-init schema, shellcheck, nft, sshd -t,
-# systemd-analyze, and the lab's systemd-nspawn + mmdebstrap. Installs only what is missing.
+# systemd-analyze, visudo (sudo), and the lab's systemd-nspawn + mmdebstrap. Installs only what is missing.
 set -euo pipefail
 
 packages=(prometheus prometheus-alertmanager prometheus-node-exporter cloud-init shellcheck nftables
-          systemd systemd-container mmdebstrap iproute2 openssh-client openssh-server curl)
+          systemd systemd-container mmdebstrap iproute2 openssh-client openssh-server curl sudo)
 missing=()
 for pkg in "${packages[@]}"; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || missing+=("$pkg")

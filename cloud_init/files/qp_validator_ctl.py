@@ -720,6 +720,87 @@ def export_replica(path: str) -> bytes:
         return _export(tmp)
 
 
+# -- reads for the deploy identity (its sudo reaches only qp-* tools: no `sudo sh -c`, no `sudo cat`) --------
+
+_HOST_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+_REPLICA_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}--[0-9A-Za-z:._-]{1,80}\.db$")
+
+
+def list_replicas(owners: list[str]) -> dict[str, Any]:
+    """Replicated copies in this host's replica directory shipped by `owners` (the receiver names each copy
+    after its authenticated sender), newest first, each with its sidecar sha256 (None when missing)."""
+    for owner in owners:
+        if not _HOST_NAME.match(owner):
+            raise Refused(f"not a host name: {owner!r}")
+    directory = Path(cfg("replica_dir"))
+    found = []
+    if directory.is_dir():
+        for owner in owners:
+            for path in directory.glob(f"{owner}--*.db"):
+                if path.is_file() and not path.is_symlink():
+                    sha_file = path.with_suffix(path.suffix + ".sha256")
+                    try:
+                        sidecar = sha_file.read_text().split()[0] if sha_file.is_file() else None
+                    except (OSError, IndexError):
+                        sidecar = None
+                    found.append({"name": path.name, "mtime": path.stat().st_mtime, "sha256": sidecar})
+    found.sort(key=lambda r: r["mtime"], reverse=True)
+    return {"replica_dir": str(directory), "replicas": found}
+
+
+def read_replica(name: str) -> bytes:
+    """The raw bytes of one replicated copy in this host's replica directory (a name, never a path)."""
+    path = Path(cfg("replica_dir")) / name
+    if not _REPLICA_NAME.match(name) or path.is_symlink() or not path.is_file():
+        raise Refused(f"{name!r} is not a replicated copy in {cfg('replica_dir')}")
+    return path.read_bytes()
+
+
+def convert_replica(data: bytes, expected_sha256: str) -> bytes:
+    """EIP-3076 interchange of a raw slashing-protection DB copy sent on stdin (e.g. the monitoring server's
+    replica, which has no validator binary), read by this host's validator binary in a private temp dir;
+    the live DB is never touched."""
+    actual = hashlib.sha256(data).hexdigest()
+    if actual != expected_sha256:
+        raise Refused(f"checksum mismatch on arrival: got {actual}, expected {expected_sha256}")
+    user = cfg("validator_user")
+    with tempfile.TemporaryDirectory(prefix="qp-convert-") as tmp:
+        (Path(tmp) / "validator.db").write_bytes(data)
+        shutil.chown(tmp, user=user)
+        shutil.chown(Path(tmp) / "validator.db", user=user)
+        return _export(tmp)
+
+
+def prometheus_samples(host: str, window: int) -> dict[str, Any]:
+    """This (monitoring) host's clock and the raw `up` samples of `host`'s validator target over the last
+    `window` seconds, from the local Prometheus (a fencing witness: qpool.witnesses)."""
+    if not _HOST_NAME.match(host) or not 1 <= window <= 86400:
+        raise Refused("usage: prometheus-samples --host NAME --window SECONDS (1..86400)")
+    query = f'up{{job="{cfg("prometheus_validator_job")}",host="{host}"}}[{window}s]'
+    now = time.time()
+    url = f"{cfg('prometheus_url')}/api/v1/query?" + urllib.parse.urlencode({"query": query})
+    try:
+        with urllib.request.urlopen(url, timeout=10) as resp:  # noqa: S310 - loopback URL from config
+            doc = json.loads(resp.read())
+    except (OSError, ValueError) as exc:
+        raise Refused(f"Prometheus did not answer: {exc}") from None
+    return {"now": now, "response": doc}
+
+
+def send_alert(run_id: str, summary: str) -> dict[str, Any]:
+    """One `QpoolFailoverCompleted` info alert to the local Alertmanager (its configured receivers)."""
+    body = json.dumps([{"labels": {"alertname": "QpoolFailoverCompleted", "severity": "warning",
+                                   "run_id": run_id[:120]},
+                        "annotations": {"summary": summary[:2000]}}]).encode()
+    req = urllib.request.Request(f"{cfg('alertmanager_url')}/api/v2/alerts", data=body, method="POST",  # noqa: S310
+                                 headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=10) as resp:  # noqa: S310 - loopback URL from config
+            return {"sent": True, "status": resp.status}
+    except (OSError, ValueError) as exc:
+        raise Refused(f"Alertmanager refused the alert: {exc}") from None
+
+
 def import_slashing(data: bytes, expected_sha256: str) -> dict[str, Any]:
     actual = hashlib.sha256(data).hexdigest()
     if actual != expected_sha256:
@@ -1047,6 +1128,18 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("receive-backup")
     # Set by the authorized_keys line's forced command (one per sender key), never by the sender.
     p.add_argument("sender", nargs="?", default=None)
+    p = sub.add_parser("list-replicas")
+    p.add_argument("--owner", action="append", required=True)
+    p = sub.add_parser("read-replica")
+    p.add_argument("name")
+    p = sub.add_parser("convert-replica")
+    p.add_argument("--sha256", required=True)
+    p = sub.add_parser("prometheus-samples")
+    p.add_argument("--host", required=True)
+    p.add_argument("--window", type=int, required=True)
+    p = sub.add_parser("alert")
+    p.add_argument("--run-id", required=True)
+    p.add_argument("--summary", required=True)
     p = sub.add_parser("oplock")
     p.add_argument("action", choices=["acquire", "release", "force-release", "show"])
     p.add_argument("--run-id", default="")
@@ -1067,6 +1160,18 @@ def main(argv: list[str] | None = None) -> int:
             sys.stderr.write(f"sha256={hashlib.sha256(data).hexdigest()}\n")
             sys.stdout.buffer.write(data)
             return 0
+        elif args.cmd in ("read-replica", "convert-replica"):
+            data = (read_replica(args.name) if args.cmd == "read-replica"
+                    else convert_replica(sys.stdin.buffer.read(), args.sha256))
+            sys.stderr.write(f"sha256={hashlib.sha256(data).hexdigest()}\n")
+            sys.stdout.buffer.write(data)
+            return 0
+        elif args.cmd == "list-replicas":
+            result = list_replicas(args.owner)
+        elif args.cmd == "prometheus-samples":
+            result = prometheus_samples(args.host, args.window)
+        elif args.cmd == "alert":
+            result = send_alert(args.run_id, args.summary)
         elif args.cmd == "select-replica":
             result = select_replica()
         elif args.cmd == "metrics-relay":

@@ -13,6 +13,8 @@ import pytest
 
 from cloud_init import HostFile
 from cloud_init.bundles import (
+    APPLY_TOOL,
+    APPLY_TOOL_SOURCE,
     INSTALL_COMMAND,
     Bundle,
     Check,
@@ -125,18 +127,74 @@ def test_failed_action_fails_the_step_loudly(host: FakeHost) -> None:
     assert "bundle demo: files installed but an on-change action failed" in res.stderr
 
 
+def _qp_apply(host: FakeHost, args: list[str], stdin: str, staging: Path) -> subprocess.CompletedProcess[str]:
+    """The step's tool (`sudo qp-apply ...`), run directly: staging parent and install root under tmp_path."""
+    return subprocess.run(["python3", str(APPLY_TOOL_SOURCE), *args], input=stdin, text=True, capture_output=True,
+                          env=host.env(QP_APPLY_RUN_DIR=str(staging)), timeout=60)
+
+
 def test_install_command_extracts_privately_and_cleans_up(host: FakeHost, tmp_path: Path) -> None:
-    """The real step command, with `sudo` a pass-through and the staging parent under tmp_path."""
-    (host.bin / "sudo").write_text('#!/bin/sh\nexec "$@"\n')
-    (host.bin / "sudo").chmod(0o755)
+    """`sudo qp-apply bundle`: base64 tar on stdin, a private staging dir, always removed."""
+    assert f"sudo {APPLY_TOOL} bundle" == INSTALL_COMMAND
     staging = tmp_path / "run"
     staging.mkdir()
-    command = INSTALL_COMMAND.replace("/run/", f"{staging}/")
-    assert command != INSTALL_COMMAND
-    res = subprocess.run(["sh", "-c", command], input=bundle_tar_b64(_bundle({A: "one\n"})), text=True,
-                         capture_output=True, env=host.env(), timeout=60)
+    res = _qp_apply(host, ["bundle"], bundle_tar_b64(_bundle({A: "one\n"})), staging)
     assert res.returncode == 0, res.stderr
     assert host.file(A).read_text() == "one\n" and list(staging.iterdir()) == []
+    # a failing bundle is cleaned up too, and its failure is the step's
+    bad = _bundle({A: "two\n"}, checks=(Check("never", "exit 1"),))
+    res = _qp_apply(host, ["bundle"], bundle_tar_b64(bad), staging)
+    assert res.returncode == 1 and "check 'never' failed" in res.stderr and list(staging.iterdir()) == []
+
+
+def _tar_b64(members: dict[str, bytes], *, link: str | None = None) -> str:
+    import io
+    import tarfile
+
+    buf = io.BytesIO()
+    with tarfile.open(fileobj=buf, mode="w") as tar:
+        for name, data in members.items():
+            info = tarfile.TarInfo(name)
+            info.size, info.mode = len(data), 0o755
+            tar.addfile(info, io.BytesIO(data))
+        if link:
+            info = tarfile.TarInfo(link)
+            info.type, info.linkname = tarfile.SYMTYPE, "/etc/shadow"
+            tar.addfile(info)
+    return base64.b64encode(buf.getvalue()).decode()
+
+
+@pytest.mark.parametrize("members,link,why", [
+    ({"../../etc/passwd": b"x"}, None, "leaving the target"),
+    ({"/etc/passwd": b"x"}, None, "absolute"),
+    ({}, "usr/local/sbin/qp-validator-ctl", "only regular files"),
+])
+def test_qp_apply_refuses_hostile_tars(host: FakeHost, tmp_path: Path, members: dict[str, bytes],
+                                       link: str | None, why: str) -> None:
+    res = _qp_apply(host, ["bundle"], _tar_b64(members, link=link), tmp_path)
+    assert res.returncode == 1 and why in res.stderr, res.stderr
+
+
+def test_qp_apply_deliveries_write_only_their_own_paths(host: FakeHost, tmp_path: Path) -> None:
+    """host-tools / exporter: the tar is extracted at the root, but only onto the delivery's own paths, then
+    its installer runs (here a stand-in that logs)."""
+    ctl = host.file("/usr/local/sbin/qp-validator-ctl")
+    res = _qp_apply(host, ["host-tools"], _tar_b64({"etc/sudoers.d/evil": b"ALL\n"}), tmp_path)
+    assert res.returncode == 1 and "writes only" in res.stderr and not host.file("/etc/sudoers.d/evil").exists()
+    script = b'#!/bin/sh\necho "ctl $*" >> "$QP_FAKE_LOG"\n'
+    res = _qp_apply(host, ["host-tools"], _tar_b64({"usr/local/sbin/qp-validator-ctl": script,
+                                                    "etc/quantapool/validator-ctl.json": b"{}"}), tmp_path)
+    assert res.returncode == 0, res.stderr
+    assert ctl.read_bytes() == script and stat.S_IMODE(ctl.stat().st_mode) == 0o755
+    assert host.calls() == ["ctl setup"]
+    res = _qp_apply(host, ["exporter"], _tar_b64({"usr/local/sbin/qp-validator-ctl": b"x"}), tmp_path)
+    assert res.returncode == 1 and "writes only" in res.stderr
+
+
+@pytest.mark.parametrize("args", [["confirm", "firewall", "abc"], ["confirm", "../x", "0" * 64], ["sh"],
+                                  ["bundle", "--extra"], []])
+def test_qp_apply_takes_no_free_arguments(host: FakeHost, tmp_path: Path, args: list[str]) -> None:
+    assert _qp_apply(host, args, "", tmp_path).returncode == 1
 
 
 def test_applier_refuses_a_tampered_staging_dir(host: FakeHost, tmp_path: Path) -> None:

@@ -2,8 +2,8 @@
 
 The sshd check reads /etc/ssh/sshd_config and needs /run/sshd: it runs in a private mount namespace with
 tmpfs over /etc/ssh (a Debian 12 main config, a throwaway host key) and /run, so the machine's own SSH
-configuration is neither read nor changed. Negative controls: a drop-in sshd rejects and a malformed key
-line make the bundle's checks fail.
+configuration is neither read nor changed. Negative controls: a drop-in sshd rejects, a malformed key line
+(either user) and a sudoers syntax error (`visudo -c`) make the bundle's checks fail.
 """
 
 from __future__ import annotations
@@ -14,15 +14,26 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
 from cloud_init import HostRenderInputs
-from cloud_init.base import AUTHORIZED_KEYS, SSHD_DROPIN, base_bundle, ssh_access_bundle
+from cloud_init.base import (
+    AUTHORIZED_KEYS,
+    DEPLOY_AUTHORIZED_KEYS,
+    DEPLOY_SUDOERS,
+    SSHD_DROPIN,
+    base_bundle,
+    ssh_access_bundle,
+)
 from cloud_init.bundles import Bundle
 from qpool.stacks import load_stack
 
 from .support import fake_host
 
-DEPLOY_KEY = "ssh-ed25519 AAAAC3NzaC1lZDI1NTE5AAAAIDeployKeyForTestsOnly0000000000000000000 pulumi-deploy"
+#: A real Ed25519 public key (ssh-keygen parses the deploy user's authorized_keys: the deploy key is its only line).
+DEPLOY_KEY = Ed25519PrivateKey.from_private_bytes(b"\x01" * 32).public_key().public_bytes(
+    serialization.Encoding.OpenSSH, serialization.PublicFormat.OpenSSH).decode() + " pulumi-deploy"
 #: Debian 12's /etc/ssh/sshd_config without comments.
 DEBIAN_MAIN = """Include /etc/ssh/sshd_config.d/*.conf
 KbdInteractiveAuthentication no
@@ -76,16 +87,20 @@ def test_ssh_access_checks_pass_for_every_host(tmp_path: Path) -> None:
 
 
 def test_ssh_access_checks_refuse_a_bad_dropin_and_a_bad_key(tmp_path: Path) -> None:
-    _need("sshd", "ssh-keygen", "unshare")
+    _need("sshd", "ssh-keygen", "unshare", "visudo")
     b = ssh_access_bundle(_inputs()[0])
     staged = fake_host(tmp_path).stage(b, tmp_path / "s")
     dropin = staged / SSHD_DROPIN.lstrip("/")
     dropin.write_text(dropin.read_text() + "Ciphers no-such-cipher\n")
-    keys = staged / AUTHORIZED_KEYS.lstrip("/")
-    keys.write_text("# only a comment and a broken line\nssh-ed25519 not-base64\n")
-    sshd, keygen = _run_checks_isolated(b, staged, tmp_path)
-    assert sshd.returncode != 0 and "no-such-cipher" in sshd.stderr
-    assert keygen.returncode != 0
+    for path in (AUTHORIZED_KEYS, DEPLOY_AUTHORIZED_KEYS):
+        keys = staged / path.lstrip("/")
+        keys.write_text("# only a comment and a broken line\nssh-ed25519 not-base64\n")
+    sudoers = staged / DEPLOY_SUDOERS.lstrip("/")
+    sudoers.write_text(sudoers.read_text().replace("NOPASSWD:", "NOPASSWD"))
+    results = dict(zip([c.name for c in b.checks], _run_checks_isolated(b, staged, tmp_path), strict=True))
+    assert set(results) == {"sshd -t", "authorized_keys parse", "deploy authorized_keys parse", "visudo -c"}
+    assert results["sshd -t"].returncode != 0 and "no-such-cipher" in results["sshd -t"].stderr
+    assert all(res.returncode != 0 for res in results.values()), {k: r.returncode for k, r in results.items()}
 
 
 def test_base_check_passes_and_refuses_a_syntax_error(tmp_path: Path) -> None:

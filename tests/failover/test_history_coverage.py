@@ -3,14 +3,13 @@ anywhere (peer DB, replicas on both key hosts, the monitoring server's replicas 
 is refused when any copy exists; restore refuses an archive older than any copy.
 
 The fake answers like the hosts: qp-validator-ctl's status/select-replica/export-replica on the key hosts,
-and on the monitoring server the listing, `sudo cat` and the conversion that qpool runs over plain SSH.
+and its list-replicas / read-replica (monitoring server) and convert-replica (key host) that qpool runs over SSH.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import re
 import shlex
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from qpool import operations as ops
 from qpool.errors import QpoolError
 from qpool.inventory import HostRecord, Inventory
 from qpool.journal import journal_path, last_journal
-from qpool.remote import RemoteResult
+from qpool.remote import RemoteResult, deploy_command_problem
 
 from .safety_support import make_ctx
 from .test_operations_guards import BACKUP, GVR, KEY, PRIMARY, FakeSsh, _fenced_by_hetzner, interchange, stopped_status
@@ -70,20 +69,22 @@ class PairSsh(FakeSsh):
 
     def run(self, host: HostRecord, command: str, *, input: bytes | None = None, timeout: float = 120
             ) -> RemoteResult:
-        if host.name == MON.name and command.startswith("sudo sh -c"):
-            # find's -name filters: only the asked hosts' copies (other pairs' copies are not listed).
-            owners = set(re.findall(r"-name '([^']+)--\*\.db'", shlex.split(command)[-1]))
-            lines = "".join(f"{1000 - i} {n} {sha or ''}\n" for i, (n, _r, sha) in enumerate(self.mon_files)
-                            if n.split("--")[0] in owners)
-            return RemoteResult(0, lines.encode(), b"")
-        if host.name == MON.name and command.startswith("sudo cat"):
-            name = next(n for n, _r, _s in self.mon_files if n in command)
-            return RemoteResult(0, next(r for n, r, _s in self.mon_files if n == name), b"")
-        if command.startswith("sudo bash -c") and input is not None:  # the conversion on a key host
-            assert hashlib.sha256(input).hexdigest() in command, "the raw copy is checked against its sha256"
+        assert deploy_command_problem(command) is None, command  # what the deploy identity's sudo allows
+        words = shlex.split(command)
+        sub = words[2]
+        if host.name == MON.name and sub == "list-replicas":
+            # only the asked hosts' copies (other pairs' copies are not listed), newest first
+            owners = {words[i + 1] for i, w in enumerate(words) if w == "--owner"}
+            listed = [{"name": n, "mtime": 1000.0 - i, "sha256": sha} for i, (n, _r, sha) in enumerate(self.mon_files)
+                      if n.split("--")[0] in owners]
+            return RemoteResult(0, json.dumps({"replicas": listed}).encode(), b"")
+        if host.name == MON.name and sub == "read-replica":
+            return RemoteResult(0, next(r for n, r, _s in self.mon_files if n == words[3]), b"")
+        if sub == "convert-replica" and input is not None:  # the conversion on a key host
+            assert words[3:] == ["--sha256", hashlib.sha256(input).hexdigest()], "checked against its sha256"
             return RemoteResult(0, self.raw_to_interchange[input], b"")
-        if host.name == MON.name and "api/v1/query" in command:  # the fencing witness: Prometheus down
-            return RemoteResult(7, b"", b"curl: (7) Failed to connect to 127.0.0.1 port 9090")
+        if host.name == MON.name and sub == "prometheus-samples":  # the fencing witness: Prometheus down
+            return RemoteResult(1, b'{"error": "Prometheus did not answer: connection refused"}', b"")
         raise AssertionError(f"unexpected command on {host.name}: {command[:60]}")
 
     def ship_to_monitoring(self, name: str, data: bytes, *, corrupt: bool = False) -> None:

@@ -63,7 +63,7 @@ def test_ssh_exit_255_is_classified(real_ssh: Ssh, monkeypatch: pytest.MonkeyPat
 
     monkeypatch.setattr(subprocess, "run", fake_run)
     with pytest.raises(exc) as raised:
-        real_ssh.run(PRIMARY, "true")
+        real_ssh.status(PRIMARY)
     assert type(raised.value) is exc, "an auth failure / host-key mismatch must never be an Unreachable"
 
 

@@ -1,12 +1,13 @@
 """Issue 12 item 3: replicas are separated by sender and pair on the operator's side too.
 
 `qpool backup` reads the monitoring server's newest copy of THIS pair only (the monitoring server holds every
-pair's copies in one directory, each named after its authenticated sender). The listing script runs here in
-a shell on a temporary directory, as it would over SSH.
+pair's copies in one directory, each named after its authenticated sender). The host's real
+`qp-validator-ctl list-replicas` runs here on a temporary directory, as it would over SSH.
 """
 
 from __future__ import annotations
 
+import json
 import os
 import shlex
 import subprocess
@@ -14,20 +15,28 @@ from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
 
+from cloud_init.host_tools import CTL_PATH
 from qpool import backups
 from qpool.inventory import HostRecord
-from qpool.remote import RemoteResult
+from qpool.remote import RemoteResult, deploy_command_problem
 
 MON = HostRecord("h-mon", "monitoring", None, "192.0.2.13", "10.0.0.13")
+CTL_SOURCE = Path(__file__).resolve().parents[2] / "cloud_init/files/qp_validator_ctl.py"
 
 
 class LocalShell:
-    """Runs the remote command locally (`sudo` dropped): the script itself is under test."""
+    """Runs the remote qp-validator-ctl command locally (`sudo` dropped) against a replica directory."""
+
+    def __init__(self, replica_dir: Path) -> None:
+        self.config = replica_dir.parent / "validator-ctl.json"
+        self.config.write_text(json.dumps({"replica_dir": str(replica_dir)}))
 
     def run(self, host: HostRecord, command: str, **_kw: Any) -> RemoteResult:
+        assert deploy_command_problem(command) is None, command
         words = shlex.split(command)
-        assert words[0] == "sudo"
-        proc = subprocess.run(words[1:], capture_output=True, timeout=30, check=False)
+        assert words[:2] == ["sudo", CTL_PATH], command
+        proc = subprocess.run(["python3", str(CTL_SOURCE), *words[2:]], capture_output=True, timeout=30,
+                              check=False, env={**os.environ, "QP_CTL_CONFIG": str(self.config)})
         return RemoteResult(proc.returncode, proc.stdout, proc.stderr)
 
 
@@ -38,11 +47,20 @@ def _copy(directory: Path, name: str, mtime: float) -> None:
 
 
 def test_monitoring_copy_is_taken_from_this_pairs_senders_only(tmp_path: Path) -> None:
-    _copy(tmp_path, "p1-primary--20260101T000000000000Z.db", 1_000)
-    _copy(tmp_path, "p1-backup--20260101T000100000000Z.db", 2_000)
-    _copy(tmp_path, "p2-primary--20260101T000200000000Z.db", 3_000)  # newest in the directory: another pair
-    ctx = SimpleNamespace(ssh=LocalShell())
-    newest = backups._newest_replica_on(ctx, MON, str(tmp_path), ["p1-primary", "p1-backup"])  # type: ignore[arg-type]
+    replicas = tmp_path / "replicas"
+    replicas.mkdir()
+    _copy(replicas, "p1-primary--20260101T000000000000Z.db", 1_000)
+    _copy(replicas, "p1-backup--20260101T000100000000Z.db", 2_000)
+    _copy(replicas, "p2-primary--20260101T000200000000Z.db", 3_000)  # newest in the directory: another pair
+    ctx = SimpleNamespace(ssh=LocalShell(replicas))
+    newest = backups._newest_replica_on(ctx, MON, ["p1-primary", "p1-backup"])  # type: ignore[arg-type]
     assert newest is not None and newest[0] == "p1-backup--20260101T000100000000Z.db" and newest[1] == 2_000
     assert newest[2] == "ab" * 32
-    assert backups._newest_replica_on(ctx, MON, str(tmp_path), ["p3-primary"]) is None  # type: ignore[arg-type]
+    assert backups._newest_replica_on(ctx, MON, ["p3-primary"]) is None  # type: ignore[arg-type]
+    # the copy itself, by name only: never a path, never another directory
+    name = "p1-backup--20260101T000100000000Z.db"
+    read = ctx.ssh.run(MON, backups.ctl_command("read-replica", name))
+    assert read.rc == 0 and read.stdout == name.encode()
+    for bad in ("../validator-ctl.json", "/etc/shadow", "p1-backup--x.db.sha256", "nothere--1Z.db"):
+        refused = ctx.ssh.run(MON, backups.ctl_command("read-replica", bad))
+        assert refused.rc == 1 and b"is not a replicated copy" in refused.stdout, bad

@@ -18,7 +18,7 @@ from qpool import witnesses as wit
 from qpool.errors import QpoolError
 from qpool.inventory import HostRecord
 from qpool.journal import journal_path, last_journal
-from qpool.remote import RemoteResult
+from qpool.remote import RemoteResult, deploy_command_problem
 
 from .safety_support import fake, make_ctx
 from .test_operations_guards import BACKUP, PRIMARY, FakeClock, interchange, stopped_status
@@ -63,7 +63,9 @@ class PromSsh:
         doc = {"status": "success", "data": {"resultType": "matrix", "result": [
             {"metric": {"job": "validator", "host": PRIMARY.name},
              "values": [[ts, str(v)] for ts, v in self.samples]}] if self.samples else []}}
-        return RemoteResult(self.rc, f"{self.mon_now}\n{json.dumps(doc)}".encode(), b"connection refused")
+        assert deploy_command_problem(command) is None and "prometheus-samples" in command, command
+        answer = {"now": self.mon_now, "response": doc} if self.rc == 0 else {"error": "Prometheus did not answer"}
+        return RemoteResult(self.rc, json.dumps(answer).encode(), b"")
 
 
 def prom_ctx(ssh: PromSsh, now: float) -> Any:
@@ -87,7 +89,8 @@ def test_prometheus_failed_scrapes_since_the_fence_are_off() -> None:
     ssh = PromSsh(now + SKEW, samples)
     w = wit.prometheus(prom_ctx(ssh, now), PRIMARY, fenced_at)
     assert w.verdict == wit.OFF, w
-    assert 'up{job="validator",host="h-primary"}' in ssh.commands[0], "only the source's validator series"
+    # only the source's validator series (the host tool builds `up{job="validator",host=...}` from the name)
+    assert "prometheus-samples --host h-primary --window" in ssh.commands[0], ssh.commands
 
 
 def test_prometheus_without_samples_after_the_fence_cannot_tell() -> None:

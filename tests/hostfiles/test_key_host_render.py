@@ -9,7 +9,7 @@ import pytest
 import yaml
 
 from cloud_init import key_host as kh
-from cloud_init.base import ADMIN_USER, BASE_PACKAGES, USER_DATA_LIMIT_BYTES
+from cloud_init.base import ADMIN_USER, BASE_PACKAGES, DEPLOY_USER, USER_DATA_LIMIT_BYTES
 from cloud_init.client_flags import ACCEPTED, FORBIDDEN_FLAGS
 from cloud_init.render import systemd_arg
 from core import ports
@@ -49,7 +49,9 @@ def test_base_settings(variant: Rendered) -> None:
     assert set(BASE_PACKAGES) <= set(d["packages"])
     admin = next(u for u in d["users"] if u["name"] == ADMIN_USER)
     assert admin["sudo"] == "ALL=(ALL) NOPASSWD:ALL" and admin["shell"] == "/bin/bash"
-    assert admin["ssh_authorized_keys"] == [*variant.inputs.config.operator_ssh_keys, DEPLOY_KEY]
+    assert admin["ssh_authorized_keys"] == [*variant.inputs.config.operator_ssh_keys]  # operators only
+    deploy = next(u for u in d["users"] if u["name"] == DEPLOY_USER)  # the deploy key, sudo: qp-* tools only
+    assert deploy["ssh_authorized_keys"] == [f"restrict {DEPLOY_KEY}"] and "sudo" not in deploy
     sshd = variant.files["/etc/ssh/sshd_config.d/10-quantapool.conf"]
     for line in ("PasswordAuthentication no", "KbdInteractiveAuthentication no", "PermitRootLogin no"):
         assert line in sshd.splitlines()

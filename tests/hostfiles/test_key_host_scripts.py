@@ -10,6 +10,7 @@ Two techniques, production paths untouched in the rendered scripts:
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import http.server
 import io
@@ -243,6 +244,17 @@ def test_import_succeeds_locked_and_leaves_no_plaintext(import_root: tuple[Path,
     # idempotent: the same archive again works and keeps the wallet password
     before = pw.read_text()
     assert run(root, script, stdin=keys_tar()).returncode == 0 and pw.read_text() == before
+
+
+def test_import_takes_base64_with_its_own_flag(import_root: tuple[Path, Path]) -> None:
+    """The Pulumi step sends base64 text (`sudo qp-import-keys --base64`: no `base64 -d |` shell in front of
+    sudo, the deploy identity runs only the tool); anything else on the command line is refused."""
+    root, script = import_root
+    (root / "etc/quantapool/VALIDATOR_LOCKED").write_text("locked\n")
+    res = run(root, script, "--base64", stdin=base64.b64encode(keys_tar()))
+    assert res.returncode == 0 and "imported 2 keystore(s)" in res.stdout, res.stderr
+    assert run(root, script, "--base64", stdin=b"!!not base64!!").returncode == 1
+    assert run(root, script, "--other", stdin=keys_tar()).returncode == 2
 
 
 def test_import_removes_keys_no_longer_assigned_to_the_pair(import_root: tuple[Path, Path]) -> None:

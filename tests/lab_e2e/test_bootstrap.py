@@ -23,7 +23,7 @@ from cloud_init.host_tools import CTL_CONFIG, CTL_PATH
 from cloud_init.key_host import JWT_FILE, LOCK_CHECK, LOCK_FILE, WALLET_DIR
 from cloud_init.secrets_table import WALLET_PASSWORD_FILE, WALLET_PASSWORD_MODE, WALLET_PASSWORD_OWNER
 from core import ports
-from lab.deploy import ADMIN_USER
+from lab.deploy import ADMIN_USER, DEPLOY_USER
 from lab.standins.wallet import open_wallet, wallet_file
 from qpool.keys.seal import unseal_bytes
 
@@ -216,13 +216,49 @@ def test_sshd_refuses_passwords_and_root(lab: Lab) -> None:
         key = ["-i", str(dep.deploy_key), "-o", "IdentitiesOnly=yes", "-o", "IdentityAgent=none"]
         root = subprocess.run([*base, *key, "-l", "root", lab_host.ip, "true"], capture_output=True, timeout=30)
         assert root.returncode == 255 and b"Permission denied" in root.stderr, (host, root.stderr[-300:])
+        # two identities: the deploy key is not an operator login (the admin user has full sudo)
         admin = subprocess.run([*base, *key, "-l", ADMIN_USER, lab_host.ip, "true"], capture_output=True,
                                timeout=30)
-        assert admin.returncode == 0, f"{host}: control failed, the deploy key itself does not work"
+        assert admin.returncode == 255 and b"Permission denied" in admin.stderr, (host, admin.stderr[-300:])
+        deploy = subprocess.run([*base, *key, "-l", DEPLOY_USER, lab_host.ip, "true"], capture_output=True,
+                                timeout=30)
+        assert deploy.returncode == 0, f"{host}: control failed, the deploy key itself does not work"
 
         effective = out(dep, host, "sudo sshd -T")
         for setting in ("passwordauthentication no", "permitrootlogin no", "kbdinteractiveauthentication no"):
             assert f"\n{setting}\n" in f"\n{effective}", f"{host}: sshd -T lacks {setting!r}"
+
+
+def test_deploy_identity_runs_only_the_qp_tools_as_root(lab: Lab) -> None:
+    """Issue 13: over SSH as the deploy user (the key Pulumi and qpool use), sudo refuses anything but the
+    qp-* tools its sudoers drop-in lists; the operator (admin user, own key) has full sudo."""
+    dep, _ = lab
+    for host in _all_hosts(lab):
+        spec = dep.spec(host)
+        allowed = (f"sudo -n {CTL_PATH} status" if spec.is_key_host
+                   else f"sudo -n {CTL_PATH} list-replicas --owner {host}")
+        works = dep.deploy_ssh(host, allowed, timeout=60)
+        assert works.returncode == 0, f"{host}: {allowed}: {works.stderr.decode(errors='replace')[-300:]}"
+        json.loads(works.stdout)
+        for refused in ("sudo -n /bin/true", "sudo -n cat /etc/shadow", "sudo -n sh -c id",
+                        "sudo -n -u qp-validator /bin/true", f"sudo -n {CTL_PATH}/../../../bin/true",
+                        "sudo -n python3 -c 1", "sudo -n systemctl start qp-validator.service"):
+            proc = dep.deploy_ssh(host, refused, timeout=60)
+            assert proc.returncode == 1 and proc.stdout == b"" and b"sudo:" in proc.stderr, (
+                host, refused, proc.returncode, proc.stderr[-300:])
+        # what the deploy user may run, as sudo itself reports it: exactly the listed qp-* tools
+        listed = dep.deploy_ssh(host, "sudo -n -l", timeout=60).stdout.decode()
+        assert "NOPASSWD:" in listed and "(ALL" not in listed and "ALL)" not in listed, listed
+        assert "/usr/local/sbin/qp-" in listed and "/bin/" not in listed.split("NOPASSWD:")[-1], listed
+        assert dep.deploy_ssh(host, "id -nG", timeout=30).stdout.split() == [DEPLOY_USER.encode()]
+        # the deploy key is `restrict`ed: no forwarding (not even to the monitoring UIs operators may reach)
+        argv = dep.hosts[host].ssh_argv(DEPLOY_USER, dep.deploy_key)
+        argv[-1:-1] = ["-W", f"127.0.0.1:{ports.PROMETHEUS if not spec.is_key_host else ports.BEACON_REST}"]
+        forward = subprocess.run(argv, input=b"GET / HTTP/1.0\r\n\r\n", capture_output=True, timeout=60)
+        assert forward.returncode == 255 and not forward.stdout, (host, forward.stderr[-300:])
+        # the operator: full sudo
+        assert out(dep, host, "sudo -n cat /etc/shadow").startswith("root:"), host
+        assert out(dep, host, "sudo -n /bin/true") == ""
 
 
 # -- monitoring -------------------------------------------------------------------------------------------

@@ -22,8 +22,15 @@ from typing import Any
 import pytest
 
 from cloud_init import HostFile, HostRenderInputs
-from cloud_init.base import ADMIN_USER
-from cloud_init.bundles import FIREWALL_REVERT_SECONDS, INSTALL_COMMAND, Bundle, bundle_digest, bundle_tar_b64
+from cloud_init.base import ADMIN_USER, DEPLOY_USER
+from cloud_init.bundles import (
+    FIREWALL_REVERT_SECONDS,
+    INSTALL_COMMAND,
+    Bundle,
+    bundle_digest,
+    bundle_tar_b64,
+    confirm_command,
+)
 from cloud_init.nftables import NFTABLES_CONF, firewall_bundle
 from core import ports
 from lab.apply import apply
@@ -41,7 +48,6 @@ OCTET = 24
 OLD_IP = "203.0.113.7"  # the testnet stack's trusted address
 NEW_IP = "198.51.100.23"
 PENDING = "/var/lib/quantapool/bundles/firewall.pending"
-APPLIER = "/var/lib/quantapool/bundles/qp-bundle-apply.py"
 
 
 @pytest.fixture(scope="module")
@@ -126,7 +132,7 @@ def _lockout_bundle(dep: LabDeployment, host: str) -> Bundle:
 
 def _can_log_in(dep: LabDeployment, host: str) -> bool:
     try:
-        return dep.hosts[host].ssh("true", user=ADMIN_USER, key_path=dep.deploy_key, timeout=15,
+        return dep.hosts[host].ssh("true", user=DEPLOY_USER, key_path=dep.deploy_key, timeout=15,
                                    connect_timeout=5).returncode == 0
     except LabError:
         return False
@@ -137,7 +143,7 @@ def test_firewall_edit_that_drops_the_applier_reverts_by_itself(lab: Lab) -> Non
     host = next(iter(dep.hosts))
     before = out(dep, host, "sudo nft list ruleset")
     bad = _lockout_bundle(dep, host)
-    proc = sh(dep, host, INSTALL_COMMAND, input=bundle_tar_b64(bad).encode(), timeout=120)
+    proc = dep.deploy_ssh(host, INSTALL_COMMAND, input=bundle_tar_b64(bad).encode(), timeout=120)
     # the applying connection was established before the load, so it reports back
     assert proc.returncode == 0, proc.stderr.decode(errors="replace")
     armed = time.monotonic()
@@ -150,7 +156,7 @@ def test_firewall_edit_that_drops_the_applier_reverts_by_itself(lab: Lab) -> Non
     subnet = dep.config.network.subnet
     assert f"ip saddr {subnet} tcp dport {ports.SSH} accept" in out(dep, host, "sudo nft list ruleset")
     assert sh(dep, host, f"sudo test ! -e {PENDING}").returncode == 0
-    late = sh(dep, host, f"sudo python3 {APPLIER} confirm firewall {bundle_digest(bad)}")
+    late = dep.deploy_ssh(host, confirm_command("firewall", bundle_digest(bad)))
     assert late.returncode == 1 and b"is not pending" in late.stderr
     after = out(dep, host, "sudo nft list ruleset")
     assert _rules(after) == _rules(before), "the restored ruleset is the one that ran before"

@@ -269,8 +269,8 @@ def test_ssh_audit_finds_no_failure_and_no_unexplained_warning(clients: Clients)
 
 
 def _stdio_forward(dep: LabDeployment, host: str, target: str, request: bytes) -> subprocess.CompletedProcess[bytes]:
-    """`ssh -W target` (a direct-tcpip channel, what -L uses) with the deploy key; the request goes through."""
-    argv = dep.hosts[host].ssh_argv(ADMIN_USER, dep.deploy_key)
+    """`ssh -W target` (a direct-tcpip channel, what -L uses) with the operator's key; the request goes through."""
+    argv = dep.hosts[host].ssh_argv(ADMIN_USER, dep.operator_key)
     argv[-1:-1] = ["-W", target]
     return subprocess.run(argv, input=request, capture_output=True, timeout=60, check=False)
 

@@ -183,6 +183,8 @@ class FakeLab:
         rc = 1 if self.fail and self.fail in cmd else 0
         return subprocess.CompletedProcess([], rc, b"", b"boom: the host said no\n" if rc else b"")
 
+    deploy_ssh = ssh  # the program's steps (the deploy identity); `ssh` is the operator's
+
 
 @pytest.fixture
 def no_mirror(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -81,6 +81,7 @@ def lab_secrets(dep: LabDeployment, session: LabSession) -> list[tuple[str, str 
         found.append((f"key bundle member {member}", content.decode().strip()))  # password.txt, keystores
     found.append(("fake Hetzner token", session.token))
     found += pem_parts(dep.deploy_key.read_text(), "deploy private key")
+    found += pem_parts(dep.operator_key.read_text(), "lab operator private key")
     for name in dep.hosts:
         if dep.spec(name).is_key_host:
             jwt = host_secret(dep, name, "/etc/quantapool/secrets/jwt.hex").strip()

@@ -231,7 +231,7 @@ def test_user_data_is_first_boot_only_and_carries_no_secret() -> None:
     # Grafana comes from runcmd (tests/monitoring/test_grafana_install.py), not cloud-init's apt module
     assert "apt" not in doc and not any(str(p).startswith("grafana") for p in doc["packages"])
     assert sorted(p for p in files if p.startswith("/usr/local/sbin/")) == [
-        f"/usr/local/sbin/{s}" for s in ("qp-install-grafana", "qp-install-secret", "qp-set-host-env",
+        f"/usr/local/sbin/{s}" for s in ("qp-apply", "qp-install-grafana", "qp-install-secret", "qp-set-host-env",
                                          "qp-wait-ready")]
     # every file a config edit can change is in the monitoring-config bundle, none in user-data
     bundle = {f.path for f in monitoring.monitoring_bundle(variant(secrets=ALL_SECRETS)).files}

@@ -174,7 +174,7 @@ def test_bootstrap_order_per_key_host(runs):
 def test_commands_have_bounded_dials_and_timeouts(runs):
     for cmd in runs["testnet"].of_type(COMMAND):
         conn = cmd.plain_inputs()["connection"]
-        assert conn["dialErrorLimit"] > 0 and conn["perDialTimeout"] > 0 and conn["user"] == "qpadmin"
+        assert conn["dialErrorLimit"] > 0 and conn["perDialTimeout"] > 0 and conn["user"] == "qpdeploy"
         assert cmd.options.get("customTimeouts", {}).get("create")
         assert cmd.plain_inputs()["addPreviousOutputInEnv"] is False
 
