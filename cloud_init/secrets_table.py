@@ -48,7 +48,8 @@ SECRET_FILES: dict[str, SecretFile] = {
     "jwt": SecretFile(f"{SECRETS_DIR}/jwt.hex", "0640", "root:qp-jwt", KEY_HOST_ROLES,
                       "Engine API JWT shared by the execution client and the beacon node"),
     "backup-ship-key": SecretFile(f"{SECRETS_DIR}/backup-ship-key", "0600", "root:root", KEY_HOST_ROLES,
-                                  "SSH key that ships slashing-protection backups (forced command on receivers)"),
+                                  "this host's own key that ships its slashing-protection backups (receivers: "
+                                  "one forced-command line per sender)"),
     "alertmanager-discord-webhook": SecretFile(
         f"{SECRETS_DIR}/alertmanager-discord-webhook", "0640", "root:prometheus", MONITORING_ROLES,
         "Discord webhook URL (Alertmanager webhook_url_file)"),

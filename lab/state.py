@@ -25,7 +25,7 @@ from typing import Any
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 
-from lab.standins.keystore_fixture import make_keystore
+from lab.standins.keystore_fixture import decrypt_secret, make_keystore
 from qpool.keys.seal import seal_files
 
 SEED_FILE = "lab-seed"
@@ -158,6 +158,37 @@ class LabState:
                 "validatorKeysPassphrase": passphrase}})
             write_private(path, json.dumps(doc, indent=2) + "\n")
         return dict(doc["sealed"])
+
+    def move_key(self, pubkey: str, from_pair: str, to_pair: str) -> str:
+        """Move one validator key from one pair's set to another's in the lab's bundle, as an operator moves a
+        keystore between pair directories of `validatorKeys` (re-encrypted under the receiving pair's
+        password: a pair's directory carries one password). The next program run reseals the bundle under
+        the same passphrase. Returns the keystore's new file name. For the key-moved fault-matrix row."""
+        with _STATE_LOCK:
+            path = self.state_dir / SECRETS_FILE
+            doc: dict[str, Any] = json.loads(path.read_text())
+            keys: dict[str, dict[str, str]] = doc["keys"]
+            src, dst = keys[from_pair], keys[to_pair]
+            want = pubkey.lower().removeprefix("0x")
+            found = [name for name, content in src.items() if name.startswith("keystore-")
+                     and json.loads(base64.b64decode(content))["pubkey"].lower().removeprefix("0x") == want]
+            if len(found) != 1:
+                raise KeyError(f"{pubkey[:14]}... is not one of pair {from_pair}'s keys")
+            keystore = json.loads(base64.b64decode(src.pop(found[0])))
+            secret = decrypt_secret(keystore, base64.b64decode(src["password.txt"]).decode())
+            index = int(keystore["path"].split("/")[3])
+            moved = make_keystore(base64.b64decode(dst["password.txt"]).decode(), secret=secret, index=index)
+            name = f"keystore-m_12381_238_{index}_0_0-moved-{int(time.time())}.json"
+            dst[name] = base64.b64encode(json.dumps(moved).encode()).decode()
+            doc.pop("sealed", None)  # resealed (same passphrase) by the next lab_secrets()
+            write_private(path, json.dumps(doc, indent=2) + "\n")
+            return name
+
+    def pair_pubkeys(self, pair: str) -> list[str]:
+        """The public keys (0x, lower case) of a pair's keys in the lab's bundle."""
+        doc = json.loads((self.state_dir / SECRETS_FILE).read_text())
+        return sorted("0x" + json.loads(base64.b64decode(c))["pubkey"].lower().removeprefix("0x")
+                      for n, c in doc["keys"][pair].items() if n.startswith("keystore-"))
 
     def extra_secrets(self) -> dict[str, str]:
         path = self.state_dir / EXTRA_SECRETS_FILE

@@ -51,10 +51,11 @@ def config_variant(dest: Path, octet: int, *, base_stack: str = "testnet", mutat
 
 @contextlib.contextmanager
 def running_lab(stack: str, octet: int, state_root: Path, *, clock: LabClock | None = None,
-                log=print, base_stack: str = "testnet") -> Iterator[tuple[LabDeployment, LabSession]]:  # type: ignore[no-untyped-def]
-    """Deploy a lab, start its session (fake Hetzner API, inventory), and always tear it down."""
+                log=print, base_stack: str = "testnet", mutate=None) -> Iterator[tuple[LabDeployment, LabSession]]:  # type: ignore[no-untyped-def]
+    """Deploy a lab, start its session (fake Hetzner API, inventory), and always tear it down. `mutate`: edits
+    the stack config before the deploy (config_variant), e.g. a second pair from the start."""
     state_root.mkdir(parents=True, exist_ok=True)
-    config = config_variant(state_root / f"Pulumi.{stack}.yaml", octet, base_stack=base_stack)
+    config = config_variant(state_root / f"Pulumi.{stack}.yaml", octet, base_stack=base_stack, mutate=mutate)
     dep = deploy(stack, config_file=config, state_root=state_root, clock=clock or LabClock(), log=log)
     session = LabSession(dep)
     try:

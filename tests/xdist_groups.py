@@ -42,6 +42,7 @@ SEED_SECONDS: dict[str, float] = {
     "tests/failover/test_fault_matrix_fenced.py": 573.0,
     "tests/failover/test_fault_matrix_safety.py": 564.0,
     "tests/failover/test_fault_matrix.py": 521.0,
+    "tests/failover/test_fault_matrix_keymove.py": 82.0,
     "tests/lab_e2e/test_healthy_alerts.py": 383.0,
     "tests/monitoring/test_e2e_alerting.py": 308.0,
     "tests/keys_e2e/test_backup_restore_lab.py": 273.0,
