@@ -269,7 +269,7 @@ def check_before_start(ctx: Context, target: HostRecord, target_status: dict[str
             more = f" and {len(existing) - 1} other copy/copies" if len(existing) > 1 else ""
             first = next((c for c in existing if c.moved_from is not None), existing[0])
             raise QpoolError(f"--first-start refused: these keys have signed before ({first.label}{more} "
-                             f"hold their history); {recovery_for(ctx, target, first)}")
+                             f"hold{'' if more else 's'} their history); {recovery_for(ctx, target, first)}")
         ctx.report("first start without slashing-protection history requested (--first-start): no copy of this "
                    "pair's history exists anywhere")
         return

@@ -182,7 +182,7 @@ def test_key_moved_to_another_pair_start_refused_while_the_old_signer_holds_it(l
     # p2's target lacks M's history, which only p1's copies hold (p1's old signer's DB, p1's replicas on the
     # monitoring server): the start is refused naming that copy and the one-key carry, --first-start too.
     for first_start in (True, False):
-        with pytest.raises(QpoolError, match=rf"of {PAIR}'s host .*\(key moved from another pair\).*A key moved "
+        with pytest.raises(QpoolError, match=rf"of {PAIR}'s host .*key moved from another pair\).*A key moved "
                                              "between pairs"):
             ops.activate(lab.ctx, P2, first_start=first_start)
     for host in (p2_primary, p2_backup):
