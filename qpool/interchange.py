@@ -20,9 +20,21 @@ class History:
     def pubkeys(self) -> frozenset[str]:
         return frozenset(self.attestations) | frozenset(self.blocks)
 
+    def only(self, pubkeys: set[str] | frozenset[str] | list[str]) -> History:
+        """The entries of the given keys only (case and a leading 0x ignored): a copy held by another pair is
+        only the target's history for the keys the target holds (a key moved between pairs)."""
+        wanted = {_bare(k) for k in pubkeys}
+        return History(self.genesis_validators_root,
+                       {k: v for k, v in self.attestations.items() if _bare(k) in wanted},
+                       {k: v for k, v in self.blocks.items() if _bare(k) in wanted})
+
     def max_target(self, pubkey: str) -> int | None:
         targets = [t for _s, t in self.attestations.get(pubkey, ())]
         return max(targets) if targets else None
+
+
+def _bare(key: str) -> str:
+    return key.lower().removeprefix("0x")
 
 
 def parse(data: bytes, where: str) -> History:

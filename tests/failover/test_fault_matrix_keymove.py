@@ -10,8 +10,9 @@ and p1's signer keeps signing M. Then:
 - the documented recovery (docs/runbooks/activate.md, "A key moved between pairs"): fail p1 over to its
   standby (which no longer holds M), apply again (now removes M from p1's old signer, locked), carry M's
   slashing history from p1 to p2's target (EIP-3076 export of that one key, import on the stopped, locked
-  target: not automated yet, the runbook's manual step), then `qpool activate --pair p2` starts p2, which
-  signs M from then on.
+  target: the runbook's manual step), then `qpool activate --pair p2` starts p2, which signs M from then on.
+  Before that carry, `qpool activate --pair p2` (and `--first-start`) is refused naming p1's copy of M's
+  history (`qpool/history_coverage.py`, copies of the target's keys held by other pairs).
 
 Checked after the refusal and at the end with the independent double-sign detector over all four key hosts of
 both pairs (a key signed in two pairs is exactly what it must catch) and a history check per signer: every
@@ -178,6 +179,14 @@ def test_key_moved_to_another_pair_start_refused_while_the_old_signer_holds_it(l
     assert {_norm(r.pubkey) for r in new} <= {kept}, "p1's new signer signed a key it no longer holds"
     _apply(lab, tmp_path, log)  # the failed step again: p1's old signer is locked now, M leaves its wallet
     assert _wallet(lab, p1_primary) == {kept}
+    # p2's target lacks M's history, which only p1's copies hold (p1's old signer's DB, p1's replicas on the
+    # monitoring server): the start is refused naming that copy and the one-key carry, --first-start too.
+    for first_start in (True, False):
+        with pytest.raises(QpoolError, match=rf"of {PAIR}'s host .*key moved from another pair\).*A key moved "
+                                             "between pairs"):
+            ops.activate(lab.ctx, P2, first_start=first_start)
+    for host in (p2_primary, p2_backup):
+        assert not ops.running(lab.ctx.ssh.status(host)), host.name
     carried = _carry_history(lab, p1_primary, p2_primary, moved)
     before = len(detector.read_signing_log(lab.dep.hosts[p2_primary.name]))
     assert ops.activate(lab.ctx, P2)["changed"]
