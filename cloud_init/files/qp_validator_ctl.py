@@ -1073,7 +1073,8 @@ def prepare_replica_dirs(root_uid: int, backup_uid: int, backup_gid: int) -> dic
 
 
 def setup() -> dict[str, Any]:
-    """Idempotent: the backup-receiving user with its forced command, the replica dir, the timers."""
+    """Idempotent: the backup-receiving user with its forced command, one replica directory per allowed sender
+    (flat copies of the old layout moved there: prepare_replica_dirs), the timers."""
     user = "qp-backup"
     try:
         pwd.getpwnam(user)
