@@ -154,8 +154,10 @@ def sender_dir(sender: str) -> Path:
 
 
 def _sender_copies(sender: str) -> list[Path]:
+    """`sender`'s copies, only while it is one of this host's configured senders (a directory left by a former
+    sender, or made by any other means, is never read)."""
     directory = sender_dir(sender)
-    if not directory.is_dir() or directory.is_symlink():
+    if sender not in CFG.get("backup_senders", {}) or not directory.is_dir() or directory.is_symlink():
         return []
     return [p for p in directory.glob(f"{sender}--*.db") if p.is_file() and not p.is_symlink()]
 
@@ -773,8 +775,10 @@ def read_replica(name: str) -> bytes:
     refused = Refused(f"{name[:120]!r} is not a replicated copy in {cfg('replica_dir')}/{FROM_DIR}/<sender>")
     if not _REPLICA_NAME.match(name) or "/" in name or ".." in name:
         raise refused
-    path = sender_dir(name.split("--", 1)[0]) / name
-    if path.parent.is_symlink() or path.is_symlink() or not path.is_file():
+    owner = name.split("--", 1)[0]
+    path = sender_dir(owner) / name
+    if (owner not in CFG.get("backup_senders", {}) or path.parent.is_symlink() or path.is_symlink()
+            or not path.is_file()):
         raise refused
     return path.read_bytes()
 

@@ -29,7 +29,10 @@ class LocalShell:
 
     def __init__(self, replica_dir: Path) -> None:
         self.config = replica_dir.parent / "validator-ctl.json"
-        self.config.write_text(json.dumps({"replica_dir": str(replica_dir)}))
+        # the monitoring server's senders: every key host (their keys do not matter to the read side)
+        senders = {name: {"address": "10.0.0.1", "public_key": "ssh-ed25519 AAAA"}
+                   for name in ("p1-primary", "p1-backup", "p2-primary")}
+        self.config.write_text(json.dumps({"replica_dir": str(replica_dir), "backup_senders": senders}))
 
     def run(self, host: HostRecord, command: str, **_kw: Any) -> RemoteResult:
         assert deploy_command_problem(command) is None, command
@@ -59,6 +62,8 @@ def test_monitoring_copy_is_taken_from_this_pairs_senders_only(tmp_path: Path) -
     newest = backups._newest_replica_on(ctx, MON, ["p1-primary", "p1-backup"])  # type: ignore[arg-type]
     assert newest is not None and newest[0] == "p1-backup--20260101T000100000000Z.db" and newest[1] == 2_000
     assert newest[2] == "ab" * 32
+    assert backups._newest_replica_on(ctx, MON, ["p3-primary"]) is None  # type: ignore[arg-type]
+    _copy(replicas, "p3-primary--20260101T000300000000Z.db", 4_000)  # a directory of a host that is no sender
     assert backups._newest_replica_on(ctx, MON, ["p3-primary"]) is None  # type: ignore[arg-type]
     # the copy itself, by name only: never a path, never another directory
     name = "p1-backup--20260101T000100000000Z.db"
