@@ -225,9 +225,10 @@ def _add_interchange(col: _Collected, data: bytes, label: str, info: dict[str, A
 
 
 def list_replicas(ctx: Context, host: HostRecord, owners: list[str]) -> list[dict[str, Any]]:
-    """The replicated copies on `host` shipped by one of `owners` (this pair's hosts: the receiver names each
-    file after its authenticated sender), newest first: `qp-validator-ctl list-replicas` (name, mtime, sidecar
-    sha256). A copy of another pair is never this pair's history."""
+    """The replicated copies on `host` shipped by one of `owners` (this pair's hosts: the receiver keeps each
+    sender's copies in that sender's own directory, and lists an owner's copies from there only), newest
+    first: `qp-validator-ctl list-replicas` (name, owner, mtime, sidecar sha256).
+    A copy of another pair is never this pair's history."""
     args: list[str] = ["list-replicas"]
     for owner in owners:
         args += ["--owner", owner]

@@ -136,20 +136,45 @@ def rpc(method: str, timeout: float = 3.0) -> Any:
         return None
 
 
-def replica_files(directory: Path) -> list[Path]:
-    """Replicated copies shipped by this host's configured senders (names carry the authenticated sender);
-    anything else in the directory is never a candidate."""
-    if not directory.is_dir():
+#: Received copies live in `<replica_dir>/from/<sender>/`, one directory per allowed sender (made by `setup`,
+#: which also moves copies of the old flat layout there): the directory a copy is in is the sender whose key
+#: wrote it, and retention is per directory. A copy is a candidate only as `<sender>--*.db` in its sender's dir.
+FROM_DIR = "from"
+
+
+def _valid_host_name(name: str) -> str:
+    if not isinstance(name, str) or not _HOST_NAME.match(name):
+        raise Refused(f"not a host name: {str(name)[:80]!r}")
+    return name
+
+
+def sender_dir(sender: str) -> Path:
+    """The directory of `sender`'s received copies (the name is validated: never a path, never `..`)."""
+    return Path(cfg("replica_dir")) / FROM_DIR / _valid_host_name(sender)
+
+
+def _sender_copies(sender: str) -> list[Path]:
+    """`sender`'s copies, only while it is one of this host's configured senders (a directory left by a former
+    sender, or made by any other means, is never read)."""
+    directory = sender_dir(sender)
+    if sender not in CFG.get("backup_senders", {}) or not directory.is_dir() or directory.is_symlink():
         return []
-    senders = set(CFG.get("backup_senders", {}))
-    return [p for p in directory.glob("*.db") if p.is_file() and p.name.split("--")[0] in senders]
+    return [p for p in directory.glob(f"{sender}--*.db") if p.is_file() and not p.is_symlink()]
+
+
+def replica_files() -> list[Path]:
+    """Replicated copies shipped by this host's configured senders, each read from its sender's own
+    directory; anything else (another host's name, the old flat directory, a stray file) is never a candidate."""
+    return [p for sender in sorted(CFG.get("backup_senders", {})) for p in _sender_copies(sender)]
+
+
+def _source(replica: Path) -> str:
+    """The sender a copy is attributed to: the directory it was received into (= the key that wrote it)."""
+    return replica.parent.name
 
 
 def newest_backup() -> dict[str, Any] | None:
-    directory = Path(cfg("replica_dir"))
-    if not directory.is_dir():
-        return None
-    files = sorted(replica_files(directory), key=lambda p: p.stat().st_mtime)
+    files = sorted(replica_files(), key=lambda p: p.stat().st_mtime)
     if not files:
         return None
     newest = files[-1]
@@ -157,7 +182,7 @@ def newest_backup() -> dict[str, Any] | None:
     return {"path": str(newest), "mtime": newest.stat().st_mtime,
             "age_seconds": max(0.0, time.time() - newest.stat().st_mtime),
             "sha256": sha_file.read_text().split()[0] if sha_file.exists() else None,
-            "source": newest.name.split("--")[0] if "--" in newest.name else None}
+            "source": _source(newest)}
 
 
 QUARANTINE = "quarantine"
@@ -180,10 +205,9 @@ def _replica_fault(replica: Path) -> str | None:
 
 def select_replica() -> dict[str, Any]:
     """The newest replicated copy that passes its checksum. Newer copies that fail it are moved aside into
-    <replica_dir>/quarantine/ (kept for inspection, never used, never chosen again) and reported: a corrupt
-    newest file must not stop a failover, nor send it to an older file silently."""
-    directory = Path(cfg("replica_dir"))
-    files = sorted(replica_files(directory), key=lambda p: p.stat().st_mtime, reverse=True)
+    their sender's <replica_dir>/from/<sender>/quarantine/ (kept for inspection, never used, never chosen
+    again) and reported: a corrupt newest file must not stop a failover, nor send it to an older file silently."""
+    files = sorted(replica_files(), key=lambda p: p.stat().st_mtime, reverse=True)
     skipped = []
     for replica in files:
         fault = _replica_fault(replica)
@@ -192,8 +216,8 @@ def select_replica() -> dict[str, Any]:
             sha = replica.with_suffix(replica.suffix + ".sha256").read_text().split()[0]
             return {"path": str(replica), "name": replica.name, "mtime": mtime,
                     "age_seconds": max(0.0, time.time() - mtime), "sha256": sha,
-                    "source": replica.name.split("--")[0] if "--" in replica.name else None, "skipped": skipped}
-        aside = directory / QUARANTINE
+                    "source": _source(replica), "skipped": skipped}
+        aside = replica.parent / QUARANTINE
         aside.mkdir(mode=0o750, exist_ok=True)
         for member in (replica, replica.with_suffix(replica.suffix + ".sha256")):
             if member.exists():
@@ -707,8 +731,8 @@ def export_slashing() -> bytes:
 def export_replica(path: str) -> bytes:
     """Export the interchange from a replicated DB copy (the primary is unreachable and fenced)."""
     replica = Path(path)
-    if replica.parent != Path(cfg("replica_dir")) or not replica.is_file():
-        raise Refused(f"{path} is not a replicated backup in {cfg('replica_dir')}")
+    if replica not in replica_files():  # only a candidate: in its sender's directory, a configured sender
+        raise Refused(f"{path} is not a replicated backup in {cfg('replica_dir')}/{FROM_DIR}/<sender>")
     fault = _replica_fault(replica)
     if fault is not None:
         raise Refused(f"replicated backup {replica.name}: {fault}; it cannot be trusted")
@@ -727,32 +751,35 @@ _REPLICA_NAME = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}--[0-9A-Za-z:._-]{1,80}\.db
 
 
 def list_replicas(owners: list[str]) -> dict[str, Any]:
-    """Replicated copies in this host's replica directory shipped by `owners` (the receiver names each copy
-    after its authenticated sender), newest first, each with its sidecar sha256 (None when missing)."""
+    """Replicated copies shipped by `owners`, read from each owner's own directory (a copy there was written
+    with that owner's key: another host's files are never listed for it), newest first, each with its
+    sidecar sha256 (None when missing)."""
     for owner in owners:
-        if not _HOST_NAME.match(owner):
-            raise Refused(f"not a host name: {owner!r}")
-    directory = Path(cfg("replica_dir"))
+        _valid_host_name(owner)
     found = []
-    if directory.is_dir():
-        for owner in owners:
-            for path in directory.glob(f"{owner}--*.db"):
-                if path.is_file() and not path.is_symlink():
-                    sha_file = path.with_suffix(path.suffix + ".sha256")
-                    try:
-                        sidecar = sha_file.read_text().split()[0] if sha_file.is_file() else None
-                    except (OSError, IndexError):
-                        sidecar = None
-                    found.append({"name": path.name, "mtime": path.stat().st_mtime, "sha256": sidecar})
+    for owner in owners:
+        for path in _sender_copies(owner):
+            sha_file = path.with_suffix(path.suffix + ".sha256")
+            try:
+                sidecar = sha_file.read_text().split()[0] if sha_file.is_file() else None
+            except (OSError, IndexError):
+                sidecar = None
+            found.append({"name": path.name, "owner": owner, "mtime": path.stat().st_mtime, "sha256": sidecar})
     found.sort(key=lambda r: r["mtime"], reverse=True)
-    return {"replica_dir": str(directory), "replicas": found}
+    return {"replica_dir": str(Path(cfg("replica_dir")) / FROM_DIR), "replicas": found}
 
 
 def read_replica(name: str) -> bytes:
-    """The raw bytes of one replicated copy in this host's replica directory (a name, never a path)."""
-    path = Path(cfg("replica_dir")) / name
-    if not _REPLICA_NAME.match(name) or path.is_symlink() or not path.is_file():
-        raise Refused(f"{name!r} is not a replicated copy in {cfg('replica_dir')}")
+    """The raw bytes of one replicated copy (a name, never a path): `<owner>--<stamp>.db` is read from
+    <owner>'s own directory only."""
+    refused = Refused(f"{name[:120]!r} is not a replicated copy in {cfg('replica_dir')}/{FROM_DIR}/<sender>")
+    if not _REPLICA_NAME.match(name) or "/" in name or ".." in name:
+        raise refused
+    owner = name.split("--", 1)[0]
+    path = sender_dir(owner) / name
+    if (owner not in CFG.get("backup_senders", {}) or path.parent.is_symlink() or path.is_symlink()
+            or not path.is_file()):
+        raise refused
     return path.read_bytes()
 
 
@@ -856,11 +883,10 @@ def write_state_metrics() -> dict[str, Any]:
     return {"locked": locked, "active": active}
 
 
-def prune(directory: Path, keep: int, sender: str | None = None) -> None:
-    """Keep the newest `keep` copies: of one sender (each sender has its own retention: a flood from one host
-    cannot push out another host's copies), or of the whole directory."""
-    pattern = f"{sender}--*.db" if sender else "*.db"
-    files = sorted((p for p in directory.glob(pattern) if p.is_file()), key=lambda p: p.stat().st_mtime)
+def prune(directory: Path, keep: int) -> None:
+    """Keep the newest `keep` copies of one directory: a sender's own (each sender has its own directory and
+    retention: a flood from one host cannot push out another host's copies)."""
+    files = sorted((p for p in directory.glob("*.db") if p.is_file()), key=lambda p: p.stat().st_mtime)
     for old in files[:-keep] if keep > 0 else []:
         old.unlink(missing_ok=True)
         old.with_suffix(old.suffix + ".sha256").unlink(missing_ok=True)
@@ -967,7 +993,8 @@ def authenticated_sender(forced: str | None, ssh_connection: str) -> str:
 def receive_backup(forced: str | None, claimed: str, expected: str, data: bytes,
                    ssh_connection: str) -> dict[str, Any]:
     """Forced command of the `qp-backup` user: store a shipped copy only if its checksum holds, named after the
-    AUTHENTICATED sender (`<sender>--<receiver's UTC time>.db`); each sender has its own retention. `forced`
+    AUTHENTICATED sender (`<sender>--<receiver's UTC time>.db`) in that sender's own directory (made by `setup`
+    for the allowed senders only), with that directory's retention. `forced`
     is the sender named by the forced command of the key that authenticated, `claimed` the sender's name for
     the copy: a claim for another host is refused."""
     sender = authenticated_sender(forced, ssh_connection)
@@ -977,15 +1004,17 @@ def receive_backup(forced: str | None, claimed: str, expected: str, data: bytes,
     actual = hashlib.sha256(data).hexdigest()
     if actual != expected:
         raise Refused(f"checksum mismatch for {claimed[:80]}: got {actual}, expected {expected}; discarded")
-    directory = Path(cfg("replica_dir"))
-    directory.mkdir(parents=True, exist_ok=True)
+    directory = sender_dir(sender)
+    if not directory.is_dir() or directory.is_symlink():
+        raise Refused(f"no replica directory for {sender} on this host (older than per-sender directories: "
+                      "run `qp-validator-ctl setup`)")
     now = time.time()
     name = f"{sender}--{time.strftime('%Y%m%dT%H%M%S', time.gmtime(now))}{int(now * 1e6) % 1000000:06d}Z.db"
     tmp = directory / f".{name}.tmp"
     tmp.write_bytes(data)
     (directory / f"{name}.sha256").write_text(f"{actual}  {name}\n")
     os.replace(tmp, directory / name)
-    prune(directory, int(cfg("backup_keep")), sender)
+    prune(directory, int(cfg("backup_keep")))
     return {"stored": name, "sender": sender}
 
 
@@ -1006,8 +1035,50 @@ def authorized_keys(ctl: str, senders: dict[str, dict[str, str]]) -> str:
     return "".join(lines)
 
 
+def prepare_replica_dirs(root_uid: int, backup_uid: int, backup_gid: int) -> dict[str, Any]:
+    """`<replica_dir>` and `<replica_dir>/from/` owned by root (group qp-backup may only traverse them: the
+    receiver cannot create, rename or replace a sender's directory), one `from/<sender>/` per allowed sender
+    owned by qp-backup, 0700 (the receiver writes there as qp-backup). Copies of the old flat layout
+    (`<replica_dir>/<sender>--*.db` + sidecar) are moved into their sender's directory, sidecar first (a copy
+    is never visible there without its checksum); nothing is deleted, a name already there is left in place.
+    Copies of hosts that are no longer senders stay where they are (never candidates)."""
+    base = Path(cfg("replica_dir"))
+    base.mkdir(parents=True, exist_ok=True, mode=0o750)
+    senders_root = base / FROM_DIR
+    senders_root.mkdir(exist_ok=True, mode=0o750)
+    for path in (base, senders_root):
+        if path.is_symlink():
+            raise Refused(f"{path} is a symlink: refusing to lay out replicas through it")
+        os.chown(path, root_uid, backup_gid)
+        path.chmod(0o750)
+    senders = sorted(cfg("backup_senders"))
+    for sender in senders:
+        directory = sender_dir(sender)
+        directory.mkdir(exist_ok=True, mode=0o700)
+        if directory.is_symlink():
+            raise Refused(f"{directory} is a symlink: refusing to store replicas through it")
+        os.chown(directory, backup_uid, backup_gid)
+        directory.chmod(0o700)
+    moved, left = [], []
+    for copy in sorted(base.glob("*--*.db")):
+        owner = copy.name.split("--", 1)[0]
+        if owner not in senders or not copy.is_file() or copy.is_symlink():
+            continue
+        dest = sender_dir(owner) / copy.name
+        if dest.exists():
+            left.append(copy.name)
+            continue
+        sidecar = copy.with_suffix(copy.suffix + ".sha256")
+        if sidecar.is_file() and not sidecar.is_symlink():
+            os.replace(sidecar, dest.with_suffix(dest.suffix + ".sha256"))
+        os.replace(copy, dest)  # keeps its mtime: the copy's age and its place in retention are unchanged
+        moved.append(copy.name)
+    return {"replica_senders": senders, "replicas_migrated": moved, "replicas_left_in_place": left}
+
+
 def setup() -> dict[str, Any]:
-    """Idempotent: the backup-receiving user with its forced command, the replica dir, the timers."""
+    """Idempotent: the backup-receiving user with its forced command, one replica directory per allowed sender
+    (flat copies of the old layout moved there: prepare_replica_dirs), the timers."""
     user = "qp-backup"
     try:
         pwd.getpwnam(user)
@@ -1024,15 +1095,13 @@ def setup() -> dict[str, Any]:
         os.chown(path, entry.pw_uid, entry.pw_gid)
     tmp.chmod(0o600)
     os.replace(tmp, keys)  # a concurrent login sees the old lines or the new ones, never half a file
-    replicas = Path(cfg("replica_dir"))
-    replicas.mkdir(parents=True, exist_ok=True, mode=0o750)
-    os.chown(replicas, entry.pw_uid, entry.pw_gid)
+    layout = prepare_replica_dirs(0, entry.pw_uid, entry.pw_gid)
     run(["systemctl", "daemon-reload"], check=True)
     for timer in cfg("timers"):
         run(["systemctl", "enable", "--now", timer], check=True)
     for unit in CFG.get("units_enabled", []):  # started by what wants them (the relay: with the validator)
         run(["systemctl", "enable", unit], check=True)
-    return {"setup": True, "timers": cfg("timers"), "units_enabled": CFG.get("units_enabled", [])}
+    return {"setup": True, "timers": cfg("timers"), "units_enabled": CFG.get("units_enabled", []), **layout}
 
 
 # -- the validator's metrics, relayed without its /db/backup webhook ---------------------------------------

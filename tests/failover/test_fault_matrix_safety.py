@@ -120,7 +120,9 @@ def _stop_and_ship(lab: Lab, role: str) -> list[str]:
 def _wipe_volume(lab: Lab, role: str) -> None:
     """The volume is empty after a rebuild: no validator DB, no replicas (the signing log stays: it is the
     detector's record of what this host ever signed, which a real rebuild would lose)."""
-    lab.host(role).exec(["sh", "-c", f"rm -f {VALIDATOR_DIR}/validator.db*; rm -rf {REPLICA_DIR}/*"], check=True)
+    # every copy goes; the per-sender directories stay (a rebuilt host's `setup` makes them again)
+    lab.host(role).exec(["sh", "-c", f"rm -f {VALIDATOR_DIR}/validator.db*; find {REPLICA_DIR} -mindepth 1 "
+                         f"-type f -delete; rm -rf {REPLICA_DIR}/from/*/quarantine"], check=True)
     st = lab.status(role)
     assert st is not None and not st["db_present"] and st["newest_backup"] is None and st["locked"]
 
@@ -250,14 +252,26 @@ def test_replica_forged_for_another_host_is_refused_and_ignored(lab: Lab) -> Non
     public = " ".join(sender.exec(["ssh-keygen", "-y", "-f", SHIP_KEY], check=True).stdout.decode().split()[:2])
     assert keys.splitlines() == [f'restrict,from="{src.private_ip}",command="{CTL} receive-backup {src.name}" '
                                  f'{public}'], keys
-    forged = f"{REPLICA_DIR}/qp-testnet-p2-primary--20990101T000000Z.db"
-    receiver.exec(["sh", "-c", f"printf forged > {forged} && sha256sum {forged} | cut -d' ' -f1 > {forged}.sha256"
-                   f" && touch -d '+1 hour' {forged}"], check=True)
+    # copies named after another (pair's) host that land on the receiver anyway: in the old flat directory, in
+    # a directory of a host that is no sender here, and in the signer's own directory under the other name
+    p2 = "qp-testnet-p2-primary"
+    planted = [f"{REPLICA_DIR}/{p2}--20990101T000000Z.db", f"{REPLICA_DIR}/from/{p2}/{p2}--20990101T000000Z.db",
+               f"{REPLICA_DIR}/from/{src.name}/{p2}--20990101T000000Z.db"]
+    for forged in planted:
+        receiver.exec(["sh", "-c", f"mkdir -p $(dirname {forged}) && printf forged > {forged} && sha256sum "
+                       f"{forged} | cut -d' ' -f1 > {forged}.sha256 && touch -d '+1 hour' {forged}"], check=True)
     try:
         st = lab.status(target)
-        assert st is not None and (st["newest_backup"] or {}).get("source") == src.name, st["newest_backup"]
+        newest = st["newest_backup"] if st is not None else None
+        assert newest and newest["source"] == src.name, newest
+        assert newest["path"].startswith(f"{REPLICA_DIR}/from/{src.name}/{src.name}--"), newest
+        listed = json.loads(receiver.exec([CTL, "list-replicas", "--owner", p2], check=True).stdout)
+        assert listed["replicas"] == [], listed
+        res = receiver.exec([CTL, "read-replica", f"{src.name}--../../{p2}/{p2}--20990101T000000Z.db"])
+        assert res.returncode == 1 and b"is not a replicated copy" in res.stdout, res
     finally:
-        receiver.exec(["rm", "-f", forged, f"{forged}.sha256"], check=True)
+        receiver.exec(["rm", "-rf", *planted, *(f"{f}.sha256" for f in planted), f"{REPLICA_DIR}/from/{p2}"],
+                      check=True)
     lab.wait_signs(source)
     verify(lab, "replica forged for another host", "refused (key, from=, name) / never a candidate; source signs",
            signer=source)
@@ -397,7 +411,9 @@ def test_truncated_newest_replica_previous_intact_one_used(lab: Lab) -> None:
     moved = lab.journal()["steps"]["move-history"]["data"]
     assert moved["replica"] == PurePosixPath(first["path"]).name
     assert moved["replicas_moved_aside"] == [PurePosixPath(newest["path"]).name]
-    quarantined = lab.host(target).exec(["ls", f"{REPLICA_DIR}/quarantine"], check=True).stdout.decode().split()
+    aside = PurePosixPath(newest["path"]).parent / "quarantine"  # in the sender's own directory
+    assert aside.parent == PurePosixPath(f"{REPLICA_DIR}/from/{lab.record(source).name}"), newest["path"]
+    quarantined = lab.host(target).exec(["ls", str(aside)], check=True).stdout.decode().split()
     assert PurePosixPath(newest["path"]).name in quarantined
     verify(lab, "truncated newest replica on the target", "moved aside; previous intact replica used "
            f"(+{len(moved['merged'])} monitoring copy merged); fenced, gate", signer=target, gate_epoch=gate_epoch)

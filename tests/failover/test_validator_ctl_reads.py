@@ -62,7 +62,9 @@ def server() -> Iterator[str]:
 @pytest.fixture
 def ctl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: str) -> ModuleType:
     config = {"replica_dir": str(tmp_path / "replicas"), "prometheus_url": server, "alertmanager_url": server,
-              "prometheus_validator_job": "validator", "validator_user": "nobody"}
+              "prometheus_validator_job": "validator", "validator_user": "nobody",
+              "backup_senders": {name: {"address": "10.0.0.1", "public_key": "ssh-ed25519 AAAA"}
+                                 for name in ("qp-t-p1-primary", "qp-t-p1-backup", "qp-t-p2-primary")}}
     path = tmp_path / "validator-ctl.json"
     path.write_text(json.dumps(config))
     monkeypatch.setenv("QP_CTL_CONFIG", str(path))
@@ -75,29 +77,42 @@ def ctl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, server: str) -> ModuleT
     return module
 
 
+def _ship(replicas: Path, name: str, data: bytes, age: float) -> Path:
+    """A copy as the receiver stores it: in the directory of its sender (`<replica dir>/from/<sender>/`)."""
+    return ship(replicas / "from" / name.split("--")[0], name, data, age)
+
+
 def test_list_replicas_names_only_the_asked_senders_newest_first(ctl: ModuleType, tmp_path: Path) -> None:
     d = tmp_path / "replicas"
-    ship(d, "qp-t-p1-primary--20260101T000000000000Z.db", b"a", 900)
-    ship(d, "qp-t-p1-backup--20260101T000100000000Z.db", b"b", 300)
-    ship(d, "qp-t-p2-primary--20260101T000200000000Z.db", b"c", 10)  # another pair
-    (d / "qp-t-p1-backup--20260101T000100000000Z.db.sha256").unlink()
+    _ship(d, "qp-t-p1-primary--20260101T000000000000Z.db", b"a", 900)
+    _ship(d, "qp-t-p1-backup--20260101T000100000000Z.db", b"b", 300)
+    _ship(d, "qp-t-p2-primary--20260101T000200000000Z.db", b"c", 10)  # another pair
+    ship(d, "qp-t-p1-primary--20260101T000300000000Z.db", b"flat", 5)  # old flat layout: not listed
+    _ship(d, "qp-t-p9-primary--20260101T000400000000Z.db", b"p9", 5)  # not a sender here: never listed
+    assert ctl.list_replicas(["qp-t-p9-primary"])["replicas"] == []
+    (d / "from" / "qp-t-p1-backup" / "qp-t-p1-backup--20260101T000100000000Z.db.sha256").unlink()
     listed = ctl.list_replicas(["qp-t-p1-primary", "qp-t-p1-backup"])["replicas"]
     assert [r["name"] for r in listed] == ["qp-t-p1-backup--20260101T000100000000Z.db",
                                            "qp-t-p1-primary--20260101T000000000000Z.db"]
+    assert [r["owner"] for r in listed] == ["qp-t-p1-backup", "qp-t-p1-primary"]
     assert listed[0]["sha256"] is None and listed[1]["sha256"] == hashlib.sha256(b"a").hexdigest()
-    for bad in ("*", "../x", "qp-t-p1-primary/..", ""):
+    for bad in ("*", "../x", "qp-t-p1-primary/..", "", ".."):
         with pytest.raises(ctl.Refused):
             ctl.list_replicas([bad])
 
 
 def test_read_replica_takes_a_name_in_the_replica_directory_only(ctl: ModuleType, tmp_path: Path) -> None:
     d = tmp_path / "replicas"
-    ship(d, "qp-t-p1-primary--20260101T000000000000Z.db", b"raw db", 10)
+    _ship(d, "qp-t-p1-primary--20260101T000000000000Z.db", b"raw db", 10)
+    _ship(d, "qp-t-p2-primary--20260101T000000000000Z.db", b"p2 db", 10)
+    _ship(d, "qp-t-p9-primary--20260101T000000000000Z.db", b"p9 db", 10)  # not a sender here
     (tmp_path / "secret.db").write_bytes(b"not a replica")
-    (d / "qp-t-p1-primary--link.db").symlink_to(tmp_path / "secret.db")
+    (d / "from" / "qp-t-p1-primary" / "qp-t-p1-primary--link.db").symlink_to(tmp_path / "secret.db")
     assert ctl.read_replica("qp-t-p1-primary--20260101T000000000000Z.db") == b"raw db"
     for bad in ("../secret.db", str(tmp_path / "secret.db"), "qp-t-p1-primary--link.db",
-                "qp-t-p1-primary--20260101T000000000000Z.db.sha256", "missing--1Z.db"):
+                "qp-t-p1-primary--20260101T000000000000Z.db.sha256", "missing--1Z.db",
+                "qp-t-p1-primary--../qp-t-p2-primary/qp-t-p2-primary--20260101T000000000000Z.db",
+                "qp-t-p1-primary--..db", "qp-t-p9-primary--20260101T000000000000Z.db"):
         with pytest.raises(ctl.Refused, match="is not a replicated copy"):
             ctl.read_replica(bad)
 

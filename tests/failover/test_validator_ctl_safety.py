@@ -53,7 +53,7 @@ def ship(directory: Path, name: str, data: bytes, age: float) -> Path:
 
 
 def test_truncated_newest_replica_is_moved_aside_and_the_previous_used(ctl: ModuleType, tmp_path: Path) -> None:
-    d = tmp_path / "replicas"
+    d = tmp_path / "replicas" / "from" / "h-primary"  # the sender's own directory
     ship(d, "h-primary--A.db", b"oldest" * 100, 900)
     ship(d, "h-primary--B.db", b"middle" * 100, 600)
     newest = ship(d, "h-primary--C.db", b"newest" * 100, 300)
@@ -80,7 +80,7 @@ def _corrupt(path: Path) -> Path:
 
 
 def test_replica_without_checksum_is_not_chosen(ctl: ModuleType, tmp_path: Path) -> None:
-    d = tmp_path / "replicas"
+    d = tmp_path / "replicas" / "from" / "h-primary"  # the sender's own directory
     ship(d, "h-primary--A.db", b"good", 600)
     lone = d / "h-primary--B.db"
     lone.write_bytes(b"no sidecar")
@@ -90,7 +90,7 @@ def test_replica_without_checksum_is_not_chosen(ctl: ModuleType, tmp_path: Path)
 
 
 def test_all_replicas_corrupt_returns_none_with_reasons(ctl: ModuleType, tmp_path: Path) -> None:
-    d = tmp_path / "replicas"
+    d = tmp_path / "replicas" / "from" / "h-primary"  # the sender's own directory
     _corrupt(ship(d, "h-primary--A.db", b"good", 600))
     doc = ctl.select_replica()
     assert doc["path"] is None and len(doc["skipped"]) == 1

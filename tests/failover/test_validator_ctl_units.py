@@ -91,13 +91,22 @@ FROM_P2 = "10.0.0.21 50022 10.0.0.12 22"
 
 def _receive(ctl: ModuleType, name: str, data: bytes, conn: str = FROM_P1,
              forced: str | None = "qp-p1-primary") -> dict[str, Any]:
-    """As the forced command of `forced`'s authorized_keys line runs it, `conn` being SSH_CONNECTION."""
+    """As the forced command of `forced`'s authorized_keys line runs it, `conn` being SSH_CONNECTION (after
+    `setup` laid out one directory per allowed sender)."""
+    _layout(ctl)
     return ctl.receive_backup(forced, name, hashlib.sha256(data).hexdigest(), data, conn)
 
 
+def _layout(ctl: ModuleType) -> dict[str, Any]:
+    import os
+
+    return ctl.prepare_replica_dirs(os.getuid(), os.getuid(), os.getgid())
+
+
 def _stored(ctl: ModuleType) -> list[str]:
+    """Every copy received anywhere under the replica directory (any depth: nothing may land outside)."""
     replicas = Path(ctl.cfg("replica_dir"))
-    return sorted(p.name for p in replicas.glob("*.db")) if replicas.exists() else []
+    return sorted(p.name for p in replicas.rglob("*.db")) if replicas.exists() else []
 
 
 @pytest.mark.parametrize("name", ["../evil--x.db", "sub/dir--x.db", "nodoubledash.db", ".hidden--x.db",
@@ -169,36 +178,110 @@ def test_receive_backup_rejects_checksum_mismatch(ctl: ModuleType) -> None:
     assert _stored(ctl) == []
 
 
-def test_receive_backup_stores_with_checksum_and_prunes_per_sender(ctl: ModuleType) -> None:
-    """Each sender has its own retention: p2's flood does not push out p1's copies."""
+def test_receive_backup_stores_in_the_senders_own_directory_with_its_own_retention(ctl: ModuleType) -> None:
+    """Each sender has its own directory and retention: p2's flood does not push out p1's copies."""
     import os
 
     replicas = Path(ctl.cfg("replica_dir"))
+    p1, p2 = replicas / "from" / "qp-p1-primary", replicas / "from" / "qp-p2-primary"
     names = []
     for i in range(5):
         data = f"db-{i}".encode()
         name = _receive(ctl, f"qp-p1-primary--2026010{i}T000000Z.db", data)["stored"]
-        os.utime(replicas / name, (1_000_000 + i, 1_000_000 + i))
+        assert (p1 / name).is_file() and not (replicas / name).exists()
+        os.utime(p1 / name, (1_000_000 + i, 1_000_000 + i))
         names.append(name)
     for i in range(6):
         _receive(ctl, f"qp-p2-primary--2026020{i}T000000Z.db", f"p2-{i}".encode(), FROM_P2, "qp-p2-primary")
-    kept = _stored(ctl)
-    assert [n for n in kept if n.startswith("qp-p1-")] == sorted(names[-3:])
-    assert len([n for n in kept if n.startswith("qp-p2-")]) == 3
-    newest = replicas / names[-1]
-    assert (replicas / f"{names[-1]}.sha256").read_text().split()[0] == hashlib.sha256(newest.read_bytes()).hexdigest()
+    assert sorted(p.name for p in p1.glob("*.db")) == sorted(names[-3:])
+    assert len(list(p2.glob("*.db"))) == 3 and all(p.name.startswith("qp-p2-") for p in p2.glob("*.db"))
+    assert not list(replicas.glob("*.db")), "nothing in the old shared directory"
+    newest = p1 / names[-1]
+    assert (p1 / f"{names[-1]}.sha256").read_text().split()[0] == hashlib.sha256(newest.read_bytes()).hexdigest()
+    assert ctl.newest_backup()["source"] in ("qp-p1-primary", "qp-p2-primary")
+
+
+def test_receive_backup_refused_until_setup_made_the_senders_directory(ctl: ModuleType) -> None:
+    """The receiver never creates a sender's directory itself (setup does, for the allowed senders only)."""
+    with pytest.raises(ctl.Refused, match="no replica directory for qp-p1-primary"):
+        ctl.receive_backup("qp-p1-primary", GOOD, hashlib.sha256(b"db").hexdigest(), b"db", FROM_P1)
+    assert _stored(ctl) == []
+
+
+def test_setup_layout_one_directory_per_allowed_sender_root_owned_parents(ctl: ModuleType) -> None:
+    import stat
+
+    got = _layout(ctl)
+    replicas = Path(ctl.cfg("replica_dir"))
+    assert got["replica_senders"] == ["qp-p1-primary", "qp-p2-primary"]
+    assert sorted(p.name for p in (replicas / "from").iterdir()) == got["replica_senders"]
+    assert stat.S_IMODE((replicas / "from" / "qp-p1-primary").stat().st_mode) == 0o700
+    assert stat.S_IMODE((replicas / "from").stat().st_mode) == 0o750
+    assert _layout(ctl)["replicas_migrated"] == []  # idempotent
+
+
+def test_setup_migrates_copies_of_the_old_flat_layout_into_their_senders_directory(ctl: ModuleType) -> None:
+    """A day-2 `pulumi up` keeps every history copy: flat `<sender>--*` files move (mtime and sidecar kept);
+    files of hosts that are not senders stay where they are and are never candidates."""
+    import os
+
+    replicas = Path(ctl.cfg("replica_dir"))
+    replicas.mkdir(parents=True)
+    for name, age in (("qp-p1-primary--20260101T000000Z.db", 900), ("qp-p2-primary--20260101T000000Z.db", 600),
+                      ("qp-p9-primary--20990101T000000Z.db", 1)):
+        (replicas / name).write_bytes(name.encode())
+        (replicas / f"{name}.sha256").write_text(f"{hashlib.sha256(name.encode()).hexdigest()}  {name}\n")
+        os.utime(replicas / name, (1_000_000 - age, 1_000_000 - age))
+    got = _layout(ctl)
+    assert sorted(got["replicas_migrated"]) == ["qp-p1-primary--20260101T000000Z.db",
+                                                 "qp-p2-primary--20260101T000000Z.db"]
+    moved = replicas / "from" / "qp-p1-primary" / "qp-p1-primary--20260101T000000Z.db"
+    assert moved.is_file() and moved.stat().st_mtime == 1_000_000 - 900
+    assert moved.with_suffix(".db.sha256").is_file()
+    assert (replicas / "qp-p9-primary--20990101T000000Z.db").is_file(), "not a sender: left, never deleted"
+    assert sorted(p.name for p in replicas.glob("*.db")) == ["qp-p9-primary--20990101T000000Z.db"]
+    doc = ctl.select_replica()
+    assert doc["name"] == "qp-p2-primary--20260101T000000Z.db" and doc["source"] == "qp-p2-primary"
+    assert doc["skipped"] == []
+    assert ctl.newest_backup()["path"] == str(replicas / "from" / "qp-p2-primary" / doc["name"])
 
 
 def test_newest_backup_ignores_files_of_hosts_that_are_not_senders(ctl: ModuleType) -> None:
+    """Only `<sender>--*.db` in `from/<sender>/` is a candidate: not the old flat directory, not a directory
+    of a host that is no sender here, not another host's name inside a sender's directory."""
     import os
 
     name = _receive(ctl, GOOD, b"mine")["stored"]
     replicas = Path(ctl.cfg("replica_dir"))
-    forged = replicas / "qp-p9-primary--20990101T000000Z.db"  # dropped there by any other means
-    forged.write_bytes(b"forged")
-    os.utime(replicas / name, (1_000_000, 1_000_000))
-    assert ctl.newest_backup()["path"] == str(replicas / name)
+    mine = replicas / "from" / "qp-p1-primary" / name
+    (replicas / "from" / "qp-p9-primary").mkdir()
+    for forged in (replicas / "qp-p9-primary--20990101T000000Z.db",
+                   replicas / "from" / "qp-p9-primary" / "qp-p9-primary--20990101T000000Z.db",
+                   replicas / "from" / "qp-p1-primary" / "qp-p2-primary--20990101T000000Z.db",
+                   replicas / "from" / "qp-p2-primary" / "qp-p1-primary--20990101T000000Z.db"):
+        forged.write_bytes(b"forged")
+        forged.with_suffix(".db.sha256").write_text(hashlib.sha256(b"forged").hexdigest())
+    os.utime(mine, (1_000_000, 1_000_000))
+    assert ctl.newest_backup()["path"] == str(mine) and ctl.newest_backup()["source"] == "qp-p1-primary"
     assert ctl.select_replica()["name"] == name
+    assert [r["name"] for r in ctl.list_replicas(["qp-p2-primary"])["replicas"]] == []
+    assert [r["name"] for r in ctl.list_replicas(["qp-p1-primary"])["replicas"]] == [name]
+    with pytest.raises(ctl.Refused, match="not a replicated backup"):
+        ctl.export_replica(str(replicas / "from" / "qp-p1-primary" / "qp-p2-primary--20990101T000000Z.db"))
+
+
+@pytest.mark.parametrize("name", ["qp-p1-primary--../../x.db", "qp-p1-primary--a/b.db", "../qp-p1-primary--x.db",
+                                  "qp-p1-primary--...db", "/etc/shadow", "qp-p1-primary/x--y.db"])
+def test_read_replica_refuses_a_name_with_a_path_separator_or_dotdot(ctl: ModuleType, name: str) -> None:
+    _receive(ctl, GOOD, b"mine")
+    with pytest.raises(ctl.Refused, match="is not a replicated copy"):
+        ctl.read_replica(name)
+
+
+@pytest.mark.parametrize("owner", ["..", "a/b", "../from", ""])
+def test_list_replicas_refuses_an_owner_that_is_not_a_host_name(ctl: ModuleType, owner: str) -> None:
+    with pytest.raises(ctl.Refused, match="not a host name"):
+        ctl.list_replicas([owner])
 
 
 # -- import_slashing ------------------------------------------------------------------------------------
@@ -258,7 +341,7 @@ def test_export_replica_only_from_replica_dir_and_checksummed(ctl: ModuleType, t
     with pytest.raises(ctl.Refused, match="not a replicated backup"):
         ctl.export_replica(str(outside))
     data = b"replica"
-    stored = Path(ctl.cfg("replica_dir")) / _receive(ctl, GOOD, data)["stored"]
+    stored = Path(ctl.cfg("replica_dir")) / "from" / "qp-p1-primary" / _receive(ctl, GOOD, data)["stored"]
     stored.write_bytes(b"bit rot")
     with pytest.raises(ctl.Refused, match="fails its checksum"):
         ctl.export_replica(str(stored))
