@@ -8,11 +8,18 @@ listens while it is locked; TargetDown excludes validator targets for exactly th
 
 Pending counts as not quiet: with the rules' `for:` holds a condition that is true now would fire later, and
 waiting out every hold would take most of an hour.
+
+One alert can be right about something the lab does not own: the lab's hosts see the test machine's own disk
+(their bind-mounted data directories), which every other test on the machine writes to. DiskWillFillIn24h on
+that disk is excused only when the machine's disk is really below the rule's available-space threshold (the
+rule's second condition holds on the machine itself); on a disk with room it still fails the test.
 """
 
 from __future__ import annotations
 
 import json
+import os
+import subprocess
 import time
 from collections.abc import Iterator
 
@@ -27,6 +34,8 @@ from .conftest import LAB_MARKS, Lab, module_lab, one_host, out, wait_for
 pytestmark = LAB_MARKS
 
 ALWAYS_FIRING = {"DeadMansSwitch"}
+#: cloud_init/monitoring/rules/hosts.yml DiskWillFillIn24h: avail / size below this (with a falling trend)
+DISK_ALERT_AVAILABLE_SHARE = 0.4
 QUIET_HOLD_SECONDS = 90  # several evaluation intervals and exporter cycles after everything is up
 
 
@@ -51,9 +60,25 @@ def _not_up(dep, mon: str, standby: str) -> list[str]:  # type: ignore[no-untype
     return bad
 
 
+def _machine_disk_is_low(device: str) -> bool:
+    """Whether `device` is the test machine's own disk under the lab and it is below the rule's threshold."""
+    here = os.environ.get("TMPDIR", "/tmp")
+    source = subprocess.run(["findmnt", "-no", "SOURCE", "--target", here], capture_output=True, text=True,
+                            timeout=30).stdout.strip()
+    st = os.statvfs(here)
+    return device == source and st.f_bavail / st.f_blocks < DISK_ALERT_AVAILABLE_SHARE
+
+
 def _noisy_alerts(dep, mon: str) -> list[str]:  # type: ignore[no-untyped-def]
-    return sorted(f"{a['labels']['alertname']}({a['state']}, {a['labels'].get('host', '')})"
-                  for a in _api(dep, mon, "alerts")["alerts"] if a["labels"]["alertname"] not in ALWAYS_FIRING)
+    noisy = []
+    for a in _api(dep, mon, "alerts")["alerts"]:
+        name = a["labels"]["alertname"]
+        if name in ALWAYS_FIRING:
+            continue
+        if name == "DiskWillFillIn24h" and _machine_disk_is_low(a["labels"].get("device", "")):
+            continue  # right about the test machine's shared disk (module docstring)
+        noisy.append(f"{name}({a['state']}, {a['labels'].get('host', '')}, {a['labels'].get('mountpoint', '')})")
+    return sorted(noisy)
 
 
 def test_healthy_lab_has_every_target_up_and_no_alert(lab: Lab) -> None:

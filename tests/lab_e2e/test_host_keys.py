@@ -11,8 +11,8 @@ from __future__ import annotations
 import pytest
 
 from cloud_init.host_keys import METADATA_IPV4, PUBLIC_KEY_PATH
-from qpool.inventory import load_inventory_file
-from qpool.remote import HostKeyMismatch, Ssh
+from qpool.inventory import HostRecord, load_inventory_file
+from qpool.remote import HostKeyMismatch, Ssh, ctl_command
 
 from .conftest import LAB_MARKS, Lab, one_host, out
 
@@ -22,6 +22,13 @@ pytestmark = LAB_MARKS
 @pytest.fixture(scope="module")
 def lab(shared_lab: Lab) -> Lab:
     return shared_lab
+
+
+def _answers(ssh: Ssh, host: HostRecord) -> bool:
+    """One qp-* call as the deploy identity (the only kind it may make): `status` on a key host, a replica
+    listing on the monitoring server (it has no validator). Ssh.run raises on a key mismatch or no answer."""
+    args = ("status",) if host.role in ("primary", "backup") else ("list-replicas", "--owner", host.name)
+    return ssh.run(host, ctl_command(*args), timeout=60).rc == 0
 
 
 def test_every_host_presents_exactly_the_program_key(lab: Lab) -> None:
@@ -34,8 +41,8 @@ def test_every_host_presents_exactly_the_program_key(lab: Lab) -> None:
         assert " ".join(on_disk) == pinned[name], name
         keys = host.exec(["sh", "-c", "ls /etc/ssh/ssh_host_*_key"], check=True).stdout.decode().split()
         assert keys == ["/etc/ssh/ssh_host_ed25519_key"], f"{name}: other host keys on disk: {keys}"
-        # qpool's own client, StrictHostKeyChecking=yes against the pinned key
-        assert ssh.run(inv.hosts[name], "true").rc == 0, name
+        # qpool's own client (the deploy identity), StrictHostKeyChecking=yes against the pinned key
+        assert _answers(ssh, inv.hosts[name]), name
         # the metadata service rule is live in the host's firewall
         output_chain = out(dep, name, "sudo nft list chain inet quantapool output")
         assert f"ip daddr {METADATA_IPV4} meta skuid != 0" in output_chain, f"{name}: {output_chain}"
@@ -60,4 +67,4 @@ def test_a_host_with_another_key_stops_qpool(lab: Lab) -> None:
         assert name in message and "does not match the pinned key" in message
     finally:
         host.exec(["sh", "-c", restore], check=True, timeout=60)
-    assert Ssh(inv).run(inv.hosts[name], "true").rc == 0  # the original key is back and accepted
+    assert _answers(Ssh(inv), inv.hosts[name])  # the original key is back and accepted
