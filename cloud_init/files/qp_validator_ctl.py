@@ -32,6 +32,8 @@ from typing import Any
 
 CONFIG_PATH = Path(os.environ.get("QP_CTL_CONFIG", "/etc/quantapool/validator-ctl.json"))
 UNIT = "qp-validator.service"
+#: The oneshot the backup timer starts (cloud_init/host_tools.py installs both).
+BACKUP_UNIT = "qp-slashing-backup.service"
 #: A runtime drop-in that fails every start of the unit until `activate` removes it or the host reboots
 #: (and every boot re-arms the lock). `systemctl mask --runtime` cannot do this: the unit lives in /etc,
 #: which outranks /run for unit files — but drop-ins from /run are always merged.
@@ -655,7 +657,21 @@ def activate(run_id: str, first_start: bool, timeout: float, not_before_epoch: i
         except Refused as exc:
             outcome = f"AND COULD NOT BE STOPPED: {exc}"
         raise Refused(f"validator did not come up within {timeout:.0f}s ({detail}); {outcome}")
-    return {"running": True, "status": status()}
+    return {"running": True, "first_backup": queue_first_backup(), "status": status()}
+
+
+def queue_first_backup() -> str:
+    """Queue a backup run now rather than at the timer's next tick (up to BACKUP_INTERVAL away): a new signer
+    should have a shipped copy of its history at once, and until it has one SlashingProtectionBackupTooOld is
+    (rightly) pending. --no-block: the validator already runs; a slow or failed backup must neither delay nor
+    fail the start, the timer retries and the alert reports a lasting failure."""
+    try:
+        proc = run(["systemctl", "start", "--no-block", BACKUP_UNIT], timeout=30)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"not queued ({exc}); the timer takes the next one"
+    if proc.returncode != 0:
+        return f"not queued ({_last_line(proc.stderr.decode(errors='replace'))}); the timer takes the next one"
+    return "queued"
 
 
 def _oserror_cause(exc: OSError) -> str:

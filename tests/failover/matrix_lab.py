@@ -108,6 +108,9 @@ class Lab:
 
     def fresh_backup(self, signer: str) -> dict[str, Any]:
         """Run the signer's backup timer's service now; return the replica the standby then holds."""
+        # A run already under way (activate queues one) would absorb this start and return its older copy:
+        # wait for it to end, so the run started here copies the history as it is now.
+        wait_for_unit_idle(self.host(signer), "qp-slashing-backup.service")
         before = (self.status(OTHER[signer]) or {}).get("newest_backup") or {}
         self.host(signer).exec(["systemctl", "start", "qp-slashing-backup.service"], timeout=120)
         deadline = time.monotonic() + 60
@@ -123,6 +126,17 @@ class Lab:
         doc = last_journal(journal_path(ctx.inventory.stack, PAIR, ctx.journal_dir))
         assert doc is not None
         return doc
+
+
+def wait_for_unit_idle(host: LabHost, unit: str, timeout: float = 120) -> None:
+    """Wait until a oneshot unit is not running (a start issued now then begins a run of its own)."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state = host.exec(["systemctl", "is-active", unit]).stdout.decode().strip()
+        if state not in ("activating", "deactivating", "reloading"):
+            return
+        time.sleep(1)
+    raise AssertionError(f"{unit} still running on {host.name} after {timeout:.0f}s")
 
 
 def verify(lab: Lab, scenario: str, result: str, *, signer: str, gate_epoch: int | None = None) -> None:

@@ -32,6 +32,7 @@ def ctl(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> ModuleType:
         "validator_bin": "/nonexistent/validator",
         "validator_user": "nobody",
         "validator_datadir": str(tmp_path / "validator"),
+        "metrics_host": "127.0.0.1",
         "metrics_port": 1,
         "textfile_dir": str(tmp_path / "textfiles"),
         "backup_senders": {"qp-p1-primary": {"address": "10.0.0.11", "public_key": KEY_P1},
@@ -80,6 +81,72 @@ def test_activate_refused_without_the_oplock(ctl: ModuleType) -> None:
     ctl.oplock_acquire("run-a", "o")
     with pytest.raises(ctl.Refused, match="does not hold the operation lock"):
         ctl.activate("run-b", first_start=False, timeout=1, not_before_epoch=None)
+
+
+class _FakeSystemd:
+    """Stands in for systemctl under `activate`: records each call; the validator comes up unless told not to."""
+
+    def __init__(self, ctl: ModuleType, monkeypatch: pytest.MonkeyPatch, tmp_path: Path, *, comes_up: bool = True,
+                 backup_start_fails: bool = False) -> None:
+        import subprocess
+
+        self.calls: list[list[str]] = []
+
+        def run(argv: list[str], **_: Any) -> subprocess.CompletedProcess[bytes]:
+            self.calls.append(list(argv))
+            failed = backup_start_fails and ctl.BACKUP_UNIT in argv
+            return subprocess.CompletedProcess(argv, 1 if failed else 0, b"",
+                                               b"Unit qp-slashing-backup.service not found.\n" if failed else b"")
+
+        monkeypatch.setattr(ctl, "run", run)
+        monkeypatch.setattr(ctl, "RUNTIME_BLOCK", tmp_path / "run" / "blocked.conf")
+        monkeypatch.setattr(ctl, "ACTIVATED_BY", tmp_path / "run" / "activated-by.json")
+        monkeypatch.setattr(ctl, "status", lambda: {"processes": [], "unit": {"active": "inactive"},
+                                                    "db_present": True})
+        monkeypatch.setattr(ctl, "systemctl_show", lambda unit=ctl.UNIT: {"ActiveState": "active"})
+        monkeypatch.setattr(ctl, "validator_pids", lambda: [4242])
+        monkeypatch.setattr(ctl, "port_open", lambda host, port: comes_up)
+        monkeypatch.setattr(ctl, "wait_until", lambda predicate, timeout, interval=0.5: predicate())
+        monkeypatch.setattr(ctl, "_publish_state", lambda: None)
+        monkeypatch.setattr(ctl, "stop", lambda reason, timeout: {"stopped": True})
+
+    def starts(self) -> list[list[str]]:
+        return [c for c in self.calls if c[:2] == ["systemctl", "start"]]
+
+
+def test_activate_queues_a_backup_once_the_validator_runs(ctl: ModuleType, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    """A new signer ships a copy of its history at once, not at the timer's next tick up to 5 minutes later
+    (SlashingProtectionBackupTooOld is pending until then), and only after its validator is verified up."""
+    systemd = _FakeSystemd(ctl, monkeypatch, tmp_path)
+    ctl.oplock_acquire("run-a", "o")
+    result = ctl.activate("run-a", first_start=False, timeout=1, not_before_epoch=None)
+    assert result["running"] is True and result["first_backup"] == "queued"
+    assert systemd.starts() == [["systemctl", "start", ctl.UNIT],
+                                ["systemctl", "start", "--no-block", "qp-slashing-backup.service"]]
+    host_tools = (CTL_FILE.parents[1] / "host_tools.py").read_text()
+    assert f'HostFile("/etc/systemd/system/{ctl.BACKUP_UNIT}"' in host_tools, "the unit the timer starts"
+
+
+def test_activate_that_fails_verification_queues_no_backup(ctl: ModuleType, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+    systemd = _FakeSystemd(ctl, monkeypatch, tmp_path, comes_up=False)
+    ctl.oplock_acquire("run-a", "o")
+    with pytest.raises(ctl.Refused, match="did not come up"):
+        ctl.activate("run-a", first_start=False, timeout=1, not_before_epoch=None)
+    assert systemd.starts() == [["systemctl", "start", ctl.UNIT]]
+
+
+def test_activate_succeeds_when_the_backup_cannot_be_queued(ctl: ModuleType, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The validator already runs: a backup that cannot be queued is reported, never turned into a failed start
+    (the timer takes the next one; the alert reports a lasting failure)."""
+    _FakeSystemd(ctl, monkeypatch, tmp_path, backup_start_fails=True)
+    ctl.oplock_acquire("run-a", "o")
+    result = ctl.activate("run-a", first_start=False, timeout=1, not_before_epoch=None)
+    assert result["running"] is True
+    assert result["first_backup"] == ("not queued (Unit qp-slashing-backup.service not found.); "
+                                      "the timer takes the next one")
 
 
 # -- receive_backup -------------------------------------------------------------------------------------
